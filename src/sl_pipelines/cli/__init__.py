@@ -1,0 +1,1 @@
+"""Thin command-line interfaces: parse, build, call the library, render, map errors to exit codes."""

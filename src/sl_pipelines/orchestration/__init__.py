@@ -1,0 +1,1 @@
+"""Orchestration: ProcessingPipeline and the manager that cycles many pipelines over one connection."""

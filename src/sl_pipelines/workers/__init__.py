@@ -1,0 +1,1 @@
+"""Server-side workers: the commands that run inside Slurm jobs and report into a tracker."""
