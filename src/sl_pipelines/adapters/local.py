@@ -1,0 +1,267 @@
+"""The embedded local backend: the same pipelines and trackers, with jobs as local processes.
+
+It implements the same ``Backend`` seam as the SSH ``Server``: jobs are bash scripts rendered exactly as
+for Slurm, run by a tiny scheduler with bounded parallelism and time limits; files live under one local
+folder (``storage/``, ``working/``, and the scheduler's state in ``.sl_local/``). Job processes run in
+their own sessions, so they outlive a crashed manager just as Slurm jobs do, and their state is kept on
+disk, so a restarted manager finds them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+
+from filelock import FileLock
+
+from sl_pipelines.core.job import Environment, EnvironmentKind, Job
+from sl_pipelines.core.seams import CommandResult, ProbeRequest, ProbeResult
+from sl_pipelines.core.states import JobState, JobStatus
+
+KILL_GRACE_SECONDS = 10.0
+_WRAPPER = 'bash "$0" >"$1" 2>"$2"; echo $? >"$3"'
+
+
+@dataclass
+class _Record:
+    """A local job as the scheduler keeps it on disk."""
+
+    job_id: str
+    name: str
+    script: str
+    stdout: str
+    stderr: str
+    time_limit_s: float
+    state: str = JobState.PENDING.value
+    pid: int | None = None
+    started: float | None = None
+    ended: float | None = None
+    exit_code: int | None = None
+    reason: str = ""
+    signalled: float | None = None
+
+
+class LocalBackend:
+    """Runs pipelines on this machine: bounded parallel local processes, files on the local disk.
+
+    Args:
+        root: the folder that holds ``storage/`` (raw data and trackers), ``working/`` (output and job
+            folders) and ``.sl_local/`` (the scheduler's state).
+        max_jobs: how many jobs may run at once (default: the number of CPUs, at least 2).
+        environment: what job scripts activate (default: this Python's virtual environment).
+    """
+
+    def __init__(
+        self, root: Path, *, max_jobs: int | None = None, environment: Environment | None = None
+    ) -> None:
+        self.root = root.resolve()
+        self.max_jobs = max_jobs or max(2, os.cpu_count() or 2)
+        self._environment = environment or _current_environment()
+        self._state = self.root / ".sl_local"
+        (self._state / "jobs").mkdir(parents=True, exist_ok=True)
+        for folder in ("storage", "working"):
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(self._state / "scheduler.lock"), timeout=30)
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def name(self) -> str:
+        """Always ``local``."""
+        return "local"
+
+    @property
+    def storage_root(self) -> PurePosixPath:
+        """``<root>/storage``."""
+        return PurePosixPath(self.root / "storage")
+
+    @property
+    def working_root(self) -> PurePosixPath:
+        """``<root>/working``."""
+        return PurePosixPath(self.root / "working")
+
+    @property
+    def environment(self) -> Environment:
+        """What job scripts activate."""
+        return self._environment
+
+    # ------------------------------------------------------------------------------------------- jobs
+    def submit_jobs(self, jobs: Sequence[Job]) -> tuple[str, ...]:
+        """Writes each job's script into its folder and queues it; returns the job ids."""
+        ids = []
+        with self._lock:
+            for job in jobs:
+                folder = Path(job.working_directory)
+                folder.mkdir(parents=True, exist_ok=True)
+                Path(job.script_path).write_text(job.render(), encoding="utf-8")
+                record = _Record(
+                    job_id=self._next_id(),
+                    name=job.name,
+                    script=str(job.script_path),
+                    stdout=str(job.stdout_path),
+                    stderr=str(job.stderr_path),
+                    time_limit_s=job.resources.time_limit_minutes * 60.0,
+                )
+                self._save(record)
+                ids.append(record.job_id)
+            self._schedule()
+        return tuple(ids)
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """Cancels queued or running jobs (finished ones are left as they are)."""
+        with self._lock:
+            for record in self._records():
+                if record.job_id in job_ids and JobState(record.state).is_active:
+                    self._stop(record, JobState.CANCELLED, "cancelled")
+            self._schedule()
+
+    def probe(self, request: ProbeRequest) -> ProbeResult:
+        """Advances the scheduler, then reports the requested jobs and trackers (no remote round trip)."""
+        with self._lock:
+            self._schedule()
+            records = self._records()
+        names, ids = set(request.job_names), set(request.job_ids)
+        jobs = tuple(
+            JobStatus(r.job_id, r.name, JobState(r.state), r.exit_code, r.reason)
+            for r in records
+            if r.name in names or r.job_id in ids
+        )
+        trackers = {path: self.read_text(path) for path in request.tracker_paths}
+        return ProbeResult(jobs=jobs, trackers=trackers, round_trips=0)
+
+    def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """The state of each job id (NOT_FOUND for ids the scheduler never had)."""
+        found = {s.job_id: s for s in self.probe(ProbeRequest(job_ids=tuple(job_ids))).jobs}
+        return {i: found.get(i, JobStatus(i, "", JobState.NOT_FOUND)) for i in job_ids}
+
+    def run_tracker(self, arguments: Sequence[str]) -> CommandResult:
+        """Runs ``sl-tracker`` with these arguments in a subprocess of this Python."""
+        code = "import sys; from sl_pipelines.cli.tracker import main; sys.exit(main(sys.argv[1:]))"
+        argv = [sys.executable, "-c", code, *arguments]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+        return CommandResult(" ".join(["sl-tracker", *arguments]), done.returncode, done.stdout, done.stderr)
+
+    # ------------------------------------------------------------------------------------------- files
+    def read_text(self, path: PurePosixPath, *, tail_bytes: int | None = None) -> str | None:
+        """A file's text (or its last ``tail_bytes``), or None when it does not exist."""
+        try:
+            with Path(path).open("rb") as stream:
+                if tail_bytes is not None:
+                    stream.seek(max(0, stream.seek(0, os.SEEK_END) - tail_bytes))
+                return stream.read().decode("utf-8", errors="replace")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
+    def list_dir(self, path: PurePosixPath) -> tuple[str, ...]:
+        """Names in a folder (empty when it does not exist)."""
+        try:
+            return tuple(sorted(os.listdir(path)))
+        except (FileNotFoundError, NotADirectoryError):
+            return ()
+
+    def remove(self, path: PurePosixPath) -> None:
+        """Removes a file or a tree; a missing path is not an error."""
+        target = Path(path)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------------------------------- scheduler
+    def _schedule(self) -> None:
+        records = self._records()
+        for record in records:
+            if record.state == JobState.RUNNING.value:
+                self._check(record)
+        running = sum(1 for r in records if r.state == JobState.RUNNING.value)
+        for record in records:
+            if running >= self.max_jobs:
+                break
+            if record.state == JobState.PENDING.value:
+                self._start(record)
+                running += 1
+
+    def _start(self, record: _Record) -> None:
+        exit_file = self._state / "jobs" / f"{record.job_id}.exit"
+        env = dict(os.environ, SLURM_JOB_ID=record.job_id, SLURM_JOB_NAME=record.name)
+        argv = ["bash", "-c", _WRAPPER, record.script, record.stdout, record.stderr, str(exit_file)]
+        process = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL, env=env)
+        self._children[process.pid] = process
+        record.state, record.pid, record.started = JobState.RUNNING.value, process.pid, time.time()
+        self._save(record)
+
+    def _check(self, record: _Record) -> None:
+        exit_file = self._state / "jobs" / f"{record.job_id}.exit"
+        if exit_file.exists() and exit_file.read_text().strip():
+            code = int(exit_file.read_text().strip())
+            record.exit_code = code
+            record.state = JobState.COMPLETED.value if code == 0 else JobState.FAILED.value
+            record.reason = "" if code == 0 else "NonZeroExitCode"
+            record.ended = time.time()
+            self._save(record)
+            return
+        if not _alive(record.pid, self._children):
+            record.state, record.reason, record.ended = JobState.FAILED.value, "killed", time.time()
+            self._save(record)
+            return
+        if record.started is not None and time.time() - record.started > record.time_limit_s:
+            self._stop(record, JobState.TIMEOUT, "TimeLimit")
+
+    def _stop(self, record: _Record, state: JobState, reason: str) -> None:
+        if record.pid is not None and _alive(record.pid, self._children):
+            _signal_group(record.pid, signal.SIGTERM)
+            deadline = time.time() + KILL_GRACE_SECONDS
+            while _alive(record.pid, self._children) and time.time() < deadline:
+                time.sleep(0.05)
+            _signal_group(record.pid, signal.SIGKILL)
+        record.state, record.reason, record.ended = state.value, reason, time.time()
+        self._save(record)
+
+    def _next_id(self) -> str:
+        counter = self._state / "last_id"
+        value = int(counter.read_text()) + 1 if counter.exists() else 1
+        counter.write_text(str(value))
+        return str(value)
+
+    def _records(self) -> list[_Record]:
+        files = sorted((self._state / "jobs").glob("*.json"), key=lambda p: int(p.stem))
+        return [_Record(**json.loads(path.read_text())) for path in files]
+
+    def _save(self, record: _Record) -> None:
+        path = self._state / "jobs" / f"{record.job_id}.json"
+        temp = path.with_suffix(".tmp")
+        temp.write_text(json.dumps(asdict(record)))
+        temp.replace(path)
+
+
+def _current_environment() -> Environment:
+    if sys.prefix != sys.base_prefix:
+        return Environment(EnvironmentKind.VENV, sys.prefix)
+    return Environment()
+
+
+def _alive(pid: int | None, children: dict[int, subprocess.Popen[bytes]]) -> bool:
+    if pid is None:
+        return False
+    child = children.get(pid)
+    if child is not None:
+        return child.poll() is None
+    try:
+        with Path(f"/proc/{pid}/stat").open() as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return

@@ -1,0 +1,213 @@
+"""``sl-process``: run a pipeline on one or more sessions and watch it until it finishes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+
+from sl_pipelines.cli.backends import close_backend, open_backend
+from sl_pipelines.cli.render import failure_details, pipeline_json, pipelines_table
+from sl_pipelines.core.definition import ParameterValue
+from sl_pipelines.core.seams import Backend
+from sl_pipelines.errors import ConfigurationError, SlPipelinesError
+from sl_pipelines.orchestration.journal import find_unfinished
+from sl_pipelines.orchestration.manager import PipelineManager
+from sl_pipelines.orchestration.pipeline import ProcessingPipeline
+from sl_pipelines.orchestration.sessions import find_session
+from sl_pipelines.vocabulary import ProcessingPipelines, ProcessingStatus
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+_DESCRIPTION = """Run a processing pipeline on sessions and watch it until it finishes.
+
+Each session gets its own pipeline run (dataset pipelines such as multiday and forging take all the
+sessions as one dataset). Jobs run on the Slurm server of a profile (--server, see `sl-server profile`)
+or, by default, on this machine through the embedded local backend. Runs are journaled, so a run
+whose manager was interrupted is finished with --resume, without submitting anything twice.
+
+Exit status: 0 when every pipeline succeeded, 1 when any failed or was aborted, 2 for bad input,
+130 when interrupted."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``sl-process``."""
+    names = ", ".join(p.short_name for p in ProcessingPipelines)
+    parser = argparse.ArgumentParser(
+        prog="sl-process", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("pipeline", help=f"the pipeline to run: {names}")
+    parser.add_argument(
+        "sessions", nargs="+", metavar="SESSION", help="session id, project/animal/session or path"
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--server", metavar="PROFILE", help="run on the Slurm server of this profile")
+    where.add_argument("--local-root", type=Path, metavar="DIR", help="folder of the local backend")
+    parser.add_argument("--configs", type=Path, metavar="DIR", help="folder of pipeline definitions (YAML)")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a pipeline parameter (repeatable)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the stages and job scripts; submit nothing"
+    )
+    parser.add_argument("--keep-logs", action="store_true", help="keep job folders and logs after success")
+    parser.add_argument(
+        "--poll-interval", type=float, default=None, metavar="S", help="seconds between cycles"
+    )
+    parser.add_argument(
+        "--max-parallel", type=int, default=4, metavar="N", help="pipelines in flight at once"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="reattach to the unfinished run of these sessions"
+    )
+    parser.add_argument("--json", action="store_true", help="print the outcome as JSON (no live view)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the manager does")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``sl-process``."""
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        kind = ProcessingPipelines.from_name(args.pipeline)
+        parameters = _parameters(args.param)
+    except (ValueError, ConfigurationError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return EXIT_USAGE
+    try:
+        backend = open_backend(args.server, args.local_root)
+    except SlPipelinesError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return EXIT_USAGE
+    try:
+        pipelines = _build(kind, args, backend, parameters)
+        if args.dry_run:
+            _print_dry_run(pipelines)
+            return EXIT_OK
+        return _run(args, backend, pipelines, console)
+    except SlPipelinesError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return EXIT_USAGE if isinstance(exc, ConfigurationError | LookupError) else EXIT_FAILED
+    finally:
+        close_backend(backend)
+
+
+def _parameters(items: Sequence[str]) -> dict[str, ParameterValue]:
+    result: dict[str, ParameterValue] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigurationError(f"--param {item!r} must look like KEY=VALUE (for example planes=4).")
+        value = value.strip()
+        result[key.strip()] = int(value) if value.isdigit() else value
+    return result
+
+
+def _build(
+    kind: ProcessingPipelines,
+    args: argparse.Namespace,
+    backend: Backend,
+    parameters: dict[str, ParameterValue],
+) -> list[ProcessingPipeline]:
+    groups = (
+        [list(args.sessions)]
+        if kind in (ProcessingPipelines.MULTIDAY, ProcessingPipelines.FORGING)
+        else [[s] for s in args.sessions]
+    )
+    pipelines = []
+    for group in groups:
+        paths = tuple(find_session(backend, spec) for spec in group)
+        if args.resume:
+            ids = tuple(f"{p.project}/{p.animal}/{p.session}" for p in paths)
+            journal = find_unfinished(kind.short_name, backend.name, ids)
+            if journal is None:
+                raise ConfigurationError(
+                    f"No unfinished {kind.short_name} run of {', '.join(ids)} on {backend.name} to resume; "
+                    "run without --resume to start one."
+                )
+            pipelines.append(ProcessingPipeline.resume(journal, backend))
+            continue
+        pipelines.append(
+            ProcessingPipeline.create(
+                kind,
+                paths,
+                backend,
+                configs_dir=args.configs,
+                parameters=parameters,
+                keep_job_logs=args.keep_logs,
+                dry_run=args.dry_run,
+            )
+        )
+    return pipelines
+
+
+def _print_dry_run(pipelines: Sequence[ProcessingPipeline]) -> None:
+    out = Console()
+    for p in pipelines:
+        out.rule(f"{p.pipeline.short_name}: {p.project}/{p.animal}/{p.session}")
+        out.print(f"manager id {p.manager_id}, run token {p.resolved.token}, tracker {p.remote_tracker_path}")
+        for stage, jobs in sorted(p.resolved.stages.items()):
+            out.print(f"[bold]stage {stage}[/] ({len(jobs)} job{'s' if len(jobs) > 1 else ''})")
+            for resolved in jobs:
+                out.print(f"[dim]# {resolved.job.script_path}[/]")
+                out.print(resolved.job.render(), markup=False, highlight=False)
+
+
+def _run(
+    args: argparse.Namespace, backend: Backend, pipelines: list[ProcessingPipeline], console: Console
+) -> int:
+    interval = (
+        args.poll_interval if args.poll_interval is not None else (1.0 if backend.name == "local" else 5.0)
+    )
+    manager = PipelineManager(backend, pipelines, max_parallel=args.max_parallel, poll_interval=interval)
+    try:
+        if args.json:
+            manager.run()
+        else:
+            with Live(pipelines_table(pipelines), console=console, refresh_per_second=4) as live:
+                manager.run(observer=lambda m: live.update(pipelines_table(m.pipelines)))
+    except KeyboardInterrupt:
+        return _interrupted(manager, console)
+    return _summarize(args, pipelines, console)
+
+
+def _interrupted(manager: PipelineManager, console: Console) -> int:
+    running = [p for p in manager.pipelines if p.is_running]
+    if not running:
+        return EXIT_INTERRUPTED
+    answer = "n"
+    if sys.stdin.isatty():
+        answer = console.input("Interrupted. Cancel the submitted jobs? [y/N] ").strip().lower()
+    if answer in ("y", "yes"):
+        manager.cancel_all("cancelled by the user (Ctrl-C)")
+        console.print("Cancelled the jobs and recorded the cancellation in each tracker.")
+    else:
+        console.print(
+            "Jobs keep running on the server and their trackers stay owned by this run; "
+            "run the same command with --resume to reattach."
+        )
+    return EXIT_INTERRUPTED
+
+
+def _summarize(args: argparse.Namespace, pipelines: Sequence[ProcessingPipeline], console: Console) -> int:
+    if args.json:
+        print(json.dumps([pipeline_json(p) for p in pipelines], indent=2))  # noqa: T201 - the command's output
+    else:
+        Console().print(pipelines_table(pipelines, title="Summary"))
+        for p in pipelines:
+            if p.failure is not None:
+                console.print(failure_details(p), markup=False, highlight=False)
+    ok = all(p.status is ProcessingStatus.SUCCEEDED for p in pipelines)
+    return EXIT_OK if ok else EXIT_FAILED

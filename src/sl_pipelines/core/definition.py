@@ -1,0 +1,261 @@
+"""Pipeline definitions: the YAML files in ``configs/``, loaded and validated into frozen data classes.
+
+A definition says which tracker a pipeline reports into, what environment its jobs activate, and its
+stages in order; each stage holds jobs that run in parallel, each job a command template with
+placeholders, its resources and an optional fan-out (one job per plane, per camera, per session).
+Validation names the file, the key and what is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sl_pipelines.core.job import Environment, EnvironmentKind
+from sl_pipelines.errors import PipelineDefinitionError
+from sl_pipelines.vocabulary import ProcessingPipelines, TrackerFileNames
+
+ParameterValue = int | str | tuple[str, ...]
+
+_RESOURCE_KEYS = ("cpus", "memory_gb", "time_limit_minutes", "partition", "account", "qos", "gres")
+_JOB_KEYS = frozenset({"name", "command", "fan_out", *_RESOURCE_KEYS})
+_TOP_KEYS = frozenset(
+    {"pipeline", "description", "tracker", "environment", "scope", "defaults", "parameters", "stages"}
+)
+
+
+@dataclass(frozen=True)
+class JobResources:
+    """Resources of a job as written in a definition (memory in GB, time in minutes)."""
+
+    cpus: int = 1
+    memory_gb: float = 1.0
+    time_limit_minutes: int = 60
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    gres: str | None = None
+
+
+@dataclass(frozen=True)
+class JobTemplate:
+    """One job of a stage, before placeholders are filled in."""
+
+    name: str
+    command: str
+    resources: JobResources
+    fan_out: str | None = None
+
+
+@dataclass(frozen=True)
+class StageTemplate:
+    """A stage: jobs that run in parallel; the next stage starts when all of them have succeeded."""
+
+    name: str
+    jobs: tuple[JobTemplate, ...]
+
+
+@dataclass(frozen=True)
+class PipelineDefinition:
+    """A whole pipeline as declared in YAML.
+
+    Attributes:
+        pipeline: which of the nine pipelines this is.
+        tracker: the tracker file name in the session's tracking folder.
+        environment: what jobs activate; None means the backend's default environment.
+        scope: ``session`` (one pipeline per session) or ``dataset`` (one pipeline over all given sessions).
+        parameters: default values of parameters used by placeholders and fan-outs.
+        stages: the stages in order.
+        source: the file it was loaded from.
+    """
+
+    pipeline: ProcessingPipelines
+    tracker: str
+    environment: Environment | None
+    scope: str
+    parameters: Mapping[str, ParameterValue]
+    stages: tuple[StageTemplate, ...]
+    source: Path | None = None
+    description: str = ""
+    defaults: JobResources = field(default_factory=JobResources)
+
+
+class _Checker:
+    """Collects the location of each value so that an error names the file and the key."""
+
+    def __init__(self, source: Path | None) -> None:
+        self.source = source
+
+    def fail(self, key: str, problem: str) -> PipelineDefinitionError:
+        where = f"{self.source}" if self.source else "pipeline definition"
+        return PipelineDefinitionError(
+            f"{where}: {key}: {problem}; fix the file and try again.", path=self.source, key=key
+        )
+
+    def mapping(self, value: object, key: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(key, f"expected a mapping, got {type(value).__name__}")
+        return value
+
+    def text(self, value: object, key: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, f"expected a non-empty text, got {value!r}")
+        return value.strip()
+
+    def positive(self, value: object, key: str, kind: type[int] | type[float]) -> Any:
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise self.fail(key, f"expected a positive {kind.__name__}, got {value!r}")
+        if kind is int and not isinstance(value, int):
+            raise self.fail(key, f"expected a positive whole number, got {value!r}")
+        return kind(value)
+
+    def unknown(self, data: Mapping[str, Any], allowed: frozenset[str], key: str) -> None:
+        extra = sorted(set(data) - allowed)
+        if extra:
+            raise self.fail(f"{key}{extra[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def load_definition(path: Path) -> PipelineDefinition:
+    """Loads and validates one pipeline definition file.
+
+    Raises:
+        PipelineDefinitionError: the file is missing, not YAML, or does not match the schema; the
+            message names the file and the key.
+    """
+    checker = _Checker(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PipelineDefinitionError(
+            f"Cannot read pipeline definition {path}: {exc.strerror}.", path=path
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise checker.fail("(document)", f"not valid YAML ({exc})") from exc
+    return parse_definition(data, source=path)
+
+
+def parse_definition(data: object, *, source: Path | None = None) -> PipelineDefinition:
+    """Validates a definition already parsed from YAML (see :func:`load_definition`)."""
+    check = _Checker(source)
+    top = check.mapping(data, "(document)")
+    check.unknown(top, _TOP_KEYS, "")
+    try:
+        pipeline = ProcessingPipelines.from_name(check.text(top.get("pipeline"), "pipeline"))
+    except ValueError as exc:
+        raise check.fail("pipeline", str(exc).rstrip(".")) from exc
+    tracker = check.text(top.get("tracker", pipeline.tracker_file.value), "tracker")
+    if tracker not in {t.value for t in TrackerFileNames} and not tracker.endswith(".yaml"):
+        raise check.fail("tracker", f"expected a .yaml file name, got {tracker!r}")
+    scope = top.get("scope", "session")
+    if scope not in ("session", "dataset"):
+        raise check.fail("scope", f"expected 'session' or 'dataset', got {scope!r}")
+    defaults = _resources(check, top.get("defaults", {}), "defaults", JobResources())
+    stages_data = top.get("stages")
+    if not isinstance(stages_data, list) or not stages_data:
+        raise check.fail("stages", "expected a non-empty list of stages")
+    stages = tuple(_stage(check, item, f"stages[{i}]", defaults) for i, item in enumerate(stages_data))
+    return PipelineDefinition(
+        pipeline=pipeline,
+        tracker=tracker,
+        environment=_environment(check, top.get("environment", "default")),
+        scope=scope,
+        parameters=_parameters(check, top.get("parameters", {})),
+        stages=stages,
+        source=source,
+        description=str(top.get("description", "")).strip(),
+        defaults=defaults,
+    )
+
+
+def _stage(check: _Checker, data: object, key: str, defaults: JobResources) -> StageTemplate:
+    stage = check.mapping(data, key)
+    check.unknown(stage, frozenset({"name", "jobs"}), f"{key}.")
+    name = check.text(stage.get("name"), f"{key}.name")
+    jobs_data = stage.get("jobs")
+    if not isinstance(jobs_data, list) or not jobs_data:
+        raise check.fail(f"{key}.jobs", "expected a non-empty list of jobs")
+    jobs = tuple(_job(check, item, f"{key}.jobs[{i}]", defaults) for i, item in enumerate(jobs_data))
+    names = [job.name for job in jobs]
+    if len(set(names)) != len(names):
+        raise check.fail(f"{key}.jobs", f"job names must be unique within a stage, got {names}")
+    return StageTemplate(name=name, jobs=jobs)
+
+
+def _job(check: _Checker, data: object, key: str, defaults: JobResources) -> JobTemplate:
+    job = check.mapping(data, key)
+    check.unknown(job, _JOB_KEYS, f"{key}.")
+    name = check.text(job.get("name"), f"{key}.name")
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise check.fail(f"{key}.name", f"use letters, digits, '_' and '-' only, got {name!r}")
+    fan_out = job.get("fan_out")
+    if fan_out is not None:
+        fan_out = check.text(fan_out, f"{key}.fan_out")
+    return JobTemplate(
+        name=name,
+        command=check.text(job.get("command"), f"{key}.command"),
+        resources=_resources(check, job, key, defaults),
+        fan_out=fan_out,
+    )
+
+
+def _resources(check: _Checker, data: object, key: str, base: JobResources) -> JobResources:
+    values = check.mapping(data, key)
+    if key == "defaults":
+        check.unknown(values, frozenset(_RESOURCE_KEYS), "defaults.")
+    cpus = check.positive(values.get("cpus", base.cpus), f"{key}.cpus", int)
+    memory = check.positive(values.get("memory_gb", base.memory_gb), f"{key}.memory_gb", float)
+    minutes = check.positive(
+        values.get("time_limit_minutes", base.time_limit_minutes), f"{key}.time_limit_minutes", int
+    )
+    optional: dict[str, str | None] = {}
+    for name in ("partition", "account", "qos", "gres"):
+        value = values.get(name, getattr(base, name))
+        optional[name] = None if value is None else check.text(value, f"{key}.{name}")
+    return JobResources(cpus=cpus, memory_gb=memory, time_limit_minutes=minutes, **optional)
+
+
+def _environment(check: _Checker, data: object) -> Environment | None:
+    if data == "default":
+        return None
+    if data in ("none", None):
+        return Environment()
+    env = check.mapping(data, "environment")
+    check.unknown(env, frozenset({"venv", "conda", "modules"}), "environment.")
+    modules_data = env.get("modules", [])
+    if not isinstance(modules_data, list) or not all(isinstance(m, str) for m in modules_data):
+        raise check.fail("environment.modules", "expected a list of module names")
+    modules = tuple(modules_data)
+    if "venv" in env and "conda" in env:
+        raise check.fail("environment", "give either venv or conda, not both")
+    if "venv" in env:
+        return Environment(EnvironmentKind.VENV, check.text(env["venv"], "environment.venv"), modules)
+    if "conda" in env:
+        return Environment(EnvironmentKind.CONDA, check.text(env["conda"], "environment.conda"), modules)
+    if modules:
+        return Environment(EnvironmentKind.MODULES, "", modules)
+    raise check.fail("environment", "expected 'default', 'none', or a mapping with venv, conda or modules")
+
+
+def _parameters(check: _Checker, data: object) -> dict[str, ParameterValue]:
+    params = check.mapping(data, "parameters")
+    result: dict[str, ParameterValue] = {}
+    for name, value in params.items():
+        result[str(name)] = coerce_parameter(
+            value, lambda problem, n=name: check.fail(f"parameters.{n}", problem)
+        )
+    return result
+
+
+def coerce_parameter(value: object, fail: Any) -> ParameterValue:
+    """Turns a YAML/CLI value into a parameter: an integer, a text, or a list of texts."""
+    if isinstance(value, bool):
+        raise fail(f"expected a number, a text or a list, got {value!r}")
+    if isinstance(value, int | str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str | int) for v in value):
+        return tuple(str(v) for v in value)
+    raise fail(f"expected a number, a text or a list, got {value!r}")

@@ -1,0 +1,251 @@
+"""Resolution: a pipeline definition plus a session becomes concrete stages of concrete jobs.
+
+Everything is decided here, once, at construction: job names (carrying the run token), folders,
+resources, and every command's argument vector. Placeholders are filled per argument after the template
+is split like a shell would, so a value (a session named ``a b;rm -rf ~``) is always one argument.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import xxhash
+
+from sl_pipelines.core.definition import JobTemplate, ParameterValue, PipelineDefinition
+from sl_pipelines.core.job import Command, Environment, Job, Resources
+from sl_pipelines.core.layout import JOB_FOLDERS, SessionPaths
+from sl_pipelines.errors import PipelineDefinitionError
+
+JOB_PREFIX = "slp"
+
+
+@dataclass(frozen=True)
+class ResolvedJob:
+    """One concrete job of a resolved pipeline."""
+
+    stage: int
+    key: str
+    job: Job
+
+    @property
+    def name(self) -> str:
+        """The Slurm job name (unique per run: it carries the run token)."""
+        return self.job.name
+
+
+@dataclass(frozen=True)
+class ResolvedPipeline:
+    """A pipeline with every stage and job decided.
+
+    Attributes:
+        definition: what it was resolved from.
+        session: the (main) session's folders.
+        sessions: every session of the run (one, or all sessions of a dataset).
+        manager_id: the manager that owns the run.
+        token: the run token carried by every job name.
+        tracker_path: the tracker file on the server.
+        stages: stage number (from 1) → jobs of that stage.
+        parameters: the parameter values used.
+    """
+
+    definition: PipelineDefinition
+    session: SessionPaths
+    sessions: tuple[SessionPaths, ...]
+    manager_id: int
+    token: str
+    tracker_path: PurePosixPath
+    stages: Mapping[int, tuple[ResolvedJob, ...]]
+    parameters: Mapping[str, ParameterValue]
+
+    @property
+    def job_count(self) -> int:
+        """All jobs of all stages: what the tracker counts before it is complete."""
+        return sum(len(jobs) for jobs in self.stages.values())
+
+    @property
+    def jobs_folder(self) -> PurePosixPath:
+        """The folder holding every job folder of this run."""
+        return self.session.working_root / JOB_FOLDERS / self.token
+
+    def all_jobs(self) -> tuple[ResolvedJob, ...]:
+        """Every job, in stage order."""
+        return tuple(job for stage in sorted(self.stages) for job in self.stages[stage])
+
+
+def run_token(manager_id: int, pipeline: str, sessions: tuple[SessionPaths, ...]) -> str:
+    """A short token unique to one manager's run of one pipeline on one session (or dataset)."""
+    ids = ";".join(f"{s.project}/{s.animal}/{s.session}" for s in sessions)
+    return xxhash.xxh3_64(f"{manager_id}:{pipeline}:{ids}".encode()).hexdigest()[:12]
+
+
+def resolve_pipeline(
+    definition: PipelineDefinition,
+    sessions: tuple[SessionPaths, ...],
+    *,
+    manager_id: int,
+    environment: Environment,
+    parameters: Mapping[str, ParameterValue] | None = None,
+) -> ResolvedPipeline:
+    """Resolves a definition for one session (or, for dataset scope, a dataset of sessions).
+
+    Raises:
+        PipelineDefinitionError: a placeholder or fan-out names a parameter that has no value.
+    """
+    if not sessions:
+        raise ValueError("resolve_pipeline needs at least one session")
+    session = sessions[0]
+    params: dict[str, ParameterValue] = dict(definition.parameters)
+    params.update(parameters or {})
+    params.setdefault("sessions", tuple(s.session for s in sessions))
+    token = run_token(manager_id, definition.pipeline.short_name, sessions)
+    tracker = session.tracker(definition.tracker)
+    env = definition.environment if definition.environment is not None else environment
+    templates = [
+        (number, template) for number, stage in enumerate(definition.stages, 1) for template in stage.jobs
+    ]
+    expanded = [
+        (number, template, key, item)
+        for number, template in templates
+        for key, item in _fan_out(definition, template, params)
+    ]
+    context = _Context(definition, session, manager_id, token, tracker, len(expanded), params)
+    stages: dict[int, list[ResolvedJob]] = {}
+    for number, template, key, item in expanded:
+        job = context.job(number, template, key, item, env)
+        stages.setdefault(number, []).append(ResolvedJob(stage=number, key=key, job=job))
+    return ResolvedPipeline(
+        definition=definition,
+        session=session,
+        sessions=sessions,
+        manager_id=manager_id,
+        token=token,
+        tracker_path=tracker,
+        stages={number: tuple(jobs) for number, jobs in stages.items()},
+        parameters=params,
+    )
+
+
+def _fan_out(
+    definition: PipelineDefinition, template: JobTemplate, params: Mapping[str, ParameterValue]
+) -> list[tuple[str, tuple[int, str] | None]]:
+    if template.fan_out is None:
+        return [(template.name, None)]
+    if template.fan_out not in params:
+        raise _error(
+            definition, template, f"fan_out names parameter {template.fan_out!r}, which has no value"
+        )
+    value = params[template.fan_out]
+    if isinstance(value, int):
+        items = [str(i) for i in range(value)]
+    elif isinstance(value, str):
+        items = [value]
+    else:
+        items = list(value)
+    if not items:
+        raise _error(definition, template, f"fan_out parameter {template.fan_out!r} is empty")
+    return [(f"{template.name}-{i}", (i, item)) for i, item in enumerate(items)]
+
+
+def _error(definition: PipelineDefinition, template: JobTemplate, problem: str) -> PipelineDefinitionError:
+    where = definition.source or definition.pipeline.short_name
+    return PipelineDefinitionError(
+        f"{where}: job {template.name!r}: {problem}; fix the definition or pass --param.",
+        path=definition.source,
+        key=template.name,
+    )
+
+
+@dataclass(frozen=True)
+class _Context:
+    """Fills the placeholders of one pipeline's job templates."""
+
+    definition: PipelineDefinition
+    session: SessionPaths
+    manager_id: int
+    token: str
+    tracker: PurePosixPath
+    job_count: int
+    params: Mapping[str, ParameterValue]
+
+    def job(
+        self, stage: int, template: JobTemplate, key: str, item: tuple[int, str] | None, env: Environment
+    ) -> Job:
+        name = f"{JOB_PREFIX}-{self.token}-{stage}-{key}"
+        folder = self.session.working_root / JOB_FOLDERS / self.token / key
+        values = self._values(name, item)
+        argv = self._command(template, values)
+        r = template.resources
+        return Job(
+            name=name,
+            working_directory=folder,
+            commands=(argv,),
+            resources=Resources(
+                cpus=r.cpus,
+                memory_mb=round(r.memory_gb * 1024),
+                time_limit_minutes=r.time_limit_minutes,
+                partition=r.partition,
+                account=r.account,
+                qos=r.qos,
+                gres=r.gres,
+            ),
+            environment=env,
+            exports=(("SL_PIPELINES_RUN_TOKEN", self.token),),
+        )
+
+    def _values(self, name: str, item: tuple[int, str] | None) -> dict[str, str]:
+        s = self.session
+        values = {key: _text(value) for key, value in self.params.items()}
+        values.update(
+            storage_root=str(s.storage_root),
+            working_root=str(s.working_root),
+            project=s.project,
+            animal=s.animal,
+            session=s.session,
+            storage_session=str(s.storage_session),
+            working_session=str(s.working_session),
+            raw_data=str(s.raw_data),
+            processed_data=str(s.processed_data),
+            tracking_data=str(s.tracking_data),
+            tracker=str(self.tracker),
+            manager_id=str(self.manager_id),
+            job_count=str(self.job_count),
+            job=name,
+            token=self.token,
+            pipeline=self.definition.pipeline.short_name,
+        )
+        if item is not None:
+            values.update(index=str(item[0]), item=item[1])
+        return values
+
+    def _command(self, template: JobTemplate, values: Mapping[str, str]) -> Command:
+        tracked = ("tracker", "manager_id", "job_count", "job")
+        session = ("storage_root", "working_root", "project", "animal", "session")
+        expansions = {
+            "{tracked}": [part for key in tracked for part in ("--" + key.replace("_", "-"), values[key])],
+            "{session_args}": [
+                part for key in session for part in ("--" + key.replace("_", "-"), values[key])
+            ],
+        }
+        try:
+            tokens = shlex.split(template.command)
+        except ValueError as exc:
+            raise _error(self.definition, template, f"command is not valid shell syntax ({exc})") from exc
+        argv: list[str] = []
+        for token in tokens:
+            if token in expansions:
+                argv.extend(expansions[token])
+                continue
+            try:
+                argv.append(token.format_map(values))
+            except KeyError as exc:
+                raise _error(self.definition, template, f"unknown placeholder {{{exc.args[0]}}}") from exc
+            except (ValueError, IndexError) as exc:
+                raise _error(self.definition, template, f"bad placeholder in {token!r} ({exc})") from exc
+        return tuple(argv)
+
+
+def _text(value: ParameterValue) -> str:
+    return ",".join(value) if isinstance(value, tuple) else str(value)

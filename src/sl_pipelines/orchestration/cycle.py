@@ -1,0 +1,164 @@
+"""One polling cycle over many pipelines: one probe, then only the actions the decisions call for.
+
+Everything the cycle needs to know (the state of every watched job, by name, and every tracker) comes
+from ONE ``Backend.probe`` call, whatever the number of pipelines. Submissions decided in the same
+cycle go out as one ``submit_jobs`` call. Before a stage is submitted its intent is journaled, and the
+stage's job names were part of the probe, so a job that already exists is adopted, never resubmitted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from sl_pipelines.core.decisions import Action, Decision, latest_by_name
+from sl_pipelines.core.job import Job
+from sl_pipelines.core.seams import Backend, ProbeRequest
+from sl_pipelines.errors import SlPipelinesError
+from sl_pipelines.orchestration.pipeline import STDERR_TAIL_BYTES, FailureReport, ProcessingPipeline
+from sl_pipelines.vocabulary import ProcessingStatus
+
+logger = logging.getLogger("sl_pipelines")
+
+MANAGER_JOB = "manager"
+"""The job identity under which the manager records a failure no job could record itself."""
+
+
+def merge_requests(pipelines: Sequence[ProcessingPipeline]) -> ProbeRequest:
+    """One probe request covering every pipeline's jobs and trackers."""
+    names: dict[str, None] = {}
+    trackers: dict[object, None] = {}
+    for pipeline in pipelines:
+        request = pipeline.probe_request()
+        names.update(dict.fromkeys(request.job_names))
+        trackers.update(dict.fromkeys(request.tracker_paths))
+    return ProbeRequest(job_names=tuple(names), tracker_paths=tuple(trackers))  # type: ignore[arg-type]
+
+
+def run_cycle(backend: Backend, pipelines: Sequence[ProcessingPipeline]) -> None:
+    """Advances every running pipeline by one cycle."""
+    active = [p for p in pipelines if p.is_running]
+    if not active:
+        return
+    result = backend.probe(merge_requests(active))
+    jobs = latest_by_name(result.jobs)
+    now = time.monotonic()
+    submissions: list[tuple[ProcessingPipeline, Decision]] = []
+    for pipeline in active:
+        outcome = pipeline.decide(result, jobs, now)
+        if isinstance(outcome, FailureReport):
+            _finish(pipeline, ProcessingStatus.FAILED, outcome)
+        elif outcome.action is Action.SUBMIT:
+            submissions.append((pipeline, outcome))
+        elif outcome.action is not Action.WAIT:
+            _conclude(backend, pipeline, outcome)
+    if submissions:
+        _submit(backend, submissions)
+
+
+def _submit(backend: Backend, submissions: list[tuple[ProcessingPipeline, Decision]]) -> None:
+    batch: list[tuple[ProcessingPipeline, Job]] = []
+    for pipeline, decision in submissions:
+        if decision.stage == 1 and pipeline.stage == 0 and not _claim(backend, pipeline):
+            continue
+        ids = dict(pipeline.journal.job_ids)
+        ids.update(decision.adopted or {})
+        if decision.adopted:
+            logger.info(
+                "%s: adopting already submitted jobs %s", pipeline.describe(), sorted(decision.adopted)
+            )
+        pipeline.journal = pipeline.journal.save(stage=decision.stage, job_ids=ids)
+        pipeline.stage = decision.stage
+        pipeline.missing_since.clear()
+        batch.extend((pipeline, pipeline.resolved_job(name).job) for name in decision.to_submit)
+    if not batch:
+        return
+    try:
+        job_ids = backend.submit_jobs([job for _, job in batch])
+    except SlPipelinesError as exc:
+        for pipeline in {id(p): p for p, _ in batch}.values():
+            _finish(pipeline, ProcessingStatus.FAILED, FailureReport(f"Submission failed: {exc}"))
+        return
+    for (pipeline, job), job_id in zip(batch, job_ids, strict=True):
+        pipeline.journal = pipeline.journal.save(job_ids={**pipeline.journal.job_ids, job.name: job_id})
+
+
+def _claim(backend: Backend, pipeline: ProcessingPipeline) -> bool:
+    """Locks the tracker to this manager before anything is submitted; False (and FAILED) if refused."""
+    result = backend.run_tracker(
+        [
+            "start",
+            str(pipeline.remote_tracker_path),
+            "--manager-id",
+            str(pipeline.manager_id),
+            "--job-count",
+            str(pipeline.resolved.job_count),
+        ]
+    )
+    if result.ok:
+        return True
+    reason = (
+        result.stderr.strip() or result.stdout.strip() or f"sl-tracker exited {result.exit_code}"
+    ).splitlines()
+    _finish(pipeline, ProcessingStatus.FAILED, FailureReport(f"Could not claim the tracker: {reason[-1]}"))
+    return False
+
+
+def _conclude(backend: Backend, pipeline: ProcessingPipeline, decision: Decision) -> None:
+    if decision.to_cancel:
+        backend.cancel(decision.to_cancel)
+    if decision.action is Action.SUCCEED:
+        if not pipeline.keep_job_logs:
+            backend.remove(pipeline.resolved.jobs_folder)
+        _finish(pipeline, ProcessingStatus.SUCCEEDED, None)
+        return
+    report = FailureReport(decision.reason, job=decision.failed_job)
+    if decision.failed_job is not None:
+        job = pipeline.resolved_job(decision.failed_job).job
+        tail = backend.read_text(job.stderr_path, tail_bytes=STDERR_TAIL_BYTES) or ""
+        report = FailureReport(decision.reason, decision.failed_job, job.stderr_path, _last_lines(tail, 20))
+    if decision.action is Action.FAIL and not decision.tracker_has_failure:
+        _record_failure(backend, pipeline, decision)
+    status = ProcessingStatus.FAILED if decision.action is Action.FAIL else ProcessingStatus.ABORTED
+    _finish(pipeline, status, report)
+
+
+def _record_failure(backend: Backend, pipeline: ProcessingPipeline, decision: Decision) -> None:
+    """Writes the failure into the tracker, so that it does not stay 'running' after a silent death."""
+    arguments = ["error", str(pipeline.remote_tracker_path), "--manager-id", str(pipeline.manager_id)]
+    arguments += ["--job", decision.failed_job or MANAGER_JOB, "--reason", decision.reason[:300]]
+    result = backend.run_tracker(arguments)
+    if not result.ok:
+        logger.warning(
+            "Could not record the failure in %s: %s", pipeline.remote_tracker_path, result.stderr.strip()
+        )
+
+
+def _finish(pipeline: ProcessingPipeline, status: ProcessingStatus, report: FailureReport | None) -> None:
+    pipeline.status = status
+    pipeline.failure = report
+    pipeline.journal = pipeline.journal.save(status=status.name, reason=report.reason if report else "")
+    log = logger.info if status is ProcessingStatus.SUCCEEDED else logger.warning
+    log("%s", pipeline.describe())
+
+
+def _last_lines(text: str, count: int) -> str:
+    lines = text.splitlines()
+    return "\n".join(lines[-count:])
+
+
+def cancel_pipeline(backend: Backend, pipeline: ProcessingPipeline, reason: str) -> None:
+    """Cancels a running pipeline's jobs and records the failure in its tracker (used on Ctrl-C)."""
+    if not pipeline.is_running:
+        return
+    ids = [
+        job_id
+        for name, job_id in pipeline.journal.job_ids.items()
+        if name not in pipeline.job_states or pipeline.job_states[name].state.is_active
+    ]
+    if ids:
+        backend.cancel(ids)
+    if pipeline.stage > 0:
+        _record_failure(backend, pipeline, Decision(Action.FAIL, pipeline.stage, reason=reason))
+    _finish(pipeline, ProcessingStatus.FAILED, FailureReport(reason))

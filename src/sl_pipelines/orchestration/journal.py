@@ -1,0 +1,130 @@
+"""The local run journal: what a manager needs to reattach to a run after a crash.
+
+One JSON file per run, in the user data folder (``platformdirs.user_data_dir("sl_pipelines")/runs``,
+or ``$SL_PIPELINES_DATA_DIR/runs``). It is written atomically BEFORE every submission (the intent) and
+after it (the job ids), so a restarted manager rebuilds the same pipeline (same manager id, same run
+token, same job names) and finds what was already submitted by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from sl_pipelines.errors import JournalError
+
+
+def data_dir() -> Path:
+    """The user data folder of sl_pipelines (journals, local tracker copies)."""
+    override = os.environ.get("SL_PIPELINES_DATA_DIR")
+    return Path(override) if override else Path(platformdirs.user_data_dir("sl_pipelines", appauthor=False))
+
+
+def runs_dir() -> Path:
+    """Where run journals live."""
+    return data_dir() / "runs"
+
+
+@dataclass(frozen=True)
+class RunJournal:
+    """The durable record of one pipeline run.
+
+    Attributes:
+        token: the run token (also the file name).
+        pipeline: the pipeline's short name.
+        backend: the profile name of the server, or ``local``.
+        sessions: ``project/animal/session`` of every session of the run.
+        manager_id: the owning manager id.
+        parameters: the parameter values the pipeline was resolved with.
+        configs_dir: the folder the definition was loaded from.
+        keep_job_logs: whether job folders are kept on success.
+        stage: the last stage whose submission was started (0 before any).
+        job_ids: job name → Slurm job id, for every job known to be submitted.
+        status: the pipeline status name (RUNNING, SUCCEEDED, FAILED, ABORTED).
+        reason: the failure or abort reason.
+        updated_at: when the journal was last written (UTC, ISO 8601).
+    """
+
+    token: str
+    pipeline: str
+    backend: str
+    sessions: tuple[str, ...]
+    manager_id: int
+    parameters: dict[str, Any]
+    configs_dir: str
+    keep_job_logs: bool = False
+    stage: int = 0
+    job_ids: dict[str, str] = field(default_factory=dict)
+    status: str = "RUNNING"
+    reason: str = ""
+    updated_at: str = ""
+
+    @property
+    def path(self) -> Path:
+        """The journal file."""
+        return runs_dir() / f"{self.token}.json"
+
+    def save(self, **changes: Any) -> RunJournal:
+        """Writes the journal with the given changes atomically and returns the new journal."""
+        updated = replace(self, **changes, updated_at=datetime.now(tz=UTC).isoformat(timespec="seconds"))
+        folder = runs_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        data = asdict(updated)
+        data["sessions"] = list(updated.sessions)
+        handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{self.token}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                json.dump(data, stream, indent=2, sort_keys=True)
+                stream.flush()
+                os.fsync(stream.fileno())
+            Path(temp).replace(updated.path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        return updated
+
+    @classmethod
+    def load(cls, path: Path) -> RunJournal:
+        """Reads a journal file.
+
+        Raises:
+            JournalError: the file is missing or not a journal; the message names the file.
+        """
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            data["sessions"] = tuple(data["sessions"])
+            return cls(**data)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise JournalError(
+                f"Run journal {path} is unreadable ({exc}); delete it to forget that run.", path=path
+            ) from exc
+
+
+def iter_journals() -> Iterator[RunJournal]:
+    """Every readable journal, newest first (unreadable files are skipped and logged)."""
+    folder = runs_dir()
+    if not folder.is_dir():
+        return
+    files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in files:
+        try:
+            yield RunJournal.load(path)
+        except JournalError:
+            continue
+
+
+def find_unfinished(pipeline: str, backend: str, sessions: tuple[str, ...]) -> RunJournal | None:
+    """The newest unfinished run of this pipeline on these sessions and this backend, if any."""
+    for journal in iter_journals():
+        same = journal.pipeline == pipeline and journal.backend == backend and journal.sessions == sessions
+        if same and journal.status == "RUNNING":
+            return journal
+    return None
