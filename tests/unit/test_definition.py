@@ -45,7 +45,7 @@ BAD = [
     ({"stages": []}, "stages", "non-empty list"),
     ({"stages": [{"name": "s", "jobs": [{"name": "a"}]}]}, "stages[0].jobs[0].command", "non-empty text"),
     ({"stages": [{"name": "s", "jobs": [{"name": "a", "command": "x", "cpus": 0}]}]}, "cpus", "positive"),
-    ({"stages": [{"name": "s", "jobs": [{"name": "a", "command": "x", "cpus": 1.5}]}]}, "cpus", "whole number"),
+    ({"stages": [{"name": "s", "jobs": [{"name": "a", "command": "x", "cpus": 1.5}]}]}, "cpus", "whole"),
     ({"stages": [{"name": "s", "jobs": [{"name": "a b", "command": "x"}]}]}, "name", "letters, digits"),
     ({"stages": [{"name": "s", "jobs": [{"name": "a", "command": "x", "cpu": 2}]}]}, "cpu", "unknown key"),
     ({"stages": [{"name": "s", "jobs": [{"name": "a", "command": "x"}, {"name": "a", "command": "y"}]}]},

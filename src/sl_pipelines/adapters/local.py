@@ -28,6 +28,9 @@ from sl_pipelines.core.states import JobState, JobStatus
 
 KILL_GRACE_SECONDS = 10.0
 _WRAPPER = 'bash "$0" >"$1" 2>"$2"; echo $? >"$3"'
+# Starts the wrapper detached in its own session (like a Slurm job, it outlives the manager) and
+# prints its pid, which is also its process group id.
+_LAUNCHER = 'setsid bash -c "$0" "$@" </dev/null >/dev/null 2>&1 & echo $!'
 
 
 @dataclass
@@ -70,7 +73,6 @@ class LocalBackend:
         for folder in ("storage", "working"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self._state / "scheduler.lock"), timeout=30)
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     @property
     def name(self) -> str:
@@ -191,10 +193,19 @@ class LocalBackend:
     def _start(self, record: _Record) -> None:
         exit_file = self._state / "jobs" / f"{record.job_id}.exit"
         env = dict(os.environ, SLURM_JOB_ID=record.job_id, SLURM_JOB_NAME=record.name)
-        argv = ["bash", "-c", _WRAPPER, record.script, record.stdout, record.stderr, str(exit_file)]
-        process = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL, env=env)
-        self._children[process.pid] = process
-        record.state, record.pid, record.started = JobState.RUNNING.value, process.pid, time.time()
+        argv = [
+            "bash",
+            "-c",
+            _LAUNCHER,
+            _WRAPPER,
+            record.script,
+            record.stdout,
+            record.stderr,
+            str(exit_file),
+        ]
+        folder = Path(record.script).parent
+        launched = subprocess.run(argv, env=env, cwd=folder, capture_output=True, text=True, check=True)
+        record.state, record.pid, record.started = JobState.RUNNING.value, int(launched.stdout), time.time()
         self._save(record)
 
     def _check(self, record: _Record) -> None:
@@ -207,7 +218,7 @@ class LocalBackend:
             record.ended = time.time()
             self._save(record)
             return
-        if not _alive(record.pid, self._children):
+        if not _alive(record.pid):
             record.state, record.reason, record.ended = JobState.FAILED.value, "killed", time.time()
             self._save(record)
             return
@@ -215,10 +226,10 @@ class LocalBackend:
             self._stop(record, JobState.TIMEOUT, "TimeLimit")
 
     def _stop(self, record: _Record, state: JobState, reason: str) -> None:
-        if record.pid is not None and _alive(record.pid, self._children):
+        if record.pid is not None and _alive(record.pid):
             _signal_group(record.pid, signal.SIGTERM)
             deadline = time.time() + KILL_GRACE_SECONDS
-            while _alive(record.pid, self._children) and time.time() < deadline:
+            while _alive(record.pid) and time.time() < deadline:
                 time.sleep(0.05)
             _signal_group(record.pid, signal.SIGKILL)
         record.state, record.reason, record.ended = state.value, reason, time.time()
@@ -247,12 +258,10 @@ def _current_environment() -> Environment:
     return Environment()
 
 
-def _alive(pid: int | None, children: dict[int, subprocess.Popen[bytes]]) -> bool:
+def _alive(pid: int | None) -> bool:
+    """True while the process exists and is not a zombie (PID 1 may reap it late)."""
     if pid is None:
         return False
-    child = children.get(pid)
-    if child is not None:
-        return child.poll() is None
     try:
         with Path(f"/proc/{pid}/stat").open() as stream:
             return stream.read().rsplit(")", 1)[1].split()[0] != "Z"

@@ -118,7 +118,7 @@ def _conclude(backend: Backend, pipeline: ProcessingPipeline, decision: Decision
         job = pipeline.resolved_job(decision.failed_job).job
         tail = backend.read_text(job.stderr_path, tail_bytes=STDERR_TAIL_BYTES) or ""
         report = FailureReport(decision.reason, decision.failed_job, job.stderr_path, _last_lines(tail, 20))
-    if decision.action is Action.FAIL and not decision.tracker_has_failure:
+    if decision.action is Action.FAIL and not decision.tracker_has_failure and pipeline.stage > 0:
         _record_failure(backend, pipeline, decision)
     status = ProcessingStatus.FAILED if decision.action is Action.FAIL else ProcessingStatus.ABORTED
     _finish(pipeline, status, report)
