@@ -19,7 +19,7 @@ from sl_pipelines.orchestration.pipeline import ProcessingPipeline, default_conf
 from sl_pipelines.vocabulary import ProcessingStatus
 from sl_pipelines.workers.demo_data import generate_session
 
-HOSTILE = "a b;rm -rf ~ $(touch pwned)"
+HOSTILE = "-a b;rm -rf ~ $(touch pwned)"
 
 
 def _session(backend: LocalBackend, name: str = "S1", planes: int = 3) -> str:

@@ -17,6 +17,16 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 ENV = Environment(EnvironmentKind.VENV, "/srv/env")
 
 
+def _opt(argv: tuple[str, ...], option: str) -> str:
+    """The value of an option given as ``--option=value`` or ``--option value``."""
+    for i, part in enumerate(argv):
+        if part.startswith(option + "="):
+            return part.split("=", 1)[1]
+        if part == option:
+            return argv[i + 1]
+    raise AssertionError(f"{option} not in {argv}")
+
+
 def _session(name: str = "2026-01-01-10-00-00") -> SessionPaths:
     return SessionPaths(PurePosixPath("/storage"), PurePosixPath("/work"), "proj", "A1", name)
 
@@ -32,8 +42,8 @@ def test_suite2p_fans_out_one_job_per_plane() -> None:
     assert [len(resolved.stages[s]) for s in (1, 2, 3)] == [1, 4, 1]
     assert resolved.job_count == 6
     plane_args = [r.job.commands[0] for r in resolved.stages[2]]
-    assert [a[a.index("--plane") + 1] for a in plane_args] == ["0", "1", "2", "3"]
-    assert all(a[a.index("--job-count") + 1] == "6" for a in plane_args)
+    assert [_opt(a, "--plane") for a in plane_args] == ["0", "1", "2", "3"]
+    assert all(_opt(a, "--job-count") == "6" for a in plane_args)
 
 
 def test_job_names_carry_the_run_token_and_are_unique() -> None:
@@ -63,18 +73,18 @@ def test_tracked_arguments_and_tracker_path() -> None:
     tracker = "/storage/proj/A1/2026-01-01-10-00-00/tracking_data/checksum_resolution_tracker.yaml"
     assert str(resolved.tracker_path) == tracker
     assert argv[:2] == ("sl-worker", "checksum")
-    assert argv[argv.index("--tracker") + 1] == tracker
-    assert argv[argv.index("--manager-id") + 1] == "9"
-    assert argv[argv.index("--job") + 1] == resolved.stages[1][0].name
+    assert _opt(argv, "--tracker") == tracker
+    assert _opt(argv, "--manager-id") == "9"
+    assert _opt(argv, "--job") == resolved.stages[1][0].name
 
 
 def test_hostile_session_name_stays_one_argument() -> None:
-    name = "a b;rm -rf ~ $(touch /tmp/pwned)"
+    name = "-a b;rm -rf ~ $(touch /tmp/pwned)"
     resolved = resolve_pipeline(
         load_definition(CONFIGS / "checksum.yaml"), (_session(name),), manager_id=3, environment=ENV
     )
     argv = resolved.stages[1][0].job.commands[0]
-    assert argv[argv.index("--session") + 1] == name
+    assert _opt(argv, "--session") == name
     assert shlex.split(shlex.join(argv)) == list(argv)
     job = resolved.stages[1][0].job
     assert name not in job.name
@@ -115,6 +125,6 @@ def test_dataset_pipeline_fans_out_over_its_sessions() -> None:
         load_definition(CONFIGS / "multiday.yaml"), sessions, manager_id=5, environment=ENV
     )
     extract = [r.job.commands[0] for r in resolved.stages[1]]
-    assert [a[a.index("--session") + 1] for a in extract] == ["s1", "s2", "s3"]
+    assert [_opt(a, "--session") for a in extract] == ["s1", "s2", "s3"]
     assert resolved.tracker_path.parent == sessions[0].tracking_data
     assert len(resolved.stages[2]) == 1

@@ -223,11 +223,10 @@ class _Context:
     def _command(self, template: JobTemplate, values: Mapping[str, str]) -> Command:
         tracked = ("tracker", "manager_id", "job_count", "job")
         session = ("storage_root", "working_root", "project", "animal", "session")
+        # ``--key=value`` keeps a value that starts with '-' (a session named '-x') from reading as an option.
         expansions = {
-            "{tracked}": [part for key in tracked for part in ("--" + key.replace("_", "-"), values[key])],
-            "{session_args}": [
-                part for key in session for part in ("--" + key.replace("_", "-"), values[key])
-            ],
+            "{tracked}": [f"--{key.replace('_', '-')}={values[key]}" for key in tracked],
+            "{session_args}": [f"--{key.replace('_', '-')}={values[key]}" for key in session],
         }
         try:
             tokens = shlex.split(template.command)
