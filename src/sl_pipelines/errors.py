@@ -86,7 +86,9 @@ class TrackerCorruptError(TrackerError, ValueError):
 class TrackerLockTimeout(TrackerError, TimeoutError):
     """The tracker's lock file could not be acquired within the timeout."""
 
-    def __init__(self, message: str, *, path: PurePath | str, lock_path: PurePath | str, timeout: float) -> None:
+    def __init__(
+        self, message: str, *, path: PurePath | str, lock_path: PurePath | str, timeout: float
+    ) -> None:
         super().__init__(message, path=path)
         self.lock_path = lock_path
         self.timeout = timeout
@@ -124,7 +126,14 @@ class RemoteCommandError(ServerError):
     """A remote command exited with a non-zero status."""
 
     def __init__(
-        self, message: str, *, host: str = "", command: str, exit_code: int, stdout: str = "", stderr: str = ""
+        self,
+        message: str,
+        *,
+        host: str = "",
+        command: str,
+        exit_code: int,
+        stdout: str = "",
+        stderr: str = "",
     ) -> None:
         super().__init__(message, host=host)
         self.command = command
