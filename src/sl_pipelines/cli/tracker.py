@@ -40,6 +40,11 @@ commands:
   error   mark the run failed by one job, with a short reason
   abort   reset the tracker to idle whoever owns it: the emergency unlock, also for a corrupt file
 
+remote use (a session's trackers on a server, through a profile; or on the local backend):
+  sl-tracker --server PROFILE status SESSION [--json]
+  sl-tracker --server PROFILE abort SESSION --pipeline NAME [--yes]
+  (--local-root DIR instead of --server for the embedded local backend)
+
 exit status: 0 on success, 1 when the tracker refused or failed (one sentence on stderr), 2 for bad
 arguments or an abort without confirmation."""
 
@@ -109,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sl-tracker``; returns the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0].split("=", 1)[0] in ("--server", "--local-root"):
+        from sl_pipelines.cli import tracker_remote  # noqa: PLC0415 - the remote form needs the backends
+
+        return tracker_remote.main(arguments)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on bad arguments

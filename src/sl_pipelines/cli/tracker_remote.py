@@ -1,0 +1,164 @@
+"""``sl-tracker --server PROFILE …``: a session's trackers on a server (or the local backend).
+
+``status SESSION`` shows every pipeline's tracker of the session, read in one round trip;
+``abort SESSION --pipeline NAME`` resets one stuck tracker after a confirmation. The change itself
+runs ``sl-tracker`` on the server, under the tracker's lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path, PurePath, PurePosixPath
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from sl_pipelines.cli.backends import close_backend, open_backend
+from sl_pipelines.cli.tracker import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliStreams,
+    describe_state,
+    handle_abort,
+    status_payload,
+)
+from sl_pipelines.core.seams import Backend, CommandResult, ProbeRequest
+from sl_pipelines.core.tracker_state import IDLE_STATE, TrackerState, parse_tracker_text
+from sl_pipelines.errors import ConfigurationError, SlPipelinesError, TrackerCorruptError, TrackerError
+from sl_pipelines.orchestration.sessions import find_session
+from sl_pipelines.vocabulary import ProcessingPipelines
+
+REMOTE_OPTIONS = ("--server", "--local-root")
+
+
+class RemoteTracker:
+    """A tracker on a backend: read over the connection, changed by ``sl-tracker`` on the server."""
+
+    def __init__(self, backend: Backend, path: PurePosixPath) -> None:
+        self.backend = backend
+        self._path = path
+
+    @property
+    def path(self) -> PurePath:
+        """The tracker file on the server."""
+        return self._path
+
+    def read(self) -> TrackerState:
+        """The tracker's state (idle when the file does not exist)."""
+        text = self.backend.read_text(self._path)
+        return IDLE_STATE if text is None else parse_tracker_text(text, path=self._path)
+
+    def start(self, manager_id: int, job_count: int = 1) -> TrackerState:
+        """Starts or joins a run on the server."""
+        return self._change(["start", "--manager-id", str(manager_id), "--job-count", str(job_count)])
+
+    def stop(self, manager_id: int, job: str | None = None) -> TrackerState:
+        """Records a job's completion on the server."""
+        return self._change(["stop", "--manager-id", str(manager_id), *(["--job", job] if job else [])])
+
+    def error(self, manager_id: int, job: str | None = None, reason: str = "") -> TrackerState:
+        """Records a failure on the server."""
+        extra = ["--job", job] if job else []
+        return self._change(["error", "--manager-id", str(manager_id), *extra, "--reason", reason])
+
+    def abort(self) -> TrackerState:
+        """Resets the tracker on the server; returns what it held (idle if it was corrupt)."""
+        try:
+            previous = self.read()
+        except TrackerCorruptError:
+            previous = IDLE_STATE
+        self._check(self.backend.run_tracker(["abort", str(self._path), "--yes"]))
+        return previous
+
+    def _change(self, arguments: list[str]) -> TrackerState:
+        command, *options = arguments
+        self._check(self.backend.run_tracker([command, str(self._path), *options]))
+        return self.read()
+
+    def _check(self, result: CommandResult) -> None:
+        if not result.ok:
+            lines = (
+                result.stderr.strip() or result.stdout.strip() or f"exit {result.exit_code}"
+            ).splitlines()
+            message = lines[-1].removeprefix("error: ")
+            raise TrackerError(f"On {self.backend.name}: {message}", path=self._path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the remote form of ``sl-tracker``."""
+    parser = argparse.ArgumentParser(
+        prog="sl-tracker",
+        description="Show a session's trackers on a server, or reset one that is stuck.",
+    )
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--server", metavar="PROFILE", help="the server profile (see sl-server profile)")
+    where.add_argument("--local-root", type=Path, metavar="DIR", help="the local backend's folder")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    status = commands.add_parser("status", help="every pipeline's tracker of a session")
+    status.add_argument("session", help="session id, project/animal/session, or path")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    abort = commands.add_parser("abort", help="reset one tracker of a session (asks first)")
+    abort.add_argument("session", help="session id, project/animal/session, or path")
+    abort.add_argument("--pipeline", required=True, help="which pipeline's tracker (short name)")
+    abort.add_argument("--yes", action="store_true", help="do not ask; required when stdin is not a terminal")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Runs the remote form; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    out = Console(file=sys.stdout, highlight=False, soft_wrap=True, markup=False)
+    err = Console(file=sys.stderr, highlight=False, soft_wrap=True, markup=False)
+    backend: Backend | None = None
+    try:
+        backend = open_backend(args.server, args.local_root)
+        session = find_session(backend, args.session)
+        if args.command == "status":
+            return _status(backend, session.tracking_data, args.json, out)
+        pipeline = ProcessingPipelines.from_name(args.pipeline)
+        tracker = RemoteTracker(backend, session.tracker(pipeline.tracker_file.value))
+        return handle_abort(tracker, args, CliStreams(stdin=sys.stdin, out=out, err=err))
+    except (SlPipelinesError, ValueError) as exc:
+        err.print(Text(f"error: {exc}", style="red"))
+        return EXIT_USAGE if isinstance(exc, ConfigurationError | LookupError | ValueError) else EXIT_ERROR
+    finally:
+        if backend is not None:
+            close_backend(backend)
+
+
+def _status(backend: Backend, folder: PurePosixPath, as_json: bool, out: Console) -> int:
+    paths = {p: folder / p.tracker_file.value for p in ProcessingPipelines}
+    texts = backend.probe(ProbeRequest(tracker_paths=tuple(paths.values()))).trackers
+    rows: list[tuple[ProcessingPipelines, PurePosixPath, TrackerState | None, str]] = []
+    for pipeline, path in paths.items():
+        text = texts.get(path)
+        try:
+            state = IDLE_STATE if text is None else parse_tracker_text(text, path=path)
+            rows.append((pipeline, path, state, ""))
+        except TrackerCorruptError as exc:
+            rows.append((pipeline, path, None, str(exc)))
+    if as_json:
+        payload = [
+            {"pipeline": p.short_name, **status_payload(s, path)}
+            if s
+            else {"pipeline": p.short_name, "corrupt": e}
+            for p, path, s, e in rows
+        ]
+        out.file.write(json.dumps(payload, indent=2) + "\n")
+        return EXIT_OK
+    table = Table(title=str(folder), title_justify="left")
+    for column in ("pipeline", "status", "tracker"):
+        table.add_column(column)
+    for pipeline, _path, found, problem in rows:
+        status = Text("corrupt", style="red") if found is None else Text(found.phase.value)
+        table.add_row(pipeline.short_name, status, problem or describe_state(found or IDLE_STATE))
+    out.print(table)
+    return EXIT_OK

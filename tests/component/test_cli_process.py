@@ -1,0 +1,99 @@
+"""sl-process and the remote form of sl-tracker, driven through main() on the local backend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sl_pipelines.adapters.tracker_store import ProcessingTracker
+from sl_pipelines.cli import process, tracker
+from sl_pipelines.workers.demo_data import generate_session
+
+SESSION = "2026-01-05 10;$(touch pwned)"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    generate_session(tmp_path / "local" / "storage", "proj", "A1", SESSION, planes=2, size_kb=4)
+    return tmp_path / "local"
+
+
+def test_process_runs_to_success_and_prints_json(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = process.main(["checksum", SESSION, "--local-root", str(root), "--json", "--poll-interval", "0.2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (result,) = json.loads(out)
+    assert result["status"] == "SUCCEEDED"
+    assert result["session"] == f"proj/A1/{SESSION}"
+    assert not Path("pwned").exists()
+
+
+def test_dry_run_prints_every_script_and_submits_nothing(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = process.main(["suite2p", f"proj/A1/{SESSION}", "--local-root", str(root), "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count("#!/bin/bash") == 4  # binarize, two planes, combine
+    assert "set -euo pipefail" in out
+    assert not (root / "storage" / "proj" / "A1" / SESSION / "tracking_data").exists()
+    assert not any((root / ".sl_local" / "jobs").iterdir())
+
+
+def test_failed_pipeline_exits_1_with_reason(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = root / "storage" / "proj" / "A1" / SESSION / "raw_data"
+    (raw / "ax_checksum.txt").write_text("0" * 32 + "\n")
+    code = process.main(["checksum", SESSION, "--local-root", str(root), "--json", "--poll-interval", "0.2"])
+    (result,) = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert result["status"] == "FAILED"
+    assert "checksum" in result["reason"].lower()
+    assert result["stderr_tail"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["behaviour", "x"], "Unknown pipeline 'behaviour'"),
+        (["behavior", "nope"], "'nope' was not found"),
+        (["behavior", SESSION, "--param", "planes"], "KEY=VALUE"),
+        (["behavior", SESSION, "--resume"], "No unfinished behavior run"),
+    ],
+)
+def test_bad_input_exits_2_with_one_sentence(
+    root: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code = process.main([*argv, "--local-root", str(root)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_remote_tracker_status_and_abort(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = root / "storage" / "proj" / "A1" / SESSION / "tracking_data" / "behavior_processing_tracker.yaml"
+    ProcessingTracker(path).start(5, job_count=7)
+    assert tracker.main(["--local-root", str(root), "status", SESSION, "--json"]) == 0
+    rows = {row["pipeline"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["behavior"]["manager_id"] == 5
+    assert rows["behavior"]["running"] is True
+    assert rows["suite2p"]["status"] == "idle"
+    assert tracker.main(["--local-root", str(root), "abort", SESSION, "--pipeline", "behavior"]) == 2
+    assert ProcessingTracker(path).is_running, "no confirmation, nothing reset"
+    assert tracker.main(["--local-root", str(root), "abort", SESSION, "--pipeline", "behavior", "--yes"]) == 0
+    assert "held a running run of manager 5" in capsys.readouterr().out
+    assert not ProcessingTracker(path).is_running
+
+
+def test_remote_tracker_reports_a_corrupt_tracker_by_name(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = root / "storage" / "proj" / "A1" / SESSION / "tracking_data" / "video_processing_tracker.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{{{")
+    assert tracker.main(["--local-root", str(root), "status", SESSION]) == 0
+    out = capsys.readouterr().out
+    assert "corrupt" in out
+    assert path.read_text() == "{{{"
