@@ -12,8 +12,20 @@ ME, OTHER = 11, 22
 STAGES = {1: ("b",), 2: ("p0", "p1"), 3: ("c",)}
 
 
-def view(stage: int, lost: frozenset[str] = frozenset()) -> RunView:
-    return RunView(manager_id=ME, tracker_path="/t.yaml", stages=STAGES, current_stage=stage, lost_jobs=lost)
+ALL_SUBMITTED = frozenset(name for names in STAGES.values() for name in names)
+
+
+def view(
+    stage: int, lost: frozenset[str] = frozenset(), submitted: frozenset[str] = ALL_SUBMITTED
+) -> RunView:
+    return RunView(
+        manager_id=ME,
+        tracker_path="/t.yaml",
+        stages=STAGES,
+        current_stage=stage,
+        lost_jobs=lost,
+        submitted=submitted,
+    )
 
 
 def tracker(
@@ -115,6 +127,21 @@ def test_existing_jobs_of_the_next_stage_are_adopted_not_resubmitted() -> None:
     assert decision.action is Action.SUBMIT
     assert decision.adopted == {"p0": found["p0"].job_id}
     assert decision.to_submit == ("p1",)
+
+
+def test_journaled_stage_whose_jobs_never_reached_slurm_is_submitted() -> None:
+    found = jobs(p0=R)
+    decision = decide(view(2, submitted=frozenset({"b", "p0"})), found, tracker(("b",)))
+    assert decision.action is Action.SUBMIT
+    assert decision.stage == 2
+    assert decision.to_submit == ("p1",)
+    assert decision.adopted == {"p0": found["p0"].job_id}
+
+
+def test_job_forgotten_by_slurm_after_reporting_completion_counts_as_done() -> None:
+    decision = decide(view(1), {}, tracker(("b",)))
+    assert decision.action is Action.SUBMIT
+    assert decision.stage == 2
 
 
 def test_lost_job_fails_after_grace() -> None:

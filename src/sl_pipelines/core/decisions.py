@@ -67,6 +67,9 @@ class RunView:
         stages: stage number (from 1) → the names of its jobs.
         current_stage: the last stage submitted (0 before the first submission).
         lost_jobs: names of jobs Slurm has not known for longer than the grace period.
+        submitted: names of jobs whose submission returned a job id (journaled). A job of the current
+            stage that Slurm does not know, that has no id and never reported to the tracker was never
+            submitted (the manager died between journaling the stage and sbatch): it is submitted now.
     """
 
     manager_id: int
@@ -74,6 +77,7 @@ class RunView:
     stages: Mapping[int, tuple[str, ...]]
     current_stage: int
     lost_jobs: frozenset[str] = frozenset()
+    submitted: frozenset[str] = frozenset()
 
 
 def latest_by_name(jobs: Sequence[JobStatus]) -> dict[str, JobStatus]:
@@ -155,27 +159,41 @@ def _judge_stage(
     active: tuple[str, ...],
 ) -> Decision:
     stage = view.current_stage
-    failed = _slurm_failure(view, names, jobs, active)
-    if failed is not None:
-        return failed
-    if any(n not in jobs or not jobs[n].state.is_terminal for n in names):
+    early = _slurm_failure(view, names, jobs, active) or _never_submitted(view, names, jobs, tracker)
+    if early is not None:
+        return early
+    reported = set(tracker.completed_jobs)
+    # A job Slurm has forgotten (purged after MinJobAge, no accounting) that reported completion did run.
+    if any(not (jobs[n].state.is_terminal if n in jobs else n in reported) for n in names):
         return Decision(Action.WAIT, stage)
-    unreported = [n for n in names if n not in tracker.completed_jobs]
+    unreported = [n for n in names if n not in reported]
     if unreported:
         reason = (
             f"Job {unreported[0]} exited without reporting to the tracker "
             f"({len(unreported)} of {len(names)} jobs of stage {stage} did not report)"
         )
         return Decision(Action.FAIL, stage, reason=reason, failed_job=unreported[0])
-    if stage == max(view.stages):
-        if tracker.is_complete:
-            return Decision(Action.SUCCEED, stage)
-        reason = (
-            f"All jobs exited, but tracker {view.tracker_path} counts {len(tracker.completed_jobs)} of "
-            f"{tracker.job_count} completions; jobs exited without reporting"
-        )
-        return Decision(Action.FAIL, stage, reason=reason)
-    return _submit(view, stage + 1, jobs)
+    if stage < max(view.stages):
+        return _submit(view, stage + 1, jobs)
+    if tracker.is_complete:
+        return Decision(Action.SUCCEED, stage)
+    reason = (
+        f"All jobs exited, but tracker {view.tracker_path} counts {len(tracker.completed_jobs)} of "
+        f"{tracker.job_count} completions; jobs exited without reporting"
+    )
+    return Decision(Action.FAIL, stage, reason=reason)
+
+
+def _never_submitted(
+    view: RunView, names: tuple[str, ...], jobs: Mapping[str, JobStatus], tracker: TrackerState
+) -> Decision | None:
+    """Jobs of the journaled stage that Slurm never saw: the manager died before sbatch."""
+    reported = set(tracker.completed_jobs)
+    missing = tuple(n for n in names if n not in jobs and n not in view.submitted and n not in reported)
+    if not missing:
+        return None
+    adopted = {n: jobs[n].job_id for n in names if n in jobs}
+    return Decision(Action.SUBMIT, view.current_stage, to_submit=missing, adopted=adopted)
 
 
 def _slurm_failure(

@@ -215,6 +215,7 @@ class ProcessingPipeline:
             stages={stage: tuple(r.name for r in jobs_) for stage, jobs_ in self.resolved.stages.items()},
             current_stage=self.stage,
             lost_jobs=self._lost_jobs(now),
+            submitted=frozenset(self.journal.job_ids),
         )
         return decide(view, self.job_states, self.tracker)
 
@@ -222,8 +223,11 @@ class ProcessingPipeline:
         if self.stage == 0:
             return frozenset()
         lost = set()
+        reported = set(self.tracker.completed_jobs) if self.tracker is not None else set()
         for resolved in self.resolved.stages[self.stage]:
             status = self.job_states.get(resolved.name)
+            if resolved.name not in self.journal.job_ids or resolved.name in reported:
+                continue
             if status is not None and status.state.is_terminal:
                 self.missing_since.pop(resolved.name, None)
                 continue

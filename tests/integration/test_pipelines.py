@@ -1,0 +1,239 @@
+"""Pipelines end to end on the real testbed: real SSH, real Slurm, real files, real trackers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+from conftest import Testbed
+
+from sl_pipelines.adapters.profiles import ServerProfile, save_profile
+from sl_pipelines.adapters.server import Server
+from sl_pipelines.core.seams import ProbeRequest
+from sl_pipelines.core.tracker_state import parse_tracker_text
+from sl_pipelines.orchestration.journal import RunJournal, runs_dir
+from sl_pipelines.orchestration.manager import PipelineManager
+from sl_pipelines.orchestration.pipeline import ProcessingPipeline, default_configs_dir
+from sl_pipelines.vocabulary import ProcessingStatus
+
+HOSTILE = "day 1;$(touch pwned) `id`"
+
+
+@pytest.fixture(autouse=True)
+def private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "user-data"
+    monkeypatch.setenv("SL_PIPELINES_DATA_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def project(make_server: Callable[..., Server]) -> Iterator[str]:
+    """A fresh project name; its folders on both clusters are removed afterwards."""
+    name = f"itest-{uuid.uuid4().hex[:8]}"
+    yield name
+    for key in ("acct", "noacct"):
+        server = make_server(key)
+        server.remove(server.storage_root / name)
+        server.remove(server.working_root / name)
+
+
+def generate(server: Server, project: str, session: str, *, planes: int = 2) -> str:
+    """Generates a demo session ON THE SERVER with its own sl-worker; returns project/animal/session."""
+    env = server.environment.value
+    command = (
+        f"source {shlex.quote(env)}/bin/activate && sl-worker generate -q"
+        f" --storage-root {shlex.quote(str(server.storage_root))} --project {shlex.quote(project)}"
+        f" --animal A1 --session {shlex.quote(session)} --planes {planes} --size-kb 16"
+    )
+    result = server.run(command, check=True)
+    assert result.ok, result.stderr
+    return f"{project}/A1/{session}"
+
+
+def run_to_end(server: Server, pipelines: list[ProcessingPipeline], timeout: float = 120) -> PipelineManager:
+    manager = PipelineManager(server, pipelines, poll_interval=0.5, max_interval=1.0)
+    deadline = time.monotonic() + timeout
+    while not manager.finished:
+        assert time.monotonic() < deadline, [p.describe() for p in pipelines]
+        manager.cycle()
+        time.sleep(0.5)
+    return manager
+
+
+def configs_with(tmp_path: Path, pipeline: str, extra: dict[str, str], **job_changes: object) -> Path:
+    folder = tmp_path / "configs"
+    folder.mkdir(exist_ok=True)
+    data = yaml.safe_load((default_configs_dir() / f"{pipeline}.yaml").read_text())
+    for stage in data["stages"]:
+        for job in stage["jobs"]:
+            if job["name"] in extra:
+                job["command"] += " " + extra[job["name"]]
+                job.update(job_changes)
+    (folder / f"{pipeline}.yaml").write_text(yaml.safe_dump(data))
+    return folder
+
+
+def tracker_of(server: Server, pipeline: ProcessingPipeline):  # type: ignore[no-untyped-def]
+    text = server.read_text(pipeline.remote_tracker_path)
+    assert text is not None
+    return parse_tracker_text(text, path=pipeline.remote_tracker_path)
+
+
+def test_session_lifecycle_on_real_slurm(slurm_server: Server, project: str) -> None:
+    """checksum → preparation → behavior (7 parallel jobs) → suite2p (3 stages) → archiving, hostile name."""
+    spec = generate(slurm_server, project, HOSTILE, planes=3)
+    for name in ("checksum", "preparation", "behavior", "suite2p"):
+        pipeline = ProcessingPipeline.create(name, [spec], slurm_server)
+        run_to_end(slurm_server, [pipeline])
+        assert pipeline.status is ProcessingStatus.SUCCEEDED, pipeline.describe()
+        assert tracker_of(slurm_server, pipeline).is_complete
+        assert not slurm_server.exists(pipeline.resolved.jobs_folder), "job folders are removed on success"
+    session = pipeline.resolved.session
+    assert len(pipeline.jobs[2]) == 3
+    outputs = set(slurm_server.list_dir(session.processed_data / "behavior"))
+    assert {"runtime", "face_camera", "encoder"} <= outputs
+    assert "combine" in slurm_server.list_dir(session.processed_data / "suite2p")
+    archive = ProcessingPipeline.create("archiving", [spec], slurm_server)
+    run_to_end(slurm_server, [archive])
+    assert archive.status is ProcessingStatus.SUCCEEDED, archive.describe()
+    assert "behavior" in slurm_server.list_dir(session.archived_processed_data)
+    assert not slurm_server.exists(session.processed_data), "the working copy goes only after verification"
+    assert slurm_server.run("ls ~/pwned 2>/dev/null; ls pwned 2>/dev/null").stdout == ""
+
+
+def test_failing_job_fails_with_reason_and_stderr_tail_and_next_stage_is_not_submitted(
+    make_server: Callable[..., Server], project: str, tmp_path: Path
+) -> None:
+    server = make_server("acct")
+    spec = generate(server, project, "s1")
+    configs = configs_with(tmp_path, "suite2p", {"binarize": "--fail 'disk on fire' --exit-code 3"})
+    pipeline = ProcessingPipeline.create("suite2p", [spec], server, configs_dir=configs)
+    run_to_end(server, [pipeline])
+    assert pipeline.status is ProcessingStatus.FAILED
+    assert pipeline.failure is not None
+    assert pipeline.failure.job == pipeline.resolved.stages[1][0].name
+    assert "disk on fire" in pipeline.failure.reason
+    assert "disk on fire" in pipeline.failure.stderr_tail
+    later = [r.name for s in (2, 3) for r in pipeline.resolved.stages[s]]
+    assert server.probe(ProbeRequest(job_names=tuple(later))).jobs == ()
+    assert tracker_of(server, pipeline).encountered_error
+    assert server.exists(pipeline.resolved.jobs_folder), "logs are kept on failure"
+
+
+@pytest.mark.slow
+def test_job_killed_by_its_time_limit_before_touching_the_tracker_fails_as_timeout(
+    make_server: Callable[..., Server], project: str, tmp_path: Path
+) -> None:
+    server = make_server("acct")
+    spec = generate(server, project, "s1")
+    configs = configs_with(
+        tmp_path, "suite2p", {"binarize": "--sleep-before-start 600"}, time_limit_minutes=1
+    )
+    pipeline = ProcessingPipeline.create("suite2p", [spec], server, configs_dir=configs)
+    run_to_end(server, [pipeline], timeout=240)
+    assert pipeline.status is ProcessingStatus.FAILED, pipeline.describe()
+    assert pipeline.failure is not None
+    assert "TIMEOUT" in pipeline.failure.reason
+    assert pipeline.stage == 1, "never advanced"
+    state = tracker_of(server, pipeline)
+    assert state.encountered_error, "the manager records the silent death in the tracker"
+    assert "TIMEOUT" in (state.failure.reason if state.failure else "")
+
+
+def test_second_manager_is_refused_with_the_owner_id(
+    make_server: Callable[..., Server], project: str, tmp_path: Path
+) -> None:
+    server = make_server("acct")
+    spec = generate(server, project, "s1")
+    configs = configs_with(tmp_path, "suite2p", {"binarize": "--seconds 4"})
+    first = ProcessingPipeline.create("suite2p", [spec], server, configs_dir=configs)
+    first.runtime_cycle()
+    second = ProcessingPipeline.create("suite2p", [spec], server, configs_dir=configs)
+    second.runtime_cycle()
+    assert second.status is ProcessingStatus.FAILED
+    assert second.failure is not None
+    assert str(first.manager_id) in second.failure.reason
+    assert second.journal.job_ids == {}
+    run_to_end(server, [first])
+    assert first.status is ProcessingStatus.SUCCEEDED, first.describe()
+
+
+def test_polling_many_pipelines_costs_one_remote_command_per_cycle(
+    make_server: Callable[..., Server], project: str, tmp_path: Path
+) -> None:
+    server = make_server("noacct")
+    configs = configs_with(tmp_path, "behavior", {"runtime": "--seconds 6"})
+    specs = [generate(server, project, f"s{i}") for i in range(3)]
+    pipelines = [ProcessingPipeline.create("behavior", [s], server, configs_dir=configs) for s in specs]
+    manager = PipelineManager(server, pipelines, max_parallel=3)
+    manager.cycle()  # claims the trackers and submits stage 1 of all three
+    before = server.round_trips
+    manager.cycle()
+    assert server.round_trips - before == 1
+    run_to_end(server, pipelines)
+    assert all(p.status is ProcessingStatus.SUCCEEDED for p in pipelines)
+
+
+def test_killed_manager_resumes_and_slurm_shows_no_job_submitted_twice(
+    testbed: Testbed, make_profile: Callable[..., ServerProfile], project: str, tmp_path: Path
+) -> None:
+    profile = make_profile("acct", name="itest-acct")
+    save_profile(profile)
+    server = Server(profile)
+    spec = generate(server, project, "s1", planes=3)
+    configs = configs_with(tmp_path, "suite2p", {"binarize": "--seconds 3", "plane": "--seconds 3"})
+    code = "from sl_pipelines.cli.process import main; raise SystemExit(main())"
+    argv = [sys.executable, "-c", code, "suite2p", spec, "--server", profile.name]
+    argv += ["--configs", str(configs), "--poll-interval", "0.5", "--json"]
+    with (tmp_path / "first-manager.log").open("wb") as log:
+        manager = subprocess.Popen(argv, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=log)
+        journal = _wait_for_stage(manager, 2)
+        manager.send_signal(signal.SIGKILL)
+        manager.wait()
+    resumed = subprocess.run(
+        [*argv, "--resume"], env=os.environ.copy(), capture_output=True, text=True, timeout=180, check=False
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    (result,) = json.loads(resumed.stdout)
+    assert result["status"] == "SUCCEEDED"
+    assert result["run_token"] == journal.token
+    names = [
+        r.name for r in ProcessingPipeline.resume(RunJournal.load(journal.path), server).resolved.all_jobs()
+    ]
+    found = server.probe(ProbeRequest(job_names=tuple(names))).jobs
+    submitted = sorted(status.name for status in found)
+    assert submitted == sorted(names), "Slurm's records show each job exactly once"
+    server.close()
+
+
+def _wait_for_stage(process: subprocess.Popen[bytes], stage: int) -> RunJournal:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the manager exited before it was killed"
+        for path in runs_dir().glob("*.json") if runs_dir().is_dir() else ():
+            journal = RunJournal.load(path)
+            if journal.stage >= stage:
+                return journal
+        time.sleep(0.2)
+    raise AssertionError(f"the manager never reached stage {stage}")
+
+
+def test_unknown_session_on_the_server_is_a_clear_error(make_server: Callable[..., Server]) -> None:
+    server = make_server("acct")
+    from sl_pipelines.errors import SessionNotFoundError  # noqa: PLC0415
+
+    with pytest.raises(
+        SessionNotFoundError, match=r"'no-such-session' was not found under .* on testbed-acct"
+    ):
+        ProcessingPipeline.create("behavior", ["no-such-session"], server)
+    assert isinstance(server.storage_root, PurePosixPath)
