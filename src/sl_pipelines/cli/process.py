@@ -176,7 +176,9 @@ def _run(
         if args.json:
             manager.run()
         else:
-            with Live(pipelines_table(pipelines), console=console, refresh_per_second=4) as live:
+            with Live(
+                pipelines_table(pipelines), console=console, refresh_per_second=4, transient=True
+            ) as live:
                 manager.run(observer=lambda m: live.update(pipelines_table(m.pipelines)))
     except KeyboardInterrupt:
         return _interrupted(manager, console)
