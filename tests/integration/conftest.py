@@ -158,3 +158,93 @@ def ssh_run(
 def run_over_ssh(testbed: Testbed) -> Callable[..., subprocess.CompletedProcess[str]]:
     """``run_over_ssh("acct", "squeue")``: ``ssh_run`` bound to the session's testbed (no import needed)."""
     return functools.partial(ssh_run, testbed)
+
+
+# ==================================================================================================
+# Server fixtures (issue 3, parts 2-4): profiles and Servers for both clusters.
+# Profiles are saved under a per-test SL_PIPELINES_CONFIG_DIR, never in the user's real config folder.
+# ==================================================================================================
+
+import contextlib  # noqa: E402 - this section is appended after the testbed fixtures
+from collections.abc import Iterator  # noqa: E402
+from pathlib import PurePosixPath  # noqa: E402
+
+from sl_pipelines.adapters.profiles import AccountingChoice, ServerProfile  # noqa: E402
+from sl_pipelines.adapters.server import Server  # noqa: E402
+from sl_pipelines.core.job import Environment, EnvironmentKind  # noqa: E402
+
+
+@pytest.fixture
+def sl_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private SL_PIPELINES_CONFIG_DIR for the test."""
+    folder = tmp_path / "sl-config"
+    monkeypatch.setenv("SL_PIPELINES_CONFIG_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def make_profile(testbed: Testbed, sl_config_dir: Path) -> Callable[..., ServerProfile]:
+    """``make_profile("acct", password=..., key_file=None)``: a key-authenticated profile of a cluster."""
+
+    def build(cluster_key: str, **changes: object) -> ServerProfile:
+        cluster = testbed.cluster(cluster_key)
+        values: dict[str, object] = {
+            "name": f"testbed-{cluster.key}",
+            "host": testbed.host,
+            "port": testbed.port,
+            "user": cluster.user,
+            "key_file": testbed.key_file,
+            "use_agent": False,
+            "known_hosts": testbed.known_hosts,
+            "storage_root": PurePosixPath(str(cluster.storage_root)),
+            "working_root": PurePosixPath(str(cluster.working_root)),
+            "environment": Environment(EnvironmentKind.VENV, str(testbed.server_env)),
+            "accounting": AccountingChoice.AUTO,
+            "command_timeout": 120.0,
+        }
+        values.update(changes)
+        return ServerProfile(**values)  # type: ignore[arg-type]
+
+    return build
+
+
+@pytest.fixture
+def make_server(make_profile: Callable[..., ServerProfile]) -> Iterator[Callable[..., Server]]:
+    """``make_server("noacct", **profile_changes)``: a Server, closed after the test."""
+    servers: list[Server] = []
+
+    def build(cluster_key: str, **changes: object) -> Server:
+        server = Server(make_profile(cluster_key, **changes))
+        servers.append(server)
+        return server
+
+    yield build
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture(params=["acct", "noacct"])
+def slurm_server(request: pytest.FixtureRequest, make_server: Callable[..., Server]) -> Server:
+    """A Server of each cluster in turn: with sacct, and with scontrol only."""
+    return make_server(request.param)
+
+
+@pytest.fixture
+def remote_scratch(
+    testbed: Testbed, request: pytest.FixtureRequest
+) -> Iterator[Callable[[Server], PurePosixPath]]:
+    """``remote_scratch(server)``: a fresh folder under the server's working root, removed afterwards."""
+    made: list[tuple[Server, PurePosixPath]] = []
+
+    def build(server: Server) -> PurePosixPath:
+        name = "".join(ch if ch.isalnum() else "-" for ch in request.node.name)[:60]
+        folder = server.working_root / "test-server" / f"{name}-{os.getpid()}-{len(made)}"
+        server.remove(folder)
+        server.mkdir(folder)
+        made.append((server, folder))
+        return folder
+
+    yield build
+    for server, folder in made:
+        with contextlib.suppress(Exception):
+            server.remove(folder)

@@ -97,4 +97,4 @@ def test_defaults_apply_to_jobs_and_jobs_override_them() -> None:
         {"name": "s", "jobs": [{"name": "a", "command": "x"}, {"name": "b", "command": "y", "cpus": 8}]}
     ]
     stage = parse_definition(data).stages[0]
-    assert [(j.resources.cpus, j.resources.memory_gb) for j in stage.jobs] == [(4, 2.0), (8, 2.0)]
+    assert [(j.resources.cpus, j.resources.memory_mb) for j in stage.jobs] == [(4, 2048), (8, 2048)]

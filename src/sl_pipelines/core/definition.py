@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from sl_pipelines.core.job import Environment, EnvironmentKind
+from sl_pipelines.core.job import Environment, EnvironmentKind, Resources
 from sl_pipelines.errors import PipelineDefinitionError
 from sl_pipelines.vocabulary import ProcessingPipelines, TrackerFileNames
 
@@ -29,25 +29,12 @@ _TOP_KEYS = frozenset(
 
 
 @dataclass(frozen=True)
-class JobResources:
-    """Resources of a job as written in a definition (memory in GB, time in minutes)."""
-
-    cpus: int = 1
-    memory_gb: float = 1.0
-    time_limit_minutes: int = 60
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    gres: str | None = None
-
-
-@dataclass(frozen=True)
 class JobTemplate:
     """One job of a stage, before placeholders are filled in."""
 
     name: str
     command: str
-    resources: JobResources
+    resources: Resources
     fan_out: str | None = None
 
 
@@ -81,7 +68,7 @@ class PipelineDefinition:
     stages: tuple[StageTemplate, ...]
     source: Path | None = None
     description: str = ""
-    defaults: JobResources = field(default_factory=JobResources)
+    defaults: Resources = field(default_factory=Resources)
 
 
 class _Checker:
@@ -153,7 +140,7 @@ def parse_definition(data: object, *, source: Path | None = None) -> PipelineDef
     scope = top.get("scope", "session")
     if scope not in ("session", "dataset"):
         raise check.fail("scope", f"expected 'session' or 'dataset', got {scope!r}")
-    defaults = _resources(check, top.get("defaults", {}), "defaults", JobResources())
+    defaults = _resources(check, top.get("defaults", {}), "defaults", Resources())
     stages_data = top.get("stages")
     if not isinstance(stages_data, list) or not stages_data:
         raise check.fail("stages", "expected a non-empty list of stages")
@@ -171,7 +158,7 @@ def parse_definition(data: object, *, source: Path | None = None) -> PipelineDef
     )
 
 
-def _stage(check: _Checker, data: object, key: str, defaults: JobResources) -> StageTemplate:
+def _stage(check: _Checker, data: object, key: str, defaults: Resources) -> StageTemplate:
     stage = check.mapping(data, key)
     check.unknown(stage, frozenset({"name", "jobs"}), f"{key}.")
     name = check.text(stage.get("name"), f"{key}.name")
@@ -185,7 +172,7 @@ def _stage(check: _Checker, data: object, key: str, defaults: JobResources) -> S
     return StageTemplate(name=name, jobs=jobs)
 
 
-def _job(check: _Checker, data: object, key: str, defaults: JobResources) -> JobTemplate:
+def _job(check: _Checker, data: object, key: str, defaults: Resources) -> JobTemplate:
     job = check.mapping(data, key)
     check.unknown(job, _JOB_KEYS, f"{key}.")
     name = check.text(job.get("name"), f"{key}.name")
@@ -202,12 +189,13 @@ def _job(check: _Checker, data: object, key: str, defaults: JobResources) -> Job
     )
 
 
-def _resources(check: _Checker, data: object, key: str, base: JobResources) -> JobResources:
+def _resources(check: _Checker, data: object, key: str, base: Resources) -> Resources:
     values = check.mapping(data, key)
     if key == "defaults":
         check.unknown(values, frozenset(_RESOURCE_KEYS), "defaults.")
     cpus = check.positive(values.get("cpus", base.cpus), f"{key}.cpus", int)
-    memory = check.positive(values.get("memory_gb", base.memory_gb), f"{key}.memory_gb", float)
+    base_gb = base.memory_mb / 1024
+    memory = check.positive(values.get("memory_gb", base_gb), f"{key}.memory_gb", float)
     minutes = check.positive(
         values.get("time_limit_minutes", base.time_limit_minutes), f"{key}.time_limit_minutes", int
     )
@@ -215,7 +203,7 @@ def _resources(check: _Checker, data: object, key: str, base: JobResources) -> J
     for name in ("partition", "account", "qos", "gres"):
         value = values.get(name, getattr(base, name))
         optional[name] = None if value is None else check.text(value, f"{key}.{name}")
-    return JobResources(cpus=cpus, memory_gb=memory, time_limit_minutes=minutes, **optional)
+    return Resources(cpus=cpus, memory_mb=round(memory * 1024), time_limit_minutes=minutes, **optional)
 
 
 def _environment(check: _Checker, data: object) -> Environment | None:

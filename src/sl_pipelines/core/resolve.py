@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 import xxhash
 
 from sl_pipelines.core.definition import JobTemplate, ParameterValue, PipelineDefinition
-from sl_pipelines.core.job import Command, Environment, Job, Resources
+from sl_pipelines.core.job import Command, Environment, Job
 from sl_pipelines.core.layout import JOB_FOLDERS, SessionPaths
 from sl_pipelines.errors import PipelineDefinitionError
 
@@ -177,20 +177,11 @@ class _Context:
         folder = self.session.working_root / JOB_FOLDERS / self.token / key
         values = self._values(name, item)
         argv = self._command(template, values)
-        r = template.resources
         return Job(
             name=name,
             working_directory=folder,
             commands=(argv,),
-            resources=Resources(
-                cpus=r.cpus,
-                memory_mb=round(r.memory_gb * 1024),
-                time_limit_minutes=r.time_limit_minutes,
-                partition=r.partition,
-                account=r.account,
-                qos=r.qos,
-                gres=r.gres,
-            ),
+            resources=template.resources,
             environment=env,
             exports=(("SL_PIPELINES_RUN_TOKEN", self.token),),
         )

@@ -1,0 +1,207 @@
+"""Benchmark of the Server against the testbed: job status round trips and tree transfer throughput.
+
+Run ``bash scripts/testbed.sh start`` first, then ``.venv/bin/python scripts/bench_server.py``. Prints,
+side by side in one run:
+
+(a) the states of N jobs (default 50) with ``Server.status`` (one remote command) versus one
+    ``squeue -j ID`` per job over the same connection (how the original system polls);
+(b) push and pull of a ~1 GB tree (one 512 MiB file, 60 x 8 MiB, 2,000 x 4 KiB) with ``Server`` versus
+    OpenSSH ``scp -r`` and ``sftp -b`` over the same loopback.
+
+Everything it creates (local and remote) is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+from sl_pipelines.adapters.profiles import ServerProfile
+from sl_pipelines.adapters.server import Server
+from sl_pipelines.adapters.transfer import Verify
+from sl_pipelines.core.job import Environment, EnvironmentKind, Job, Resources
+
+MIB = 1 << 20
+
+
+def load_testbed(state: Path, cluster: str) -> tuple[dict[str, object], dict[str, str]]:
+    info = json.loads((state / "testbed.json").read_text())
+    return info, info["clusters"][cluster]
+
+
+def make_server(info: dict[str, object], cluster: dict[str, str]) -> Server:
+    profile = ServerProfile(
+        name="bench",
+        host=str(info["host"]),
+        port=int(str(info["port"])),
+        user=cluster["user"],
+        key_file=Path(str(info["key_file"])),
+        use_agent=False,
+        known_hosts=Path(str(info["known_hosts"])),
+        storage_root=PurePosixPath(cluster["storage_root"]),
+        working_root=PurePosixPath(cluster["working_root"]),
+        environment=Environment(EnvironmentKind.VENV, str(info["server_env"])),
+        command_timeout=600,
+    )
+    return Server(profile)
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+# ------------------------------------------------------------------------------------------- (a)
+
+
+def bench_status(server: Server, folder: PurePosixPath, count: int, repeats: int) -> None:
+    jobs = [
+        Job(f"bench-{i:03d}", folder / f"job-{i:03d}", (("sleep", "1"),), Resources(memory_mb=64))
+        for i in range(count)
+    ]
+    ids = list(server.submit_jobs(jobs))
+    server.connect()
+    time.sleep(3)
+    batched, per_job = [], []
+    for _ in range(repeats):
+        before = server.round_trips
+        batched.append(timed(lambda: server.status(ids)))
+        batched_trips = server.round_trips - before
+        before = server.round_trips
+        per_job.append(timed(lambda: [server.run(f"squeue -h -j {job_id}") for job_id in ids]))
+        per_job_trips = server.round_trips - before
+    states = server.status(ids)
+    b, p = statistics.median(batched), statistics.median(per_job)
+    print(f"\n(a) states of {count} jobs ({server.accounting_mode.value} cluster), median of {repeats} runs")
+    print(f"    {'method':<34}{'round trips':>12}{'wall time':>12}")
+    print(f"    {'Server.status (one command)':<34}{batched_trips:>12}{b * 1000:>10.1f} ms")
+    print(f"    {'one squeue -j per job':<34}{per_job_trips:>12}{p * 1000:>10.1f} ms")
+    print(f"    ratio: {per_job_trips / batched_trips:.0f}x fewer round trips, {p / b:.1f}x faster")
+    print(f"    states seen: {sorted({s.state.value for s in states.values()})}")
+
+
+# ------------------------------------------------------------------------------------------- (b)
+
+
+def make_tree(root: Path, big_mib: int, mids: int, smalls: int) -> int:
+    (root / "small").mkdir(parents=True)
+    (root / "mid").mkdir()
+    block = os.urandom(MIB)
+    with (root / "big.bin").open("wb") as handle:
+        for index in range(big_mib):
+            handle.write(block[index % 7 :] + block[: index % 7])
+    for index in range(mids):
+        (root / "mid" / f"m{index:03d}.bin").write_bytes(os.urandom(8 * MIB))
+    for index in range(smalls):
+        (root / "small" / f"s{index:05d}.dat").write_bytes(os.urandom(4096))
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def openssh(info: dict[str, object], cluster: dict[str, str]) -> tuple[list[str], str]:
+    options = [
+        "-i", str(info["key_file"]), "-o", f"UserKnownHostsFile={info['known_hosts']}", "-o", "BatchMode=yes",
+        "-o", "IdentitiesOnly=yes", "-P", str(info["port"]),
+    ]  # fmt: skip
+    return options, f"{cluster['user']}@{info['host']}"
+
+
+def bench_transfers(server: Server, info: dict[str, object], cluster: dict[str, str], folder: PurePosixPath,
+                    local: Path, repeats: int) -> None:  # fmt: skip
+    source = local / "tree"
+    total = make_tree(source, big_mib=512, mids=60, smalls=2000)
+    options, target = openssh(info, cluster)
+    results: dict[str, list[float]] = {}
+
+    def run(label: str, action: Callable[[], object], cleanup: Callable[[], object]) -> None:
+        for _ in range(repeats):
+            cleanup()
+            results.setdefault(label, []).append(timed(action))
+        cleanup()
+
+    def clean_remote() -> None:
+        server.remove(folder / "up")
+
+    def clean_local() -> None:
+        shutil.rmtree(local / "down", ignore_errors=True)
+
+    def push_server() -> None:
+        server.push_tree(source, folder / "up", verify=Verify.SIZE)
+
+    def push_scp() -> None:
+        subprocess.run(["scp", "-q", "-r", *options, str(source), f"{target}:{folder / 'up'}"], check=True)
+
+    def push_sftp() -> None:
+        batch = f"mkdir {folder / 'up'}\nput -r {source} {folder / 'up'}\n"
+        subprocess.run(["sftp", "-q", "-b", "-", *options, target], input=batch, text=True, check=True,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+
+    run("push Server.push_tree", push_server, clean_remote)
+    run("push scp -r", push_scp, clean_remote)
+    run("push sftp -b", push_sftp, clean_remote)
+    server.push_tree(source, folder / "pull-source", verify=Verify.NONE)
+
+    def pull_server() -> None:
+        server.pull_tree(folder / "pull-source", local / "down", verify=Verify.SIZE)
+
+    def pull_scp() -> None:
+        subprocess.run(
+            ["scp", "-q", "-r", *options, f"{target}:{folder / 'pull-source'}", str(local / "down")],
+            check=True,
+        )
+
+    def pull_sftp() -> None:
+        (local / "down").mkdir()
+        batch = f"get -r {folder / 'pull-source'} {local / 'down'}\n"
+        subprocess.run(["sftp", "-q", "-b", "-", *options, target], input=batch, text=True, check=True,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+
+    run("pull Server.pull_tree", pull_server, clean_local)
+    run("pull scp -r", pull_scp, clean_local)
+    run("pull sftp -b", pull_sftp, clean_local)
+    print(
+        f"\n(b) tree of {total / MIB:.0f} MiB (1 x 512 MiB, 60 x 8 MiB, 2000 x 4 KiB), best of {repeats} runs"
+    )
+    print(f"    {'method':<26}{'best':>10}{'median':>10}{'MB/s':>10}")
+    rates = {}
+    for label, times in results.items():
+        rates[label] = total / 1e6 / min(times)
+        print(f"    {label:<26}{min(times):>9.2f}s{statistics.median(times):>9.2f}s{rates[label]:>10.0f}")
+    for direction in ("push", "pull"):
+        ours = rates[f"{direction} Server.{direction}_tree"]
+        best = max(rates[f"{direction} scp -r"], rates[f"{direction} sftp -b"])
+        print(f"    {direction}: Server reaches {100 * ours / best:.0f}% of the faster OpenSSH client")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--state", type=Path, default=Path(os.environ.get("SL_TESTBED_DIR", "/var/tmp/sl-testbed"))
+    )
+    parser.add_argument("--cluster", default="acct")
+    parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-transfers", action="store_true")
+    arguments = parser.parse_args()
+    info, cluster = load_testbed(arguments.state, arguments.cluster)
+    folder = PurePosixPath(cluster["working_root"]) / f"bench-server-{os.getpid()}"
+    with make_server(info, cluster) as server, tempfile.TemporaryDirectory(prefix="bench-server-") as local:
+        server.mkdir(folder)
+        try:
+            bench_status(server, folder / "jobs", arguments.jobs, arguments.repeats)
+            if not arguments.skip_transfers:
+                bench_transfers(server, info, cluster, folder, Path(local), arguments.repeats)
+        finally:
+            server.remove(folder)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""``sl-server``: manage server profiles and check that a server is ready for pipelines.
+
+::
+
+    sl-server profile create NAME --host H --storage-root /s --working-root /w [--venv PATH | --conda ENV]
+    sl-server profile list | show NAME | delete NAME | check NAME | trust NAME [--yes]
+
+Exit status: 0 on success, 1 when something failed (one sentence on stderr), 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from sl_pipelines.adapters import profiles
+from sl_pipelines.adapters.profiles import AccountingChoice, ServerProfile
+from sl_pipelines.core.job import Environment, EnvironmentKind
+from sl_pipelines.errors import ConfigurationError, SlPipelinesError
+
+if TYPE_CHECKING:
+    from sl_pipelines.adapters.server import Server
+
+_log = logging.getLogger("sl_pipelines")
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One line of ``profile check``: what was checked, whether it works, and what was seen."""
+
+    what: str
+    ok: bool
+    detail: str
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``sl-server``; returns the exit status."""
+    parser = _parser()
+    try:
+        arguments = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help and on bad arguments
+        return int(exc.code or 0)
+    out, err = Console(), Console(stderr=True)
+    handler: Callable[[argparse.Namespace, Console], int] = arguments.handler
+    try:
+        return handler(arguments, out)
+    except ConfigurationError as exc:
+        err.print(Text(f"error: {exc}", style="red"))
+        return 2 if exc.path is None and exc.key is not None else 1
+    except SlPipelinesError as exc:
+        err.print(Text(f"error: {exc}", style="red"))
+        return 1
+    except KeyboardInterrupt:
+        err.print(Text("interrupted", style="red"))
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sl-server", description="Manage SSH + Slurm server profiles.")
+    groups = parser.add_subparsers(dest="group", required=True)
+    profile = groups.add_parser("profile", help="create, inspect, check and trust server profiles")
+    commands = profile.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="create (or with --force replace) a profile")
+    create.add_argument("name")
+    create.add_argument("--host", required=True)
+    create.add_argument("--port", type=int)
+    create.add_argument("--user")
+    create.add_argument("--key-file", type=Path)
+    create.add_argument("--no-agent", action="store_true", help="do not try ssh-agent keys")
+    create.add_argument(
+        "--password-prompt", action="store_true", help="ask for a password and store it (0600)"
+    )
+    create.add_argument("--known-hosts", type=Path, help="the profile's known_hosts file")
+    create.add_argument("--storage-root", required=True, type=PurePosixPath)
+    create.add_argument("--working-root", required=True, type=PurePosixPath)
+    where = create.add_mutually_exclusive_group()
+    where.add_argument("--venv", help="server-side venv with sl-tracker and sl-worker")
+    where.add_argument("--conda", help="server-side conda environment with sl-tracker and sl-worker")
+    create.add_argument(
+        "--module", action="append", default=[], help="environment module to load (repeatable)"
+    )
+    create.add_argument("--accounting", choices=[c.value for c in AccountingChoice], default="auto")
+    create.add_argument("--force", action="store_true", help="replace an existing profile")
+    create.set_defaults(handler=_create)
+    commands.add_parser("list", help="list the profiles").set_defaults(handler=_list)
+    for name, handler, summary in (
+        ("show", _show, "show a profile (the password is masked)"),
+        ("delete", _delete, "delete a profile"),
+        ("check", _check, "connect and check Slurm, accounting, roots and the environment"),
+        ("trust", _trust, "fetch the server's host key and record it in the profile's known_hosts"),
+    ):
+        command = commands.add_parser(name, help=summary)
+        command.add_argument("name")
+        if name == "trust":
+            command.add_argument("--yes", action="store_true", help="record the key without asking")
+        command.set_defaults(handler=handler)
+    return parser
+
+
+def _create(arguments: argparse.Namespace, out: Console) -> int:
+    environment = Environment(modules=tuple(arguments.module))
+    if arguments.venv:
+        environment = Environment(EnvironmentKind.VENV, arguments.venv, tuple(arguments.module))
+    elif arguments.conda:
+        environment = Environment(EnvironmentKind.CONDA, arguments.conda, tuple(arguments.module))
+    elif arguments.module:
+        environment = Environment(EnvironmentKind.MODULES, "", tuple(arguments.module))
+    password = getpass.getpass(f"Password for {arguments.host}: ") if arguments.password_prompt else None
+    profile = ServerProfile(
+        name=arguments.name,
+        host=arguments.host,
+        port=arguments.port,
+        user=arguments.user,
+        key_file=arguments.key_file.expanduser() if arguments.key_file else None,
+        use_agent=not arguments.no_agent,
+        password=password or None,
+        known_hosts=arguments.known_hosts.expanduser() if arguments.known_hosts else None,
+        storage_root=arguments.storage_root,
+        working_root=arguments.working_root,
+        environment=environment,
+        accounting=AccountingChoice(arguments.accounting),
+    )
+    path = profiles.save_profile(profile, overwrite=arguments.force)
+    out.print(
+        f"Saved profile [bold]{profile.name}[/] to {path}; "
+        f"check it with 'sl-server profile check {profile.name}'."
+    )
+    return 0
+
+
+def _list(arguments: argparse.Namespace, out: Console) -> int:
+    table = Table("profile", "host", "user", "storage root", "working root")
+    for name in profiles.list_profiles():
+        try:
+            p = profiles.load_profile(name)
+        except ConfigurationError as exc:
+            table.add_row(name, Text(str(exc), style="red"), "", "", "")
+            continue
+        host = p.host if p.port is None else f"{p.host}:{p.port}"
+        table.add_row(p.name, host, p.user or "", str(p.storage_root), str(p.working_root))
+    if not table.row_count:
+        out.print(f"No profiles in {profiles.profiles_dir()}; create one with 'sl-server profile create'.")
+        return 0
+    out.print(table)
+    return 0
+
+
+def _show(arguments: argparse.Namespace, out: Console) -> int:
+    profile = profiles.load_profile(arguments.name)
+    table = Table("key", "value", title=f"{profile.name} ({profiles.profile_path(profile.name)})")
+    for key, value in profile.to_mapping().items():
+        shown = ("********" if value else "(none)") if key == "password" else str(value)
+        table.add_row(key, shown)
+    out.print(table)
+    return 0
+
+
+def _delete(arguments: argparse.Namespace, out: Console) -> int:
+    profiles.delete_profile(arguments.name)
+    out.print(f"Deleted profile {arguments.name}.")
+    return 0
+
+
+def _check(arguments: argparse.Namespace, out: Console) -> int:
+    from sl_pipelines.adapters.server import Server  # noqa: PLC0415 - paramiko only for commands that connect
+
+    profile = profiles.load_profile(arguments.name)
+    rows: list[CheckRow] = []
+    with Server(profile) as server:
+        try:
+            server.transport.connect()
+            rows.append(
+                CheckRow(
+                    "connect", True, f"{server.transport.endpoint.user}@{server.transport.endpoint.hostname}"
+                )
+            )
+        except SlPipelinesError as exc:
+            rows.append(CheckRow("connect", False, str(exc)))
+        else:
+            rows += _server_checks(server)
+    table = Table("check", "result", "detail", title=f"profile {profile.name}")
+    for row in rows:
+        table.add_row(
+            row.what, Text("ok" if row.ok else "FAILED", style="green" if row.ok else "red"), row.detail
+        )
+    out.print(table)
+    return 0 if all(row.ok for row in rows) else 1
+
+
+def _server_checks(server: Server) -> list[CheckRow]:
+    rows = [_command_row(server, "slurm (sinfo)", "sinfo -h -o '%P %a %D %t'")]
+    try:
+        rows.append(CheckRow("accounting", True, f"finished jobs via {server.accounting_mode.value}"))
+    except SlPipelinesError as exc:
+        rows.append(CheckRow("accounting", False, str(exc)))
+    for label, root in (("storage root", server.storage_root), ("working root", server.working_root)):
+        quoted = shlex.quote(str(root))
+        probe = f"test -d {quoted} && test -w {quoted} && echo writable"
+        rows.append(_command_row(server, f"{label} {root}", probe, expect="writable"))
+    rows.append(_tracker_row(server))
+    return rows
+
+
+def _command_row(server: Server, what: str, command: str, expect: str = "") -> CheckRow:
+    try:
+        result = server.run(command, timeout=30)
+    except SlPipelinesError as exc:
+        return CheckRow(what, False, str(exc))
+    ok = result.ok and expect in result.stdout
+    detail = " ".join(
+        (result.stdout if ok else result.stderr or result.stdout or "missing or not writable").split()
+    )
+    return CheckRow(what, ok, detail[:200])
+
+
+def _tracker_row(server: Server) -> CheckRow:
+    try:
+        result = server.run_tracker(["--help"])
+    except SlPipelinesError as exc:
+        return CheckRow("sl-tracker in environment", False, str(exc))
+    detail = "runs" if result.ok else " ".join((result.stderr or result.stdout).split())[:200]
+    return CheckRow("sl-tracker in environment", result.ok, detail)
+
+
+def _trust(arguments: argparse.Namespace, out: Console) -> int:
+    from sl_pipelines.adapters.server import settings_from_profile  # noqa: PLC0415
+    from sl_pipelines.adapters.ssh import fetch_host_key, fingerprint, record_host_key  # noqa: PLC0415
+
+    profile = profiles.load_profile(arguments.name)
+    if profile.known_hosts is None:
+        raise ConfigurationError(
+            f"Profile {profile.name!r} has no known_hosts file to record the key in; recreate it with "
+            "--known-hosts PATH.",
+            key="known_hosts",
+            path=profiles.profile_path(profile.name),
+        )
+    name, key = fetch_host_key(settings_from_profile(profile))
+    out.print(f"{name} offers {key.get_name()} key {fingerprint(key)}")
+    if not arguments.yes and input("Record this key as trusted? [y/N] ").strip().lower() not in ("y", "yes"):
+        out.print("Nothing recorded.")
+        return 1
+    record_host_key(profile.known_hosts, name, key)
+    out.print(f"Recorded in {profile.known_hosts}.")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
