@@ -191,7 +191,7 @@ def _interrupted(manager: PipelineManager, console: Console) -> int:
         return EXIT_INTERRUPTED
     answer = "n"
     if sys.stdin.isatty():
-        answer = console.input("Interrupted. Cancel the submitted jobs? [y/N] ").strip().lower()
+        answer = console.input("Interrupted. Cancel the submitted jobs? \\[y/N] ").strip().lower()
     if answer in ("y", "yes"):
         manager.cancel_all("cancelled by the user (Ctrl-C)")
         console.print("Cancelled the jobs and recorded the cancellation in each tracker.")
