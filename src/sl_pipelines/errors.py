@@ -26,6 +26,7 @@ boundary, with ``raise ... from exc``.
     │   └── TransferError                        a push/pull that failed or did not verify
     ├── SchedulerError                           Slurm refused or garbled an answer
     │   └── SubmissionError                      sbatch did not return a job id
+    │       └── BatchSubmissionError             sbatch refused a job of a batch (lists the submitted ids)
     ├── PipelineError                            orchestration could not proceed
     │   └── JournalError                         the local run journal is unreadable
     └── WorkerError                              a server-side worker could not do its job
@@ -34,6 +35,7 @@ boundary, with ``raise ... from exc``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import PurePath
 
 
@@ -174,6 +176,18 @@ class SubmissionError(SchedulerError):
     def __init__(self, message: str, *, job_name: str, command: str = "", output: str = "") -> None:
         super().__init__(message, command=command, output=output)
         self.job_name = job_name
+
+
+class BatchSubmissionError(SubmissionError):
+    """Some jobs of a batch were submitted, then ``sbatch`` refused one.
+
+    Attributes:
+        submitted: the jobs that WERE submitted, job name → job id; record them before retrying.
+    """
+
+    def __init__(self, message: str, *, job_name: str, output: str, submitted: Mapping[str, str]) -> None:
+        super().__init__(message, job_name=job_name, output=output)
+        self.submitted = dict(submitted)
 
 
 class PipelineError(SlPipelinesError):

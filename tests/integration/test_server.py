@@ -16,7 +16,7 @@ import pytest
 from conftest import TESTBED_SCRIPT, Testbed
 
 from sl_pipelines.adapters.profiles import ServerProfile
-from sl_pipelines.adapters.server import BatchSubmissionError, Server, settings_from_profile
+from sl_pipelines.adapters.server import Server, settings_from_profile
 from sl_pipelines.adapters.ssh import SSHTransport
 from sl_pipelines.adapters.transfer import Verify
 from sl_pipelines.core.job import Job, Resources
@@ -25,6 +25,7 @@ from sl_pipelines.core.slurm import AccountingMode
 from sl_pipelines.core.states import JobState, JobStatus
 from sl_pipelines.errors import (
     AuthenticationFailedError,
+    BatchSubmissionError,
     HostKeyMismatchError,
     HostUnreachableError,
     UnknownHostKeyError,
@@ -278,7 +279,7 @@ def test_unknown_host_key_is_refused(
     with server, pytest.raises(UnknownHostKeyError) as caught:
         server.run("true")
     assert testbed.host_key_fingerprint in str(caught.value)
-    assert "sl-server profile trust" in str(caught.value)
+    assert f"sl-server profile trust {profile.name}'" in str(caught.value)
     assert empty.read_text() == ""
 
 

@@ -8,10 +8,10 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from sl_pipelines.adapters.locks import LockKind
 from sl_pipelines.adapters.profiles import (
     AccountingChoice,
     ServerProfile,
-    TrackerLockKind,
     delete_profile,
     list_profiles,
     load_profile,
@@ -45,7 +45,7 @@ def full_profile(**changes: object) -> ServerProfile:
         "working_root": PurePosixPath("/workdir/lab"),
         "environment": Environment(EnvironmentKind.CONDA, "sl-env", modules=("cuda/12",)),
         "accounting": AccountingChoice.SCONTROL,
-        "tracker_lock": TrackerLockKind.SOFT,
+        "tracker_lock": LockKind.SOFT,
         "connect_timeout": 5.0,
         "command_timeout": 30.0,
     }
@@ -90,7 +90,7 @@ def test_minimal_file_gets_defaults(config_dir: Path) -> None:
         True,
         False,
     )
-    assert profile.accounting is AccountingChoice.AUTO and profile.tracker_lock is TrackerLockKind.FILE
+    assert profile.accounting is AccountingChoice.AUTO and profile.tracker_lock is LockKind.FILE
 
 
 @pytest.mark.parametrize(

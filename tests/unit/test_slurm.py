@@ -9,17 +9,15 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from sl_pipelines.core.sbatch import build_submit_command, parse_sbatch_output, parse_submit_output
 from sl_pipelines.core.seams import ProbeRequest
 from sl_pipelines.core.slurm import (
     MARKER,
     AccountingMode,
     build_probe_command,
     build_status_command,
-    build_submit_command,
     parse_probe_output,
-    parse_sbatch_output,
     parse_status_output,
-    parse_submit_output,
     split_sections,
 )
 from sl_pipelines.core.states import JobState, JobStatus

@@ -19,6 +19,7 @@ from typing import Any
 import platformdirs
 import yaml
 
+from sl_pipelines.adapters.locks import LockKind
 from sl_pipelines.core.job import Environment, EnvironmentKind
 from sl_pipelines.errors import ConfigurationError
 
@@ -32,13 +33,6 @@ class AccountingChoice(StrEnum):
     AUTO = "auto"
     SACCT = "sacct"
     SCONTROL = "scontrol"
-
-
-class TrackerLockKind(StrEnum):
-    """The lock trackers use on the server: a plain file lock, or a soft lock for NFS."""
-
-    FILE = "file"
-    SOFT = "soft"
 
 
 @dataclass(frozen=True)
@@ -78,7 +72,7 @@ class ServerProfile:
     trust_unknown_hosts: bool = False
     environment: Environment = field(default_factory=Environment)
     accounting: AccountingChoice = AccountingChoice.AUTO
-    tracker_lock: TrackerLockKind = TrackerLockKind.FILE
+    tracker_lock: LockKind = LockKind.FILE
     connect_timeout: float = 10.0
     command_timeout: float = 60.0
 
@@ -210,7 +204,7 @@ _CONVERTERS: dict[str, Any] = {
     "working_root": lambda value: PurePosixPath(_text(value)),
     "environment": _environment,
     "accounting": AccountingChoice,
-    "tracker_lock": TrackerLockKind,
+    "tracker_lock": LockKind,
     "connect_timeout": _number,
     "command_timeout": _number,
 }

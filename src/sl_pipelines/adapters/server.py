@@ -18,28 +18,16 @@ from types import TracebackType
 from sl_pipelines.adapters.profiles import AccountingChoice, ServerProfile
 from sl_pipelines.adapters.ssh import SSHSettings, SSHTransport
 from sl_pipelines.adapters.transfer import TransferReport, Verify
-from sl_pipelines.core import slurm
+from sl_pipelines.core import sbatch, slurm
 from sl_pipelines.core.job import Environment, EnvironmentKind, Job
 from sl_pipelines.core.script import activation_prefix
 from sl_pipelines.core.seams import CommandResult, ProbeRequest, ProbeResult
 from sl_pipelines.core.slurm import AccountingMode
 from sl_pipelines.core.states import JobStatus
-from sl_pipelines.errors import RemoteCommandError, SchedulerError, SubmissionError
+from sl_pipelines.errors import BatchSubmissionError, RemoteCommandError, SchedulerError
 
 _log = logging.getLogger("sl_pipelines")
 _SCANCEL_HARMLESS = ("already completing or completed", "Invalid job id specified")
-
-
-class BatchSubmissionError(SubmissionError):
-    """Some jobs of a batch were submitted, then ``sbatch`` refused one.
-
-    Attributes:
-        submitted: the jobs that WERE submitted, job name → job id; record them before retrying.
-    """
-
-    def __init__(self, message: str, *, job_name: str, output: str, submitted: Mapping[str, str]) -> None:
-        super().__init__(message, job_name=job_name, output=output)
-        self.submitted = dict(submitted)
 
 
 def settings_from_profile(profile: ServerProfile) -> SSHSettings:
@@ -59,6 +47,7 @@ def settings_from_profile(profile: ServerProfile) -> SSHSettings:
         connect_timeout=profile.connect_timeout,
         command_timeout=profile.command_timeout,
         remote_python=python,
+        label=profile.name,
     )
 
 
@@ -165,9 +154,9 @@ class Server:
             self._make_folder(folder)
         for job, script in zip(jobs, scripts, strict=True):
             self.transport.write_text_atomic(job.script_path, script)
-        command = slurm.build_submit_command([job.script_path for job in jobs])
+        command = sbatch.build_submit_command([job.script_path for job in jobs])
         result = self.transport.run(command, idempotent=False)
-        outcomes = slurm.parse_submit_output(result.stdout, [job.name for job in jobs])
+        outcomes = sbatch.parse_submit_output(result.stdout, [job.name for job in jobs])
         submitted = {jobs[o.index].name: o.job_id for o in outcomes if o.job_id is not None}
         failed = next((o for o in outcomes if o.job_id is None), None)
         if failed is not None:
@@ -268,7 +257,7 @@ class Server:
 
 
 def _submission_error(
-    jobs: Sequence[Job], failed: slurm.SubmitOutcome, submitted: Mapping[str, str], result: CommandResult
+    jobs: Sequence[Job], failed: sbatch.SubmitOutcome, submitted: Mapping[str, str], result: CommandResult
 ) -> BatchSubmissionError:
     job = jobs[failed.index]
     said = " ".join((failed.output or result.stderr).split()) or f"no output, exit {result.exit_code}"

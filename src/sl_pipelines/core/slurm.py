@@ -20,7 +20,7 @@ from pathlib import PurePosixPath
 
 from sl_pipelines.core.seams import ProbeRequest, ProbeResult
 from sl_pipelines.core.states import JobState, JobStatus
-from sl_pipelines.errors import ConfigurationError, SubmissionError, TransferError
+from sl_pipelines.errors import ConfigurationError, TransferError
 
 MARKER = "@@SLP@@"
 """Prefix of the framing lines; Slurm never prints it and file contents are base64-encoded."""
@@ -31,8 +31,6 @@ SACCT_WINDOW = "now-7days"
 _SQUEUE = "squeue -h -t all -o '%i|%T|%r|%j'"
 _SACCT_FIELDS = "JobID,State,ExitCode,Reason,JobName"
 _TOLERATED_SQUEUE = ("Invalid job id",)
-_SBATCH_PARSABLE = re.compile(r"^(\d+(?:_\d+)?)(?:;\S+)?$")
-_SBATCH_SENTENCE = re.compile(r"Submitted batch job (\d+)")
 
 
 class AccountingMode(StrEnum):
@@ -105,16 +103,6 @@ def build_probe_command(request: ProbeRequest, mode: AccountingMode) -> str:
             f"else echo '{MARKER} end missing'; fi"
         )
     return "; ".join(parts)
-
-
-def build_submit_command(script_paths: Sequence[PurePosixPath]) -> str:
-    """Returns ONE shell command that submits each script in turn and stops at the first refusal."""
-    define = (
-        f'_slp_submit() {{ echo "{MARKER} begin job $1"; sbatch --parsable "$2" 2>&1; _slp_rc=$?; '
-        f'echo "{MARKER} end $_slp_rc"; return $_slp_rc; }}'
-    )
-    calls = " && ".join(f"_slp_submit {i} {shlex.quote(str(path))}" for i, path in enumerate(script_paths))
-    return f"{define}; {calls}" if calls else "true"
 
 
 def _framed(name: str, command: str) -> str:
@@ -384,64 +372,3 @@ def parse_probe_output(text: str, request: ProbeRequest) -> ProbeResult:
                 path=path,
             )
     return ProbeResult(jobs=jobs, trackers=trackers, round_trips=1)
-
-
-def parse_sbatch_output(text: str, job_name: str) -> str:
-    """Returns the job id printed by ``sbatch --parsable`` (or by plain ``sbatch``).
-
-    Tolerates a ``;cluster`` suffix, site banners and warnings around the id.
-
-    Raises:
-        SubmissionError: no job id could be found in the output.
-    """
-    for line in reversed(text.strip().splitlines()):
-        match = _SBATCH_PARSABLE.match(line.strip())
-        if match:
-            return match.group(1)
-    sentence = _SBATCH_SENTENCE.search(text)
-    if sentence:
-        return sentence.group(1)
-    summary = " ".join(text.split()) or "no output"
-    raise SubmissionError(
-        f"sbatch did not return a job id for job {job_name!r} (it said: {summary}); check the job's "
-        "resources and the partition, then submit again.",
-        job_name=job_name,
-        output=text,
-    )
-
-
-@dataclass(frozen=True)
-class SubmitOutcome:
-    """What one ``sbatch`` of a batch submission did.
-
-    Attributes:
-        index: the job's position in the batch.
-        job_id: the job id, or None when sbatch refused or was never run.
-        output: sbatch's output (stdout and stderr).
-        attempted: False when an earlier refusal stopped the batch before this job.
-    """
-
-    index: int
-    job_id: str | None
-    output: str
-    attempted: bool
-
-
-def parse_submit_output(text: str, job_names: Sequence[str]) -> tuple[SubmitOutcome, ...]:
-    """Parses the output of :func:`build_submit_command`: one outcome per job, in order."""
-    sections = {section.name: section for section in split_sections(text)}
-    outcomes = []
-    for index, name in enumerate(job_names):
-        section = sections.get(f"job {index}")
-        if section is None:
-            outcomes.append(SubmitOutcome(index, None, "", attempted=False))
-            continue
-        output = "\n".join(section.lines)
-        job_id: str | None = None
-        if section.ok:
-            try:
-                job_id = parse_sbatch_output(output, name)
-            except SubmissionError:
-                job_id = None
-        outcomes.append(SubmitOutcome(index, job_id, output, attempted=True))
-    return tuple(outcomes)

@@ -1,0 +1,149 @@
+"""Remote commands over the connection: run one and collect its output, or stream its stdin/stdout."""
+
+from __future__ import annotations
+
+import select
+import time
+
+import paramiko
+
+from sl_pipelines.adapters.ssh.connection import CommandTimeout, ConnectionLost, SSHConnection
+from sl_pipelines.core.seams import CommandResult
+from sl_pipelines.errors import RemoteCommandError, RemoteTimeoutError
+
+
+class RemoteStream:
+    """A remote command whose stdin and stdout are streamed (used for tar transfers).
+
+    Obtained from :meth:`SSHTransport.open_stream`; errors are translated like every transport call.
+    """
+
+    def __init__(self, transport: SSHConnection, channel: paramiko.Channel, command: str) -> None:
+        self._transport = transport
+        self._channel = channel
+        self.command = command
+
+    def write(self, data: bytes) -> int:
+        """Sends bytes to the command's stdin."""
+        with self._transport.translated(f"stream to {self.command!r}"):
+            self._channel.sendall(data)
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        """Reads up to ``size`` bytes of stdout (fewer only at the end)."""
+        chunks = bytearray()
+        with self._transport.translated(f"stream from {self.command!r}"):
+            while size < 0 or len(chunks) < size:
+                data = self._channel.recv(1 << 20 if size < 0 else min(size - len(chunks), 1 << 20))
+                if not data:
+                    break
+                chunks += data
+        return bytes(chunks)
+
+    def close_input(self) -> None:
+        """Signals the end of stdin to the command."""
+        with self._transport.translated(f"stream to {self.command!r}"):
+            self._channel.shutdown_write()
+
+    def finish(self) -> CommandResult:
+        """Closes stdin, reads what is left and returns the command's result."""
+        with self._transport.translated(f"finish {self.command!r}"):
+            self._channel.shutdown_write()
+            rest = self.read()
+            stderr = self._channel.makefile_stderr("rb").read()
+            code = self._channel.recv_exit_status()
+            self._channel.close()
+        return CommandResult(
+            self.command, code, rest.decode(errors="replace"), stderr.decode(errors="replace")
+        )
+
+
+class RemoteCommands(SSHConnection):
+    """The connection plus shell commands: one channel and one exec per command."""
+
+    def run(self, command: str, *, timeout: float | None = None, idempotent: bool = True) -> CommandResult:
+        """Runs a shell command; returns its exit code and output (a non-zero exit is not an error).
+
+        Raises:
+            RemoteTimeoutError: the command did not finish within ``timeout`` (default: the settings').
+            HostUnreachableError: the connection dropped and could not be re-established, or dropped
+                during a non-idempotent command.
+        """
+        limit = timeout if timeout is not None else self.settings.command_timeout
+        try:
+            return self.call(
+                f"run {_short(command)}", lambda: self._exec(command, limit), idempotent=idempotent
+            )
+        except (TimeoutError, CommandTimeout) as exc:
+            raise RemoteTimeoutError(
+                f"{_short(command)} did not finish within {limit:g} s on {self.host}; raise the timeout or "
+                "check the server's load.",
+                host=self.host,
+                command=command,
+                timeout=limit,
+            ) from exc
+
+    def run_checked(
+        self, command: str, *, timeout: float | None = None, idempotent: bool = True
+    ) -> CommandResult:
+        """Like :meth:`run`, but a non-zero exit raises RemoteCommandError."""
+        result = self.run(command, timeout=timeout, idempotent=idempotent)
+        if not result.ok:
+            raise RemoteCommandError(
+                f"{_short(command)} exited {result.exit_code} on {self.host}: "
+                f"{result.stderr.strip() or 'no message'}.",
+                host=self.host,
+                command=command,
+                exit_code=result.exit_code,
+                stdout=result.stdout,
+                stderr=result.stderr,
+            )
+        return result
+
+    def _exec(self, command: str, timeout: float) -> CommandResult:
+        deadline = time.monotonic() + timeout
+        channel = self.open_channel()
+        self.exec_count += 1
+        try:
+            channel.exec_command(command)
+            stdout, stderr = _drain(channel, deadline)
+            code = channel.recv_exit_status()
+            if code == -1 and not self.connected:  # paramiko's "no exit status": the connection died
+                raise ConnectionLost(command)
+        finally:
+            channel.close()
+        return CommandResult(command, code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+
+    def open_stream(self, command: str) -> RemoteStream:
+        """Starts a command whose stdin/stdout the caller streams (one channel, one exec)."""
+
+        def start() -> RemoteStream:
+            channel = self.open_channel()
+            self.exec_count += 1
+            channel.exec_command(command)
+            return RemoteStream(self, channel, command)
+
+        return self.call(f"start {_short(command)}", start)
+
+
+def _drain(channel: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
+    """Reads stdout and stderr until the command ended, without letting either fill the window."""
+    out, err = bytearray(), bytearray()
+    while True:
+        while channel.recv_ready():
+            out += channel.recv(1 << 20)
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(1 << 20)
+        finished = channel.closed or (channel.eof_received and channel.exit_status_ready())
+        if finished and not channel.recv_ready() and not channel.recv_stderr_ready():
+            return bytes(out), bytes(err)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise CommandTimeout
+        select.select([channel], [], [], min(remaining, 0.2))
+
+
+def _short(command: str, limit: int = 120) -> str:
+    """A command as one quoted line for messages, cut to ``limit`` characters."""
+    text = " ".join(command.split())
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
