@@ -66,31 +66,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+_DESCRIPTION = """Manage server profiles: how to reach a Slurm server over SSH and where things live on it.
+
+Profiles are YAML files (mode 0600) in the user config folder, or in $SL_PIPELINES_CONFIG_DIR.
+~/.ssh/config is honoured (HostName, User, Port, IdentityFile, ProxyJump); authentication tries the
+key file, then ssh-agent, then a stored password. Unknown host keys are refused until you trust them
+with 'sl-server profile trust NAME'; a changed host key is always refused.
+
+typical use:
+  sl-server profile create lab --host hpc.example.org --user me --key-file ~/.ssh/id_ed25519 \\
+      --storage-root /storage/lab --working-root /scratch/lab --venv /home/me/envs/sl
+  sl-server profile trust lab
+  sl-server profile check lab
+
+exit status: 0 on success, 1 when something failed (one sentence on stderr), 2 for bad arguments."""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sl-server", description="Manage SSH + Slurm server profiles.")
+    parser = argparse.ArgumentParser(
+        prog="sl-server", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     groups = parser.add_subparsers(dest="group", required=True)
     profile = groups.add_parser("profile", help="create, inspect, check and trust server profiles")
     commands = profile.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create", help="create (or with --force replace) a profile")
-    create.add_argument("name")
-    create.add_argument("--host", required=True)
-    create.add_argument("--port", type=int)
-    create.add_argument("--user")
-    create.add_argument("--key-file", type=Path)
+    create.add_argument("name", help="the profile's name (letters, digits, '.', '_', '-')")
+    create.add_argument("--host", required=True, help="host name, address or ~/.ssh/config alias")
+    create.add_argument("--port", type=int, help="SSH port (default: from ~/.ssh/config, else 22)")
+    create.add_argument("--user", help="login name (default: from ~/.ssh/config, else your user name)")
+    create.add_argument("--key-file", type=Path, help="private key to try first")
     create.add_argument("--no-agent", action="store_true", help="do not try ssh-agent keys")
     create.add_argument(
-        "--password-prompt", action="store_true", help="ask for a password and store it (0600)"
+        "--password-prompt", action="store_true", help="ask for a password and store it (0600; last resort)"
     )
-    create.add_argument("--known-hosts", type=Path, help="the profile's known_hosts file")
-    create.add_argument("--storage-root", required=True, type=PurePosixPath)
-    create.add_argument("--working-root", required=True, type=PurePosixPath)
+    create.add_argument(
+        "--known-hosts", type=Path, help="an extra known_hosts file, where 'trust' records the host key"
+    )
+    create.add_argument(
+        "--storage-root", required=True, type=PurePosixPath, help="slow volume: raw data and trackers"
+    )
+    create.add_argument(
+        "--working-root",
+        required=True,
+        type=PurePosixPath,
+        help="fast volume: processing output and job folders",
+    )
     where = create.add_mutually_exclusive_group()
     where.add_argument("--venv", help="server-side venv with sl-tracker and sl-worker")
     where.add_argument("--conda", help="server-side conda environment with sl-tracker and sl-worker")
     create.add_argument(
         "--module", action="append", default=[], help="environment module to load (repeatable)"
     )
-    create.add_argument("--accounting", choices=[c.value for c in AccountingChoice], default="auto")
+    create.add_argument(
+        "--accounting",
+        choices=[c.value for c in AccountingChoice],
+        default="auto",
+        help="how finished jobs are looked up: auto-detect (default), sacct, or scontrol (no accounting)",
+    )
     create.add_argument("--force", action="store_true", help="replace an existing profile")
     create.set_defaults(handler=_create)
     commands.add_parser("list", help="list the profiles").set_defaults(handler=_list)

@@ -202,9 +202,10 @@ class SSHConnection:
         except paramiko.BadHostKeyException as exc:
             raise host_key_mismatch_error(exc, self.host) from exc
         except paramiko.AuthenticationException as exc:
+            detail = str(exc).rstrip(".")
             raise AuthenticationFailedError(
-                f"{where} refused every credential (key file, agent, password): {exc}; check the user name, "
-                "the key file and the password of the profile.",
+                f"{where} refused every credential (key file, agent, password): {detail}; "
+                "check the user name, the key file and the password of the profile.",
                 host=self.host,
             ) from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:

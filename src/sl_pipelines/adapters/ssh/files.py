@@ -21,7 +21,7 @@ import paramiko
 from sl_pipelines.adapters import transfer
 from sl_pipelines.adapters.ssh.commands import RemoteCommands
 from sl_pipelines.adapters.ssh.tuning import PREFETCH_REQUESTS, SFTP_REQUEST_SIZE
-from sl_pipelines.errors import HostUnreachableError, ServerError, TransferError
+from sl_pipelines.errors import ServerError, TransferError
 
 _T = TypeVar("_T")
 
@@ -72,7 +72,8 @@ class RemoteFiles(RemoteCommands):
         try:
             return self.call(what, operation)
         except ServerError as exc:
-            if isinstance(exc, TransferError | HostUnreachableError):
+            # Connection, authentication and host-key errors keep their own type and sentence.
+            if type(exc) is not ServerError:
                 raise
             raise TransferError(f"Could not {what}: {exc}", host=self.host, path=path) from exc
         except OSError as exc:
