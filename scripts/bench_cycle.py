@@ -19,7 +19,6 @@ under three times a 1-pipeline cycle. Everything it submitted is cancelled and r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -27,14 +26,13 @@ import subprocess
 import tempfile
 import time
 import uuid
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import paramiko
 import yaml
+from testbed_profile import testbed_profile
 
-from sl_pipelines.adapters.profiles import ServerProfile
 from sl_pipelines.adapters.server import Server
-from sl_pipelines.core.job import Environment, EnvironmentKind
 from sl_pipelines.orchestration.cycle import run_cycle
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline, default_configs_dir
 
@@ -42,33 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZES = (1, 10, 50)
 
 
-def testbed_info() -> dict[str, object]:
+def start_testbed() -> None:
     subprocess.run(
         ["bash", str(ROOT / "scripts" / "testbed.sh"), "start"], check=True, stdout=subprocess.DEVNULL
     )
-    folder = Path(os.environ.get("SL_TESTBED_DIR", "/var/tmp/sl-testbed"))
-    info: dict[str, object] = json.loads((folder / "testbed.json").read_text())
-    return info
-
-
-def make_server(info: dict[str, object], cluster: str) -> tuple[Server, dict[str, str]]:
-    clusters = info["clusters"]
-    assert isinstance(clusters, dict)
-    c = clusters[cluster]
-    profile = ServerProfile(
-        name=f"bench-{cluster}",
-        host=str(info["host"]),
-        port=int(str(info["port"])),
-        user=c["user"],
-        key_file=Path(str(info["key_file"])),
-        use_agent=False,
-        known_hosts=Path(str(info["known_hosts"])),
-        storage_root=PurePosixPath(c["storage_root"]),
-        working_root=PurePosixPath(c["working_root"]),
-        environment=Environment(EnvironmentKind.VENV, str(info["server_env"])),
-        command_timeout=300.0,
-    )
-    return Server(profile), c
 
 
 def long_running_configs(folder: Path) -> Path:
@@ -111,8 +86,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="cycles measured per size")
     parser.add_argument("--cluster", choices=("acct", "noacct"), default="acct")
     args = parser.parse_args()
-    info = testbed_info()
-    server, cluster = make_server(info, args.cluster)
+    start_testbed()
+    profile, info = testbed_profile(args.cluster, name=f"bench-{args.cluster}")
+    server, cluster = Server(profile), info["clusters"][args.cluster]
     project = f"bench-{uuid.uuid4().hex[:6]}"
     os.environ.setdefault("SL_PIPELINES_DATA_DIR", tempfile.mkdtemp(prefix="sl-bench-data-"))
     sessions = [f"s{i:02d}" for i in range(max(SIZES))]

@@ -14,7 +14,6 @@ Everything it creates (local and remote) is removed at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -24,34 +23,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from sl_pipelines.adapters.profiles import ServerProfile
+from testbed_profile import testbed_info, testbed_profile
+
 from sl_pipelines.adapters.server import Server
 from sl_pipelines.adapters.transfer import Verify
-from sl_pipelines.core.job import Environment, EnvironmentKind, Job, Resources
+from sl_pipelines.core.job import Job, Resources
 
 MIB = 1 << 20
-
-
-def load_testbed(state: Path, cluster: str) -> tuple[dict[str, object], dict[str, str]]:
-    info = json.loads((state / "testbed.json").read_text())
-    return info, info["clusters"][cluster]
-
-
-def make_server(info: dict[str, object], cluster: dict[str, str]) -> Server:
-    profile = ServerProfile(
-        name="bench",
-        host=str(info["host"]),
-        port=int(str(info["port"])),
-        user=cluster["user"],
-        key_file=Path(str(info["key_file"])),
-        use_agent=False,
-        known_hosts=Path(str(info["known_hosts"])),
-        storage_root=PurePosixPath(cluster["storage_root"]),
-        working_root=PurePosixPath(cluster["working_root"]),
-        environment=Environment(EnvironmentKind.VENV, str(info["server_env"])),
-        command_timeout=600,
-    )
-    return Server(profile)
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -191,9 +169,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-transfers", action="store_true")
     arguments = parser.parse_args()
-    info, cluster = load_testbed(arguments.state, arguments.cluster)
-    folder = PurePosixPath(cluster["working_root"]) / f"bench-server-{os.getpid()}"
-    with make_server(info, cluster) as server, tempfile.TemporaryDirectory(prefix="bench-server-") as local:
+    profile, info = testbed_profile(
+        arguments.cluster, name="bench", info=testbed_info(arguments.state), command_timeout=600
+    )
+    cluster = info["clusters"][arguments.cluster]
+    folder = profile.working_root / f"bench-server-{os.getpid()}"
+    with Server(profile) as server, tempfile.TemporaryDirectory(prefix="bench-server-") as local:
         server.mkdir(folder)
         try:
             bench_status(server, folder / "jobs", arguments.jobs, arguments.repeats)

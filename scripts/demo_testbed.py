@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from sl_pipelines.adapters.profiles import ServerProfile, save_profile
+from testbed_profile import testbed_profile
+
+from sl_pipelines.adapters.profiles import save_profile
 from sl_pipelines.adapters.server import Server
-from sl_pipelines.core.job import Environment, EnvironmentKind
 
 SESSIONS = ("day1", "day2")
 ANIMALS = ("A1", "A2")
@@ -22,19 +23,8 @@ ANIMALS = ("A1", "A2")
 
 def main(info_path: str) -> None:
     info = json.loads(Path(info_path).read_text())
-    cluster = info["clusters"]["acct"] if "acct" in info["clusters"] else info["clusters"]["noacct"]
-    profile = ServerProfile(
-        name="testbed",
-        host=info["host"],
-        port=int(info["port"]),
-        user=cluster["user"],
-        key_file=Path(info["key_file"]),
-        use_agent=False,
-        known_hosts=Path(info["known_hosts"]),
-        storage_root=PurePosixPath(cluster["storage_root"]),
-        working_root=PurePosixPath(cluster["working_root"]),
-        environment=Environment(EnvironmentKind.VENV, info["server_env"]),
-    )
+    cluster = "acct" if "acct" in info["clusters"] else "noacct"
+    profile, _ = testbed_profile(cluster, name="testbed", info=info)
     print(f"Server profile 'testbed' written to {save_profile(profile)}")
     with Server(profile) as server:
         if "demo" in server.list_dir(server.storage_root):
