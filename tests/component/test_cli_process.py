@@ -97,3 +97,16 @@ def test_remote_tracker_reports_a_corrupt_tracker_by_name(
     out = capsys.readouterr().out
     assert "corrupt" in out
     assert path.read_text() == "{{{"
+
+
+def test_claim_starts_many_trackers_in_one_call(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    free, taken = tmp_path / "a" / "t.yaml", tmp_path / "b" / "t.yaml"
+    ProcessingTracker(taken).start(99, job_count=1)
+    code = tracker.main(["claim", "--tracker", str(free), "7", "3", "--tracker", str(taken), "8", "1"])
+    results = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert [r["ok"] for r in results] == [True, False]
+    assert "99" in results[1]["error"]
+    state = ProcessingTracker(free).read()
+    assert (state.manager_id, state.job_count, state.is_running) == (7, 3, True)
+    assert ProcessingTracker(taken).read().manager_id == 99

@@ -222,3 +222,16 @@ def test_many_pipelines_share_one_probe_per_cycle(local_backend: LocalBackend) -
     assert len(probes) == manager.cycles
     states = {s.state for s in local_backend.probe(ProbeRequest(job_ids=("1", "2", "3", "4"))).jobs}
     assert states == {JobState.COMPLETED}
+
+
+def test_two_runs_of_one_session_in_one_manager_only_the_first_claims(local_backend: LocalBackend) -> None:
+    spec = _session(local_backend)
+    first = ProcessingPipeline.create("checksum", [spec], local_backend)
+    second = ProcessingPipeline.create("checksum", [spec], local_backend)
+    PipelineManager(local_backend, [first, second]).cycle()
+    assert first.stage == 1
+    assert second.status is ProcessingStatus.FAILED
+    assert second.failure is not None
+    assert str(first.manager_id) in second.failure.reason
+    _run(local_backend, [first])
+    assert first.status is ProcessingStatus.SUCCEEDED

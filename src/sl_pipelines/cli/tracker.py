@@ -39,6 +39,7 @@ commands:
   stop    record that one job of the run completed (the job defaults to the Slurm job of the caller)
   error   mark the run failed by one job, with a short reason
   abort   reset the tracker to idle whoever owns it: the emergency unlock, also for a corrupt file
+  claim   start several trackers in one call (--tracker PATH MANAGER_ID JOB_COUNT, repeatable), JSON out
 
 remote use (a session's trackers on a server, through a profile; or on the local backend):
   sl-tracker --server PROFILE status SESSION [--json]
@@ -109,7 +110,37 @@ def build_parser() -> argparse.ArgumentParser:
     error.add_argument("--reason", default="", metavar="TEXT", help="a short reason for the failure")
     abort = _command(commands, "abort", "reset the tracker to idle (asks first on a terminal)", handle_abort)
     abort.add_argument("--yes", action="store_true", help="do not ask; required when stdin is not a terminal")
+    claim = commands.add_parser(
+        "claim",
+        help="start (claim) several trackers at once; prints one JSON result per tracker",
+        description="Start or join the run of each tracker, as a manager does before it submits jobs.",
+        parents=[_global_options()],
+    )
+    claim.add_argument(
+        "--tracker",
+        nargs=3,
+        action="append",
+        required=True,
+        metavar=("PATH", "MANAGER_ID", "JOB_COUNT"),
+        help="a tracker to claim for a manager id and job count (repeatable)",
+    )
     return parser
+
+
+def handle_claim(args: argparse.Namespace, streams: CliStreams) -> int:
+    """Starts every ``--tracker`` given; one JSON object per tracker says whether it was claimed."""
+    results: list[dict[str, Any]] = []
+    for path, manager_id, job_count in args.tracker:
+        try:
+            tracker = ProcessingTracker(
+                path, lock_kind=getattr(args, "lock", None), timeout=getattr(args, "timeout", DEFAULT_TIMEOUT)
+            )
+            tracker.start(_manager_id(manager_id), _positive_int(job_count))
+            results.append({"path": path, "ok": True, "error": None})
+        except (SlPipelinesError, argparse.ArgumentTypeError) as exc:
+            results.append({"path": path, "ok": False, "error": str(exc)})
+    streams.out.file.write(json.dumps(results) + "\n")
+    return EXIT_OK if all(r["ok"] for r in results) else EXIT_ERROR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out=Console(file=sys.stdout, highlight=False, soft_wrap=True, markup=False),
         err=Console(file=sys.stderr, highlight=False, soft_wrap=True, markup=False),
     )
+    if args.command == "claim":
+        return handle_claim(args, streams)
     try:
         tracker = ProcessingTracker(
             args.path,

@@ -8,6 +8,7 @@ stage's job names were part of the probe, so a job that already exists is adopte
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -58,9 +59,11 @@ def run_cycle(backend: Backend, pipelines: Sequence[ProcessingPipeline]) -> None
 
 
 def _submit(backend: Backend, submissions: list[tuple[ProcessingPipeline, Decision]]) -> None:
+    new_runs = [p for p, d in submissions if d.stage == 1 and p.stage == 0]
+    refused = _claim(backend, new_runs) if new_runs else set()
     batch: list[tuple[ProcessingPipeline, Job]] = []
     for pipeline, decision in submissions:
-        if decision.stage == 1 and pipeline.stage == 0 and not _claim(backend, pipeline):
+        if id(pipeline) in refused:
             continue
         ids = dict(pipeline.journal.job_ids)
         ids.update(decision.adopted or {})
@@ -84,25 +87,29 @@ def _submit(backend: Backend, submissions: list[tuple[ProcessingPipeline, Decisi
         pipeline.journal = pipeline.journal.save(job_ids={**pipeline.journal.job_ids, job.name: job_id})
 
 
-def _claim(backend: Backend, pipeline: ProcessingPipeline) -> bool:
-    """Locks the tracker to this manager before anything is submitted; False (and FAILED) if refused."""
-    result = backend.run_tracker(
-        [
-            "start",
-            str(pipeline.remote_tracker_path),
-            "--manager-id",
-            str(pipeline.manager_id),
-            "--job-count",
-            str(pipeline.resolved.job_count),
-        ]
-    )
-    if result.ok:
-        return True
-    reason = (
-        result.stderr.strip() or result.stdout.strip() or f"sl-tracker exited {result.exit_code}"
-    ).splitlines()
-    _finish(pipeline, ProcessingStatus.FAILED, FailureReport(f"Could not claim the tracker: {reason[-1]}"))
-    return False
+def _claim(backend: Backend, pipelines: list[ProcessingPipeline]) -> set[int]:
+    """Locks each new run's tracker to its manager before anything is submitted, in ONE remote command.
+
+    Returns the ids of the pipelines whose tracker was refused (they are marked FAILED).
+    """
+    arguments = ["claim"]
+    for p in pipelines:
+        arguments += ["--tracker", str(p.remote_tracker_path), str(p.manager_id), str(p.resolved.job_count)]
+    result = backend.run_tracker(arguments)
+    try:
+        entries = json.loads(result.stdout)
+        errors = [None if entry["ok"] else str(entry["error"]) for entry in entries]
+        if len(errors) != len(pipelines):
+            raise ValueError("one result per tracker expected")
+    except (ValueError, TypeError, KeyError):
+        output = result.stderr.strip() or result.stdout.strip() or f"sl-tracker exited {result.exit_code}"
+        errors = [output.splitlines()[-1]] * len(pipelines)
+    refused = set()
+    for pipeline, error in zip(pipelines, errors, strict=True):
+        if error is not None:
+            _finish(pipeline, ProcessingStatus.FAILED, FailureReport(f"Could not claim the tracker: {error}"))
+            refused.add(id(pipeline))
+    return refused
 
 
 def _conclude(backend: Backend, pipeline: ProcessingPipeline, decision: Decision) -> None:
