@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sl_pipelines.adapters.tracker_store import ProcessingTracker
 from sl_pipelines.cli import process, tracker
+from sl_pipelines.orchestration.pipeline import default_configs_dir
 from sl_pipelines.workers.demo_data import generate_session
 
 SESSION = "2026-01-05 10;$(touch pwned)"
@@ -110,3 +117,52 @@ def test_claim_starts_many_trackers_in_one_call(tmp_path: Path, capsys: pytest.C
     state = ProcessingTracker(free).read()
     assert (state.manager_id, state.job_count, state.is_running) == (7, 3, True)
     assert ProcessingTracker(taken).read().manager_id == 99
+
+
+def test_ctrl_c_without_a_terminal_keeps_the_jobs_and_resume_finishes(root: Path, tmp_path: Path) -> None:
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    data = yaml.safe_load((default_configs_dir() / "suite2p.yaml").read_text())
+    data["stages"][0]["jobs"][0]["command"] += " --seconds 4"
+    (configs / "suite2p.yaml").write_text(yaml.safe_dump(data))
+    code = "from sl_pipelines.cli.process import main; raise SystemExit(main())"
+    argv = [
+        sys.executable,
+        "-c",
+        code,
+        "suite2p",
+        SESSION,
+        "--local-root",
+        str(root),
+        "--configs",
+        str(configs),
+    ]
+    tracker_path = (
+        root / "storage" / "proj" / "A1" / SESSION / "tracking_data" / "suite2p_processing_tracker.yaml"
+    )
+    manager = subprocess.Popen(
+        [*argv, "--poll-interval", "0.2"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while not (tracker_path.exists() and ProcessingTracker(tracker_path).is_running):
+        assert time.monotonic() < deadline and manager.poll() is None
+        time.sleep(0.1)
+    manager.send_signal(signal.SIGINT)
+    _out, err = manager.communicate(timeout=30)
+    assert manager.returncode == 130
+    assert "--resume" in err.decode()
+    assert ProcessingTracker(tracker_path).is_running, "the run stays owned while its jobs go on"
+    resumed = subprocess.run(
+        [*argv, "--resume", "--json", "--poll-interval", "0.2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=os.environ.copy(),
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)[0]["status"] == "SUCCEEDED"
+    assert ProcessingTracker(tracker_path).is_complete
