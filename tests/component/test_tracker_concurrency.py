@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sl_pipelines.adapters.tracker_store import ProcessingTracker
-from sl_pipelines.core.tracker_state import parse_tracker_text
+from sl_pipelines.core.tracker_text import parse_tracker_text
 from sl_pipelines.errors import TrackerCorruptError
 
 JOBS = 32

@@ -15,7 +15,8 @@ import pytest
 
 from sl_pipelines.adapters.locks import LOCK_KIND_ENV, LockKind, default_lock_kind, make_lock
 from sl_pipelines.adapters.tracker_store import ProcessingTracker
-from sl_pipelines.core.tracker_state import IDLE_STATE, parse_tracker_text
+from sl_pipelines.core.tracker_state import IDLE_STATE
+from sl_pipelines.core.tracker_text import parse_tracker_text
 from sl_pipelines.errors import (
     ConfigurationError,
     TrackerCorruptError,

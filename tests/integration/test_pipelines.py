@@ -20,7 +20,7 @@ from conftest import Testbed
 from sl_pipelines.adapters.profiles import ServerProfile, save_profile
 from sl_pipelines.adapters.server import Server
 from sl_pipelines.core.seams import ProbeRequest
-from sl_pipelines.core.tracker_state import parse_tracker_text
+from sl_pipelines.core.tracker_text import parse_tracker_text
 from sl_pipelines.orchestration.journal import RunJournal, runs_dir
 from sl_pipelines.orchestration.manager import PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline, default_configs_dir

@@ -16,13 +16,12 @@ from sl_pipelines.core.tracker_state import (
     TrackerFailure,
     TrackerPhase,
     TrackerState,
-    dump_tracker_text,
     job_identity_from_env,
-    parse_tracker_text,
     record_completion,
     record_failure,
     start_run,
 )
+from sl_pipelines.core.tracker_text import dump_tracker_text, parse_tracker_text
 from sl_pipelines.errors import TrackerCorruptError, TrackerError, TrackerOwnershipError
 
 PATH = PurePosixPath("/storage/proj/A1/s1/tracking_data/behavior_processing_tracker.yaml")

@@ -21,14 +21,13 @@ from sl_pipelines.core.tracker_state import (
     IDLE_STATE,
     UNKNOWN_JOB,
     TrackerState,
-    dump_tracker_text,
     job_identity_from_env,
-    parse_tracker_text,
     record_completion,
     record_failure,
     start_run,
     utc_now,
 )
+from sl_pipelines.core.tracker_text import dump_tracker_text, parse_tracker_text
 from sl_pipelines.errors import SlPipelinesError, TrackerCorruptError, TrackerError
 
 _LOG = logging.getLogger("sl_pipelines")

@@ -28,7 +28,8 @@ from sl_pipelines.cli.tracker import (
     status_payload,
 )
 from sl_pipelines.core.seams import Backend, CommandResult, ProbeRequest
-from sl_pipelines.core.tracker_state import IDLE_STATE, TrackerState, parse_tracker_text
+from sl_pipelines.core.tracker_state import IDLE_STATE, TrackerState
+from sl_pipelines.core.tracker_text import parse_tracker_text
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError, TrackerCorruptError, TrackerError
 from sl_pipelines.orchestration.sessions import find_session
 from sl_pipelines.vocabulary import ProcessingPipelines

@@ -20,7 +20,8 @@ from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.core.resolve import ResolvedJob, ResolvedPipeline, resolve_pipeline
 from sl_pipelines.core.seams import Backend, ProbeRequest, ProbeResult
 from sl_pipelines.core.states import JobStatus
-from sl_pipelines.core.tracker_state import TrackerState, parse_tracker_text
+from sl_pipelines.core.tracker_state import TrackerState
+from sl_pipelines.core.tracker_text import parse_tracker_text
 from sl_pipelines.errors import ConfigurationError, TrackerCorruptError
 from sl_pipelines.orchestration.journal import RunJournal, data_dir
 from sl_pipelines.orchestration.sessions import find_session, session_parameters

@@ -17,7 +17,8 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from sl_pipelines.core.layout import RAW_DATA, TRACKING_DATA, SessionPaths
-from sl_pipelines.core.tracker_state import TrackerPhase, parse_tracker_text
+from sl_pipelines.core.tracker_state import TrackerPhase
+from sl_pipelines.core.tracker_text import parse_tracker_text
 from sl_pipelines.errors import TrackerCorruptError, WorkerError
 from sl_pipelines.vocabulary import ProcessingPipelines
 from sl_pipelines.workers.files import atomic_write_text, os_errors
