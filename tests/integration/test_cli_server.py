@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import Testbed
 
-from sl_pipelines.adapters.profiles import load_profile, profile_path
+from sl_pipelines.adapters.profiles import ServerProfile, load_profile, profile_path, save_profile
+from sl_pipelines.adapters.server import Server
 from sl_pipelines.cli import server as cli
+from sl_pipelines.cli import tracker as tracker_cli
+from sl_pipelines.core.tracker_text import parse_tracker_text
 
 
 def _create(testbed: Testbed, known_hosts: Path, *extra: str) -> int:
@@ -63,3 +69,43 @@ def test_show_masks_the_password(
     assert cli.main(["profile", "show", "tb"]) == 0
     out = capsys.readouterr().out
     assert testbed.password not in out
+
+
+def test_remote_tracker_status_and_abort_over_ssh(
+    testbed: Testbed,
+    make_profile: Callable[..., ServerProfile],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SL_PIPELINES_DATA_DIR", str(tmp_path / "data"))
+    profile = make_profile("noacct", name="remote-tracker")
+    save_profile(profile)
+    session = f"remote-{tmp_path.name}"
+    with Server(profile) as server:
+        env = shlex.quote(profile.environment.value)
+        root = shlex.quote(str(profile.storage_root))
+        server.run(
+            f"source {env}/bin/activate && sl-worker generate -q --storage-root {root} --project rt "
+            f"--animal A1 --session {session}",
+            check=True,
+        )
+        tracker_path = (
+            profile.storage_root / "rt" / "A1" / session / "tracking_data" / "video_processing_tracker.yaml"
+        )
+        assert server.run_tracker(["start", str(tracker_path), "--manager-id", "77", "--job-count", "3"]).ok
+        try:
+            assert tracker_cli.main(["--server", profile.name, "status", session, "--json"]) == 0
+            rows = {row["pipeline"]: row for row in json.loads(capsys.readouterr().out)}
+            assert rows["video"]["manager_id"] == 77
+            assert rows["video"]["running"] is True
+            code = tracker_cli.main(
+                ["--server", profile.name, "abort", session, "--pipeline", "video", "--yes"]
+            )
+            assert code == 0
+            assert "held a running run of manager 77" in capsys.readouterr().out
+            text = server.read_text(tracker_path)
+            assert text is not None
+            assert parse_tracker_text(text, path=tracker_path).manager_id is None
+        finally:
+            server.remove(profile.storage_root / "rt")
