@@ -6,14 +6,16 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
+from rich.table import Table
 
 from sl_pipelines.cli.backends import close_backend, open_backend
-from sl_pipelines.cli.render import failure_details, pipeline_json, pipelines_table
+from sl_pipelines.cli.render import failure_details, pipeline_json, pipelines_table, progress_caption
 from sl_pipelines.core.definition import ParameterValue
 from sl_pipelines.core.seams import Backend
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError
@@ -176,10 +178,21 @@ def _run(
         if args.json:
             manager.run()
         else:
-            with Live(
-                pipelines_table(pipelines), console=console, refresh_per_second=4, transient=True
-            ) as live:
-                manager.run(observer=lambda m: live.update(pipelines_table(m.pipelines)))
+            started = time.monotonic()
+
+            def view(m: PipelineManager) -> Table:
+                caption = progress_caption(m.cycles, time.monotonic() - started, m.pipelines)
+                return pipelines_table(m.pipelines, caption=caption)
+
+            with Live(view(manager), console=console, refresh_per_second=4, transient=True) as live:
+
+                def wait(seconds: float) -> None:  # keeps the elapsed time moving between cycles
+                    deadline = time.monotonic() + seconds
+                    while (left := deadline - time.monotonic()) > 0:
+                        time.sleep(min(0.5, left))
+                        live.update(view(manager))
+
+                manager.run(observer=lambda m: live.update(view(m)), sleep=wait)
     except KeyboardInterrupt:
         return _interrupted(manager, console)
     return _summarize(args, pipelines, console)

@@ -40,9 +40,9 @@ def jobs_summary(pipeline: ProcessingPipeline) -> str:
     return ", ".join(f"{n} {label}" for label, n in sorted(counts.items()))
 
 
-def pipelines_table(pipelines: Sequence[ProcessingPipeline], title: str = "") -> Table:
+def pipelines_table(pipelines: Sequence[ProcessingPipeline], title: str = "", caption: str = "") -> Table:
     """A table of every pipeline: session, stage, jobs of the current stage, status."""
-    table = Table(title=title or None, expand=False)
+    table = Table(title=title or None, caption=caption or None, caption_justify="left", expand=False)
     for column in ("pipeline", "session", "stage", "jobs", "status"):
         table.add_column(column)
     for p in pipelines:
@@ -87,3 +87,10 @@ def pipeline_json(pipeline: ProcessingPipeline) -> dict[str, Any]:
         "failed_job": report.job if report else None,
         "stderr_tail": report.stderr_tail if report else None,
     }
+
+
+def progress_caption(cycles: int, elapsed: float, pipelines: Sequence[ProcessingPipeline]) -> str:
+    """``12 of 50 finished · cycle 8 · 1m05s · Ctrl-C to stop`` under the live table."""
+    done = sum(1 for p in pipelines if not p.is_running)
+    minutes, seconds = divmod(int(elapsed), 60)
+    return f"{done} of {len(pipelines)} finished · cycle {cycles} · {minutes}m{seconds:02d}s · Ctrl-C to stop"
