@@ -237,3 +237,24 @@ def test_unknown_session_on_the_server_is_a_clear_error(make_server: Callable[..
     ):
         ProcessingPipeline.create("behavior", ["no-such-session"], server)
     assert isinstance(server.storage_root, PurePosixPath)
+
+
+def test_a_job_slurm_refuses_fails_only_its_pipeline(
+    make_server: Callable[..., Server], project: str, tmp_path: Path
+) -> None:
+    server = make_server("acct")
+    refused_spec, good_spec = generate(server, project, "refused"), generate(server, project, "good")
+    data = yaml.safe_load((default_configs_dir() / "checksum.yaml").read_text())
+    data["stages"][0]["jobs"][0]["partition"] = "nosuchpartition"
+    bad_configs = tmp_path / "bad"
+    bad_configs.mkdir()
+    (bad_configs / "checksum.yaml").write_text(yaml.safe_dump(data))
+    refused = ProcessingPipeline.create("checksum", [refused_spec], server, configs_dir=bad_configs)
+    good = ProcessingPipeline.create("checksum", [good_spec], server)
+    run_to_end(server, [refused, good])  # the refused job goes first: the good one is submitted after
+    assert refused.status is ProcessingStatus.FAILED
+    assert refused.failure is not None
+    assert "refused" in refused.failure.reason
+    assert "partition" in refused.failure.reason.lower()
+    assert tracker_of(server, refused).encountered_error
+    assert good.status is ProcessingStatus.SUCCEEDED, good.describe()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from sl_pipelines.core.decisions import Action, Decision, latest_by_name
 from sl_pipelines.core.job import Job
 from sl_pipelines.core.seams import Backend, ProbeRequest
-from sl_pipelines.errors import SlPipelinesError
+from sl_pipelines.errors import BatchSubmissionError, SlPipelinesError, SubmissionError
 from sl_pipelines.orchestration.pipeline import STDERR_TAIL_BYTES, FailureReport, ProcessingPipeline
 from sl_pipelines.vocabulary import ProcessingStatus
 
@@ -79,12 +79,41 @@ def _submit(backend: Backend, submissions: list[tuple[ProcessingPipeline, Decisi
         return
     try:
         job_ids = backend.submit_jobs([job for _, job in batch])
-    except SlPipelinesError as exc:
-        for pipeline in {id(p): p for p, _ in batch}.values():
-            _finish(pipeline, ProcessingStatus.FAILED, FailureReport(f"Submission failed: {exc}"))
+    except SubmissionError as exc:
+        _refused(backend, batch, exc)
         return
-    for (pipeline, job), job_id in zip(batch, job_ids, strict=True):
-        pipeline.journal = pipeline.journal.save(job_ids={**pipeline.journal.job_ids, job.name: job_id})
+    except SlPipelinesError as exc:
+        # The outcome is unknown (the link dropped during sbatch): nothing is retried blindly; the next
+        # cycle finds what was submitted by job name and submits only what Slurm never saw.
+        logger.warning("Submission interrupted (%s); the next cycle reconciles the jobs by name.", exc)
+        return
+    _record_ids(batch, dict(zip((job.name for _, job in batch), job_ids, strict=True)))
+
+
+def _record_ids(batch: list[tuple[ProcessingPipeline, Job]], ids: dict[str, str]) -> None:
+    """Journals the job ids of a submission: one journal write per pipeline."""
+    updates: dict[int, tuple[ProcessingPipeline, dict[str, str]]] = {}
+    for pipeline, job in batch:
+        if job.name in ids:
+            updates.setdefault(id(pipeline), (pipeline, dict(pipeline.journal.job_ids)))[1][job.name] = ids[
+                job.name
+            ]
+    for pipeline, known in updates.values():
+        pipeline.journal = pipeline.journal.save(job_ids=known)
+
+
+def _refused(backend: Backend, batch: list[tuple[ProcessingPipeline, Job]], exc: SubmissionError) -> None:
+    """Slurm refused a job: its pipeline fails (its other jobs are cancelled); the others go on."""
+    submitted = exc.submitted if isinstance(exc, BatchSubmissionError) else {}
+    _record_ids(batch, submitted)
+    owner = next((p for p, job in batch if job.name == exc.job_name), None)
+    for pipeline in [owner] if owner is not None else list({id(p): p for p, _ in batch}.values()):
+        ids = [submitted[job.name] for p, job in batch if p is pipeline and job.name in submitted]
+        if ids:
+            backend.cancel(ids)
+        report = FailureReport(f"Slurm refused job {exc.job_name}: {exc}", job=exc.job_name)
+        _record_failure(backend, pipeline, Decision(Action.FAIL, pipeline.stage, reason=report.reason))
+        _finish(pipeline, ProcessingStatus.FAILED, report)
 
 
 def _claim(backend: Backend, pipelines: list[ProcessingPipeline]) -> set[int]:

@@ -19,7 +19,7 @@ from sl_pipelines.core.job import Job
 from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.core.resolve import ResolvedJob, ResolvedPipeline, resolve_pipeline
 from sl_pipelines.core.seams import Backend, ProbeRequest, ProbeResult
-from sl_pipelines.core.states import JobStatus
+from sl_pipelines.core.states import JobState, JobStatus
 from sl_pipelines.core.tracker_state import TrackerState
 from sl_pipelines.core.tracker_text import parse_tracker_text
 from sl_pipelines.errors import ConfigurationError, TrackerCorruptError
@@ -90,6 +90,8 @@ class ProcessingPipeline:
         self.tracker: TrackerState | None = None
         self.missing_since: dict[str, float] = {}
         self.local_tracker_path.parent.mkdir(parents=True, exist_ok=True)
+        for resolved_job in resolved.all_jobs():
+            resolved_job.job.render()  # a value sbatch cannot take fails here, at construction
 
     # ----------------------------------------------------------------------------------------------------
     # construction
@@ -203,6 +205,7 @@ class ProcessingPipeline:
         """
         names = {r.name for stage in self.resolved.stages.values() for r in stage}
         self.job_states = {name: status for name, status in jobs.items() if name in names}
+        self._record_found_ids()
         text = result.trackers.get(self.remote_tracker_path)
         try:
             self.tracker = None if text is None else parse_tracker_text(text, path=self.remote_tracker_path)
@@ -219,6 +222,17 @@ class ProcessingPipeline:
             submitted=frozenset(self.journal.job_ids),
         )
         return decide(view, self.job_states, self.tracker)
+
+    def _record_found_ids(self) -> None:
+        """Journals the ids of this run's jobs found by name (e.g. submitted just before a dropped link)."""
+        known = self.journal.job_ids
+        new = {
+            name: status.job_id
+            for name, status in self.job_states.items()
+            if name not in known and status.state is not JobState.NOT_FOUND
+        }
+        if new:
+            self.journal = self.journal.save(job_ids={**known, **new})
 
     def _lost_jobs(self, now: float) -> frozenset[str]:
         if self.stage == 0:
