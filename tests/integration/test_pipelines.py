@@ -17,6 +17,7 @@ import pytest
 import yaml
 from conftest import Testbed
 
+from sl_pipelines.adapters.locks import LockKind
 from sl_pipelines.adapters.profiles import ServerProfile, save_profile
 from sl_pipelines.adapters.server import Server
 from sl_pipelines.core.seams import ProbeRequest
@@ -258,3 +259,16 @@ def test_a_job_slurm_refuses_fails_only_its_pipeline(
     assert "partition" in refused.failure.reason.lower()
     assert tracker_of(server, refused).encountered_error
     assert good.status is ProcessingStatus.SUCCEEDED, good.describe()
+
+
+def test_soft_tracker_lock_is_used_by_manager_and_jobs_alike(
+    make_server: Callable[..., Server], project: str
+) -> None:
+    server = make_server("noacct", tracker_lock=LockKind.SOFT)
+    spec = generate(server, project, "soft")
+    pipeline = ProcessingPipeline.create("behavior", [spec], server, keep_job_logs=True)
+    script = pipeline.jobs[1][0][0].render()
+    assert "export SL_TRACKER_LOCK=soft" in script
+    run_to_end(server, [pipeline])
+    assert pipeline.status is ProcessingStatus.SUCCEEDED, pipeline.describe()
+    assert tracker_of(server, pipeline).is_complete

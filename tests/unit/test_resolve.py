@@ -128,3 +128,16 @@ def test_dataset_pipeline_fans_out_over_its_sessions() -> None:
     assert [_opt(a, "--session") for a in extract] == ["s1", "s2", "s3"]
     assert resolved.tracker_path.parent == sessions[0].tracking_data
     assert len(resolved.stages[2]) == 1
+
+
+def test_backend_exports_reach_every_job_script() -> None:
+    resolved = resolve_pipeline(
+        load_definition(CONFIGS / "suite2p.yaml"),
+        (_session(),),
+        manager_id=1,
+        environment=ENV,
+        exports=(("SL_TRACKER_LOCK", "soft"),),
+    )
+    for job in resolved.all_jobs():
+        assert ("SL_TRACKER_LOCK", "soft") in job.job.exports
+        assert "export SL_TRACKER_LOCK=soft" in job.job.render()

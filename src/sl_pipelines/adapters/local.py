@@ -94,6 +94,11 @@ class LocalBackend:
         """What job scripts activate."""
         return self._environment
 
+    @property
+    def job_exports(self) -> tuple[tuple[str, str], ...]:
+        """Nothing beyond the defaults: local trackers use the plain file lock."""
+        return ()
+
     # ------------------------------------------------------------------------------------------- jobs
     def submit_jobs(self, jobs: Sequence[Job]) -> tuple[str, ...]:
         """Writes each job's script into its folder and queues it; returns the job ids."""

@@ -89,6 +89,11 @@ class Server:
         return self.profile.environment
 
     @property
+    def job_exports(self) -> tuple[tuple[str, str], ...]:
+        """Jobs use the profile's tracker lock kind, the same as the manager's claims."""
+        return (("SL_TRACKER_LOCK", self.profile.tracker_lock.value),)
+
+    @property
     def round_trips(self) -> int:
         """Remote commands run so far over this server's connection."""
         return self.transport.exec_count

@@ -88,6 +88,7 @@ def resolve_pipeline(
     manager_id: int,
     environment: Environment,
     parameters: Mapping[str, ParameterValue] | None = None,
+    exports: tuple[tuple[str, str], ...] = (),
 ) -> ResolvedPipeline:
     """Resolves a definition for one session (or, for dataset scope, a dataset of sessions).
 
@@ -111,7 +112,7 @@ def resolve_pipeline(
         for number, template in templates
         for key, item in _fan_out(definition, template, params)
     ]
-    context = _Context(definition, session, manager_id, token, tracker, len(expanded), params)
+    context = _Context(definition, session, manager_id, token, tracker, len(expanded), params, exports)
     stages: dict[int, list[ResolvedJob]] = {}
     for number, template, key, item in expanded:
         job = context.job(number, template, key, item, env)
@@ -169,6 +170,7 @@ class _Context:
     tracker: PurePosixPath
     job_count: int
     params: Mapping[str, ParameterValue]
+    exports: tuple[tuple[str, str], ...]
 
     def job(
         self, stage: int, template: JobTemplate, key: str, item: tuple[int, str] | None, env: Environment
@@ -183,7 +185,7 @@ class _Context:
             commands=(argv,),
             resources=template.resources,
             environment=env,
-            exports=(("SL_PIPELINES_RUN_TOKEN", self.token),),
+            exports=(("SL_PIPELINES_RUN_TOKEN", self.token), *self.exports),
         )
 
     def _values(self, name: str, item: tuple[int, str] | None) -> dict[str, str]:

@@ -85,6 +85,11 @@ class Backend(Protocol):
         """The server-side environment job scripts activate (where ``sl-worker`` is installed)."""
         ...
 
+    @property
+    def job_exports(self) -> tuple[tuple[str, str], ...]:
+        """Environment variables every job script sets (such as the tracker lock kind)."""
+        ...
+
     def probe(self, request: ProbeRequest) -> ProbeResult:
         """Answers everything one polling cycle needs, in one round trip."""
         ...

@@ -138,6 +138,7 @@ class ProcessingPipeline:
             manager_id=manager_id if manager_id is not None else generate_manager_id(),
             environment=server.environment,
             parameters=params,
+            exports=server.job_exports,
         )
         journal = RunJournal(
             token=resolved.token,
@@ -168,6 +169,7 @@ class ProcessingPipeline:
             manager_id=journal.manager_id,
             environment=server.environment,
             parameters=params,
+            exports=server.job_exports,
         )
         if resolved.token != journal.token:
             raise ConfigurationError(
