@@ -122,14 +122,7 @@ class ProcessingPipeline:
         )
         folder = configs_dir or default_configs_dir()
         definition = load_definition(folder / f"{kind.short_name}.yaml")
-        paths = tuple(s if isinstance(s, SessionPaths) else find_session(server, s) for s in sessions)
-        if not paths:
-            raise ConfigurationError(f"The {kind.short_name} pipeline needs at least one session.")
-        if definition.scope == "session" and len(paths) > 1:
-            raise ConfigurationError(
-                f"The {kind.short_name} pipeline runs on one session at a time; "
-                "build one pipeline per session."
-            )
+        paths = _find_sessions(server, kind, definition.scope, sessions)
         params = dict(session_parameters(server, paths[0], set(definition.parameters)))
         params.update(parameters or {})
         resolved = resolve_pipeline(
@@ -271,3 +264,16 @@ class ProcessingPipeline:
         if self.failure is not None:
             text += f": {self.failure.reason}"
         return text
+
+
+def _find_sessions(
+    server: Backend, kind: ProcessingPipelines, scope: str, sessions: Sequence[str | SessionPaths]
+) -> tuple[SessionPaths, ...]:
+    paths = tuple(s if isinstance(s, SessionPaths) else find_session(server, s) for s in sessions)
+    if not paths:
+        raise ConfigurationError(f"The {kind.short_name} pipeline needs at least one session.")
+    if scope == "session" and len(paths) > 1:
+        raise ConfigurationError(
+            f"The {kind.short_name} pipeline runs on one session at a time; build one pipeline per session."
+        )
+    return paths
