@@ -45,6 +45,9 @@ def test_dry_run_prints_every_script_and_submits_nothing(
     assert code == 0
     assert out.count("#!/bin/bash") == 4  # binarize, two planes, combine
     assert "set -euo pipefail" in out
+    outputs = [line for line in out.splitlines() if line.startswith("#SBATCH --output=")]
+    assert len(outputs) == 4
+    assert all(line.endswith('stdout.txt"') for line in outputs), "scripts print unwrapped"
     assert not (root / "storage" / "proj" / "A1" / SESSION / "tracking_data").exists()
     assert not any((root / ".sl_local" / "jobs").iterdir())
 

@@ -156,7 +156,7 @@ def _build(
 
 
 def _print_dry_run(pipelines: Sequence[ProcessingPipeline]) -> None:
-    out = Console()
+    out = Console(soft_wrap=True)  # scripts are printed as they are, never wrapped
     for p in pipelines:
         out.rule(f"{p.pipeline.short_name}: {p.project}/{p.animal}/{p.session}")
         out.print(f"manager id {p.manager_id}, run token {p.resolved.token}, tracker {p.remote_tracker_path}")
