@@ -12,7 +12,7 @@ from sl_pipelines.adapters.local import LocalBackend
 from sl_pipelines.adapters.tracker_store import ProcessingTracker
 from sl_pipelines.core.seams import ProbeRequest
 from sl_pipelines.core.states import JobState
-from sl_pipelines.errors import SessionNotFoundError
+from sl_pipelines.errors import HostUnreachableError, SessionNotFoundError
 from sl_pipelines.orchestration.journal import RunJournal
 from sl_pipelines.orchestration.manager import PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline, default_configs_dir
@@ -235,3 +235,37 @@ def test_two_runs_of_one_session_in_one_manager_only_the_first_claims(local_back
     assert str(first.manager_id) in second.failure.reason
     _run(local_backend, [first])
     assert first.status is ProcessingStatus.SUCCEEDED
+
+
+class _FlakyBackend:
+    """The local backend, except that its first probes fail as an unreachable server would."""
+
+    def __init__(self, inner: LocalBackend, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def probe(self, request: ProbeRequest):  # type: ignore[no-untyped-def]
+        if self.failures > 0:
+            self.failures -= 1
+            raise HostUnreachableError("Cannot reach the server (test)", host="test")
+        return self.inner.probe(request)
+
+
+def test_manager_rides_out_failed_cycles_and_gives_up_after_too_many(local_backend: LocalBackend) -> None:
+    spec = _session(local_backend)
+    flaky = _FlakyBackend(local_backend, failures=3)
+    pipeline = ProcessingPipeline.create("checksum", [spec], local_backend)
+    manager = PipelineManager(flaky, [pipeline], poll_interval=0.05, max_interval=0.1, max_failed_cycles=5)  # type: ignore[arg-type]
+    assert manager.run()
+    assert pipeline.status is ProcessingStatus.SUCCEEDED
+
+    down = _FlakyBackend(local_backend, failures=100)
+    stuck = ProcessingPipeline.create("checksum", [spec], local_backend)
+    manager = PipelineManager(down, [stuck], poll_interval=0.01, max_failed_cycles=2)  # type: ignore[arg-type]
+    with pytest.raises(HostUnreachableError):
+        manager.run()
+    assert down.failures == 97
+    assert stuck.is_running, "nothing was decided without the server's answer"

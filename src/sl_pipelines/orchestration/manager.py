@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from sl_pipelines.core.seams import Backend
+from sl_pipelines.errors import SchedulerError, ServerError
 from sl_pipelines.orchestration.cycle import cancel_pipeline, run_cycle
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.vocabulary import ProcessingStatus
@@ -25,6 +26,7 @@ class PipelineManager:
         max_parallel: how many pipelines may be in flight at once (the rest wait their turn).
         poll_interval: seconds between cycles while nothing changes; it grows up to ``max_interval``
             while nothing happens and drops back as soon as a job changes state.
+        max_failed_cycles: cycles in a row that may fail on an unreachable server before ``run`` gives up.
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class PipelineManager:
         max_parallel: int = 8,
         poll_interval: float = 5.0,
         max_interval: float | None = None,
+        max_failed_cycles: int = 10,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -45,6 +48,7 @@ class PipelineManager:
         self.max_interval = (
             max_interval if max_interval is not None else max(poll_interval, poll_interval * 4)
         )
+        self.max_failed_cycles = max_failed_cycles
         self.cycles = 0
 
     @property
@@ -68,10 +72,26 @@ class PipelineManager:
         return self._fingerprint() != before
 
     def run(self, observer: Observer | None = None, sleep: Callable[[float], None] = time.sleep) -> bool:
-        """Cycles until every pipeline has finished; True when all succeeded."""
+        """Cycles until every pipeline has finished; True when all succeeded.
+
+        A cycle that fails because the server or Slurm did not answer (a dropped link that did not come
+        back, slurmctld restarting) is logged and tried again on the next cycle; after
+        ``max_failed_cycles`` failures in a row the error is raised (the journal allows ``--resume``).
+        """
         interval = self.poll_interval
+        failures = 0
         while not self.finished:
-            changed = self.cycle()
+            try:
+                changed = self.cycle()
+                failures = 0
+            except (ServerError, SchedulerError) as exc:
+                failures += 1
+                if failures > self.max_failed_cycles:
+                    raise
+                logger.warning(
+                    "Cycle failed (%s); trying again (%d of %d).", exc, failures, self.max_failed_cycles
+                )
+                changed = False
             if observer is not None:
                 observer(self)
             if self.finished:
