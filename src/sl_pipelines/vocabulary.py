@@ -69,6 +69,9 @@ class ProcessingStatus(IntEnum):
     FAILED = 2
     ABORTED = 3
 
+    def __str__(self) -> str:
+        return self.name
+
     @property
     def is_final(self) -> bool:
         """True once the pipeline will not change any more."""
