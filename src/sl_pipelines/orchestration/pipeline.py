@@ -89,6 +89,7 @@ class ProcessingPipeline:
         self.job_states: dict[str, JobStatus] = {}
         self.tracker: TrackerState | None = None
         self.missing_since: dict[str, float] = {}
+        self._last_tracker_text: str | None = None
         self.local_tracker_path.parent.mkdir(parents=True, exist_ok=True)
         for resolved_job in resolved.all_jobs():
             resolved_job.job.render()  # a value sbatch cannot take fails here, at construction
@@ -206,8 +207,9 @@ class ProcessingPipeline:
             self.tracker = None if text is None else parse_tracker_text(text, path=self.remote_tracker_path)
         except TrackerCorruptError as exc:
             return FailureReport(str(exc))
-        if text is not None:
-            self.local_tracker_path.write_text(text, encoding="utf-8")
+        if text is not None and text != self._last_tracker_text:
+            self.local_tracker_path.write_text(text, encoding="utf-8")  # only when it changed
+            self._last_tracker_text = text
         view = RunView(
             manager_id=self.manager_id,
             tracker_path=str(self.remote_tracker_path),
