@@ -29,8 +29,12 @@ Subcommands (see ``scripts/testbed.sh``):
 Everything listens on 127.0.0.1 only, except slurmdbd (port 22819, munge-authenticated): Slurm 22.05's
 slurmdbd has no option to bind a single address.
 
-All state lives in ``$SL_TESTBED_DIR`` (default ``/var/tmp/sl-testbed``). sshd listens on
-``127.0.0.1:${SL_TESTBED_SSH_PORT:-22022}``; the other daemons use fixed ports (see ``PORTS``).
+All state lives in ``$SL_TESTBED_DIR`` (default ``/var/tmp/sl-testbed``). Ports are
+``$SL_TESTBED_PORT_BASE`` (default 22000) plus a fixed offset per daemon (see ``PORTS``); sshd listens on
+``127.0.0.1:${SL_TESTBED_SSH_PORT:-base+22}``. Several testbeds can run side by side on one machine
+(another state folder and port base each): they share the test users, whose password lives in
+``$SL_TESTBED_PASSWORD_FILE`` (default ``<state>/password``; point every instance at the same file) and
+whose ``authorized_keys`` collects every instance's client key.
 """
 
 from __future__ import annotations
@@ -57,14 +61,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("SL_TESTBED_DIR", "/var/tmp/sl-testbed"))
 HOST = "127.0.0.1"
-SSH_PORT = int(os.environ.get("SL_TESTBED_SSH_PORT", "22022"))
+PORT_BASE = int(os.environ.get("SL_TESTBED_PORT_BASE", "22000"))
+SSH_PORT = int(os.environ.get("SL_TESTBED_SSH_PORT", str(PORT_BASE + 22)))
 PORTS = {
-    "mariadb": 22306,
-    "slurmdbd": 22819,
-    "slacct_ctld": 22817,
-    "slacct_d": 22818,
-    "slnoacct_ctld": 22827,
-    "slnoacct_d": 22828,
+    "mariadb": PORT_BASE + 306,
+    "slurmdbd": PORT_BASE + 819,
+    "slacct_ctld": PORT_BASE + 817,
+    "slacct_d": PORT_BASE + 818,
+    "slnoacct_ctld": PORT_BASE + 827,
+    "slnoacct_d": PORT_BASE + 828,
 }
 PACKAGES = [
     "openssh-server",
@@ -97,7 +102,7 @@ SERVER_ENV = STATE / "server-env"
 INFO = STATE / "testbed.json"
 CLIENT_KEY = STATE / "client_key"
 KNOWN_HOSTS = STATE / "known_hosts"
-PASSWORD_FILE = STATE / "password"
+PASSWORD_FILE = Path(os.environ.get("SL_TESTBED_PASSWORD_FILE", str(STATE / "password")))
 
 T0 = time.monotonic()
 
@@ -350,7 +355,9 @@ def ensure_users(password: str) -> None:
         ssh.mkdir(mode=0o700, exist_ok=True)
         os.chown(ssh, pw.pw_uid, pw.pw_gid)
         keys = ssh / "authorized_keys"
-        write_if_changed(keys, pub, 0o600)
+        known = keys.read_text().splitlines(keepends=True) if keys.exists() else []
+        if pub.strip() not in (line.strip() for line in known):  # other testbed instances keep theirs
+            write_if_changed(keys, "".join(known) + pub, 0o600)
         os.chown(keys, pw.pw_uid, pw.pw_gid)
 
 

@@ -6,7 +6,8 @@
 #   scripts/testbed.sh status                   one line per daemon; exit 0 when all run
 #   scripts/testbed.sh env                      print the info file path and its JSON
 # SL_TESTBED_NO_ACCOUNTING=1 is the same as start --no-accounting (only the cluster without sacct).
-# State: $SL_TESTBED_DIR (default /var/tmp/sl-testbed); SSH port: $SL_TESTBED_SSH_PORT (default 22022).
+# State: $SL_TESTBED_DIR (default /var/tmp/sl-testbed); ports: $SL_TESTBED_PORT_BASE (default 22000) + offsets,
+# SSH on base+22 ($SL_TESTBED_SSH_PORT overrides). A second instance needs its own state folder and port base.
 # The logic lives in scripts/testbed.py (stdlib only); see its docstring for details.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
