@@ -132,7 +132,7 @@ def _measure(
     print(
         f"Submitted {len(pipelines)} pipelines ({jobs} jobs) in {submit_seconds:.2f} s with {commands} remote"
     )
-    print("commands (accounting detection, one probe, one batched tracker claim, one batch of sbatch calls).")
+    print("commands (accounting detection, one probe, one batched tracker claim, one submission command).")
     rows = []
     for size in SIZES:
         subset = pipelines[:size]

@@ -46,7 +46,7 @@ def bench_status(server: Server, folder: PurePosixPath, count: int, repeats: int
         Job(f"bench-{i:03d}", folder / f"job-{i:03d}", (("sleep", "1"),), Resources(memory_mb=64))
         for i in range(count)
     ]
-    ids = list(server.submit_jobs(jobs))
+    ids = list(server.submit_jobs(jobs).submitted.values())
     server.connect()
     time.sleep(3)
     batched, per_job = [], []

@@ -25,17 +25,16 @@ boundary, with ``raise ... from exc``.
     │   ├── RemoteTimeoutError (TimeoutError)
     │   └── TransferError                        a push/pull that failed or did not verify
     ├── SchedulerError                           Slurm refused or garbled an answer
-    │   └── SubmissionError                      sbatch did not return a job id
-    │       └── BatchSubmissionError             sbatch refused a job of a batch (lists the submitted ids)
+    │   └── SubmissionError                      a job was not submitted (refused, or the outcome unknown)
     ├── PipelineError                            orchestration could not proceed
-    │   └── JournalError                         the local run journal is unreadable
+    │   ├── JournalError                         the local run journal is unreadable
+    │   └── RunLockedError                       another manager already drives the run
     └── WorkerError                              a server-side worker could not do its job
         └── VerificationError                    a copy or checksum did not verify
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import PurePath
 
 
@@ -178,18 +177,6 @@ class SubmissionError(SchedulerError):
         self.job_name = job_name
 
 
-class BatchSubmissionError(SubmissionError):
-    """Some jobs of a batch were submitted, then ``sbatch`` refused one.
-
-    Attributes:
-        submitted: the jobs that WERE submitted, job name → job id; record them before retrying.
-    """
-
-    def __init__(self, message: str, *, job_name: str, output: str, submitted: Mapping[str, str]) -> None:
-        super().__init__(message, job_name=job_name, output=output)
-        self.submitted = dict(submitted)
-
-
 class PipelineError(SlPipelinesError):
     """The pipeline could not proceed (conflicting manager, inconsistent state)."""
 
@@ -200,6 +187,15 @@ class JournalError(PipelineError):
     def __init__(self, message: str, *, path: PurePath | str) -> None:
         super().__init__(message)
         self.path = path
+
+
+class RunLockedError(PipelineError):
+    """Another manager process already drives this run (it holds the run's lock)."""
+
+    def __init__(self, message: str, *, token: str, holder: str) -> None:
+        super().__init__(message)
+        self.token = token
+        self.holder = holder
 
 
 class WorkerError(SlPipelinesError):

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
 
 from sl_pipelines.adapters.tracker_store import ProcessingTracker
 from sl_pipelines.cli import process, tracker
+from sl_pipelines.core.seams import TrackerAction, TrackerOperation
+from sl_pipelines.core.wire import decode_outcomes, encode_operations
 from sl_pipelines.orchestration.pipeline import default_configs_dir
 from sl_pipelines.workers.demo_data import generate_session
 
@@ -109,17 +112,29 @@ def test_remote_tracker_reports_a_corrupt_tracker_by_name(
     assert path.read_text() == "{{{"
 
 
-def test_claim_starts_many_trackers_in_one_call(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    free, taken = tmp_path / "a" / "t.yaml", tmp_path / "b" / "t.yaml"
+def test_batch_applies_claims_records_and_aborts_in_one_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    free, taken, failing = (tmp_path / n / "t.yaml" for n in ("a", "b", "c"))
     ProcessingTracker(taken).start(99, job_count=1)
-    code = tracker.main(["claim", "--tracker", str(free), "7", "3", "--tracker", str(taken), "8", "1"])
-    results = json.loads(capsys.readouterr().out)
-    assert code == 1
-    assert [r["ok"] for r in results] == [True, False]
-    assert "99" in results[1]["error"]
+    ProcessingTracker(failing).start(5, job_count=2)
+    operations = [
+        TrackerOperation(TrackerAction.CLAIM, PurePosixPath(free), 7, job_count=3),
+        TrackerOperation(TrackerAction.CLAIM, PurePosixPath(taken), 8),
+        TrackerOperation(TrackerAction.ERROR, PurePosixPath(failing), 5, job="j1", reason="died"),
+        TrackerOperation(TrackerAction.ABORT, PurePosixPath(taken)),
+    ]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(encode_operations(operations).decode()))
+    assert tracker.main(["batch"]) == 0
+    output = "Welcome to the cluster!\n" + capsys.readouterr().out  # a login banner does not matter
+    outcomes = decode_outcomes(output, 4, where="here")
+    assert [o.ok for o in outcomes] == [True, False, True, True]
+    assert "99" in outcomes[1].error and not outcomes[1].transient
     state = ProcessingTracker(free).read()
     assert (state.manager_id, state.job_count, state.is_running) == (7, 3, True)
-    assert ProcessingTracker(taken).read().manager_id == 99
+    failure = ProcessingTracker(failing).read().failure
+    assert failure is not None and (failure.job, failure.reason) == ("j1", "died")
+    assert ProcessingTracker(taken).read().manager_id is None
 
 
 def test_ctrl_c_without_a_terminal_keeps_the_jobs_and_resume_finishes(root: Path, tmp_path: Path) -> None:

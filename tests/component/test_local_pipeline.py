@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from sl_pipelines.adapters.local import LocalBackend
 from sl_pipelines.adapters.tracker_store import ProcessingTracker
 from sl_pipelines.core.seams import ProbeRequest
 from sl_pipelines.core.states import JobState
-from sl_pipelines.errors import HostUnreachableError, SessionNotFoundError
+from sl_pipelines.errors import HostUnreachableError, RunLockedError, SchedulerError, SessionNotFoundError
 from sl_pipelines.orchestration.journal import RunJournal
 from sl_pipelines.orchestration.manager import PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline, default_configs_dir
@@ -38,7 +39,8 @@ def _run(backend: LocalBackend, pipelines: list[ProcessingPipeline], timeout: fl
 
 def _submitted_names(backend: LocalBackend) -> list[str]:
     ids = tuple(str(i) for i in range(1, 500))
-    return [status.name for status in backend.probe(ProbeRequest(job_ids=ids)).jobs]
+    statuses = backend.probe(ProbeRequest(job_ids=ids)).jobs
+    return [status.name for status in statuses if status.state is not JobState.NOT_FOUND]
 
 
 def _configs_with(tmp_path: Path, pipeline: str, edit: dict[str, str]) -> Path:
@@ -149,7 +151,8 @@ def test_crashed_manager_resumes_without_submitting_twice(local_backend: LocalBa
         pipeline.runtime_cycle()
         time.sleep(0.2)
     journal_path = pipeline.journal.path
-    del pipeline  # the manager "crashes": only the journal and the running jobs remain
+    pipeline.close()  # the manager "crashes": only the journal and the running jobs remain
+    del pipeline
     resumed = ProcessingPipeline.resume(RunJournal.load(journal_path), local_backend)
     _run(local_backend, [resumed])
     assert resumed.status is ProcessingStatus.SUCCEEDED, resumed.describe()
@@ -165,6 +168,7 @@ def test_journal_written_before_submission_lets_a_restart_adopt_existing_jobs(
     pipeline.runtime_cycle()
     # Simulate a crash between sbatch and recording the ids: the journal knows the stage, not the ids.
     pipeline.journal.save(job_ids={})
+    pipeline.close()
     resumed = ProcessingPipeline.resume(RunJournal.load(pipeline.journal.path), local_backend)
     _run(local_backend, [resumed])
     assert resumed.status is ProcessingStatus.SUCCEEDED
@@ -254,18 +258,35 @@ class _FlakyBackend:
         return self.inner.probe(request)
 
 
-def test_manager_rides_out_failed_cycles_and_gives_up_after_too_many(local_backend: LocalBackend) -> None:
+def test_manager_rides_out_an_unreachable_server_and_gives_up_after_its_patience(
+    local_backend: LocalBackend,
+) -> None:
     spec = _session(local_backend)
     flaky = _FlakyBackend(local_backend, failures=3)
     pipeline = ProcessingPipeline.create("checksum", [spec], local_backend)
-    manager = PipelineManager(flaky, [pipeline], poll_interval=0.05, max_interval=0.1, max_failed_cycles=5)  # type: ignore[arg-type]
+    manager = PipelineManager(flaky, [pipeline], poll_interval=0.05, max_interval=0.1, patience=60)  # type: ignore[arg-type]
     assert manager.run()
     assert pipeline.status is ProcessingStatus.SUCCEEDED
 
     down = _FlakyBackend(local_backend, failures=100)
     stuck = ProcessingPipeline.create("checksum", [spec], local_backend)
-    manager = PipelineManager(down, [stuck], poll_interval=0.01, max_failed_cycles=2)  # type: ignore[arg-type]
-    with pytest.raises(HostUnreachableError):
+    clock = iter(range(0, 1000, 10))  # ten seconds pass per cycle
+    manager = PipelineManager(down, [stuck], poll_interval=0.01, patience=25, clock=lambda: next(clock))  # type: ignore[arg-type]
+    with pytest.raises(SchedulerError, match="has not answered for 30 s") as caught:
         manager.run()
-    assert down.failures == 97
-    assert stuck.is_running, "nothing was decided without the server's answer"
+    assert isinstance(caught.value.__cause__, HostUnreachableError)
+    assert down.failures == 96
+    assert stuck.is_running and stuck.stage == 0, "nothing was decided without the server's answer"
+
+
+def test_two_managers_never_drive_one_run(local_backend: LocalBackend) -> None:
+    spec = _session(local_backend)
+    pipeline = ProcessingPipeline.create("checksum", [spec], local_backend)
+    pipeline.runtime_cycle()
+    with pytest.raises(RunLockedError, match=f"pid {os.getpid()}"):
+        ProcessingPipeline.resume(RunJournal.load(pipeline.journal.path), local_backend)
+    pipeline.close()
+    resumed = ProcessingPipeline.resume(RunJournal.load(pipeline.journal.path), local_backend)
+    _run(local_backend, [resumed])
+    assert resumed.status is ProcessingStatus.SUCCEEDED
+    assert len(_submitted_names(local_backend)) == 1

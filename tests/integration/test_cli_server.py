@@ -15,6 +15,7 @@ from sl_pipelines.adapters.profiles import ServerProfile, load_profile, profile_
 from sl_pipelines.adapters.server import Server
 from sl_pipelines.cli import server as cli
 from sl_pipelines.cli import tracker as tracker_cli
+from sl_pipelines.core.seams import TrackerAction, TrackerOperation, TrackerOutcome
 from sl_pipelines.core.tracker_text import parse_tracker_text
 
 
@@ -93,7 +94,8 @@ def test_remote_tracker_status_and_abort_over_ssh(
         tracker_path = (
             profile.storage_root / "rt" / "A1" / session / "tracking_data" / "video_processing_tracker.yaml"
         )
-        assert server.run_tracker(["start", str(tracker_path), "--manager-id", "77", "--job-count", "3"]).ok
+        claim = TrackerOperation(TrackerAction.CLAIM, tracker_path, 77, job_count=3)
+        assert server.update_trackers([claim]) == (TrackerOutcome(ok=True),)
         try:
             assert tracker_cli.main(["--server", profile.name, "status", session, "--json"]) == 0
             rows = {row["pipeline"]: row for row in json.loads(capsys.readouterr().out)}

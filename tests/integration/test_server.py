@@ -25,7 +25,6 @@ from sl_pipelines.core.slurm import AccountingMode
 from sl_pipelines.core.states import JobState, JobStatus
 from sl_pipelines.errors import (
     AuthenticationFailedError,
-    BatchSubmissionError,
     HostKeyMismatchError,
     HostUnreachableError,
     UnknownHostKeyError,
@@ -88,10 +87,10 @@ def test_commands_are_fast_back_to_back(make_server: Callable[..., Server]) -> N
     assert (time.perf_counter() - started) / 20 < 0.03
 
 
-def test_run_tracker_uses_the_profile_environment(make_server: Callable[..., Server]) -> None:
-    result = make_server("acct").run_tracker(["--help"])
+def test_tracker_command_runs_in_the_profile_environment(make_server: Callable[..., Server]) -> None:
+    result = make_server("acct").check_tracker_command()
     assert result.ok, result.stderr
-    assert "usage" in result.stdout.lower()
+    assert "@@SLP@@ result []" in result.stdout
 
 
 # ------------------------------------------------------------------------------------ Slurm
@@ -104,7 +103,10 @@ def test_status_of_20_jobs_is_one_round_trip(
     jobs = [shell_job(folder, f"par-{index:02d}", "sleep 2") for index in range(20)]
     slurm_server.connect()  # detects the accounting mode (one command, once per connection)
     started = time.monotonic()
-    job_ids = list(slurm_server.submit_jobs(jobs))
+    before = slurm_server.round_trips
+    report = slurm_server.submit_jobs(jobs)
+    assert slurm_server.round_trips == before + 1  # scripts and sbatch calls in one remote command
+    job_ids = [report.submitted[job.name] for job in jobs]
     assert len(set(job_ids)) == 20
     most_running = 0
     while True:
@@ -125,7 +127,7 @@ def test_status_of_20_jobs_is_one_round_trip(
 def test_cancelled_job_is_cancelled(
     slurm_server: Server, remote_scratch: Callable[..., PurePosixPath]
 ) -> None:
-    (job_id,) = slurm_server.submit_jobs([shell_job(remote_scratch(slurm_server), "victim", "sleep 300")])
+    job_id = slurm_server.submit(shell_job(remote_scratch(slurm_server), "victim", "sleep 300"))
     slurm_server.cancel([job_id])
     slurm_server.cancel([job_id])  # a second cancel of a finished job is not an error
     assert wait_for(slurm_server, [job_id])[job_id].state is JobState.CANCELLED
@@ -134,7 +136,7 @@ def test_cancelled_job_is_cancelled(
 def test_exit_code_3_is_failed(slurm_server: Server, remote_scratch: Callable[..., PurePosixPath]) -> None:
     folder = remote_scratch(slurm_server)
     job = shell_job(folder, "fails", "echo about to fail >&2; exit 3")
-    (job_id,) = slurm_server.submit_jobs([job])
+    job_id = slurm_server.submit(job)
     status = wait_for(slurm_server, [job_id])[job_id]
     assert (status.state, status.exit_code) == (JobState.FAILED, 3)
     assert "about to fail" in (slurm_server.read_text(job.stderr_path) or "")
@@ -150,7 +152,7 @@ def test_job_past_its_time_limit_times_out(
 ) -> None:
     server = make_server("noacct")
     job = shell_job(remote_scratch(server), "too-long", "sleep 300", time_limit_minutes=1)
-    (job_id,) = server.submit_jobs([job])
+    job_id = server.submit(job)
     status = wait_for(server, [job_id], timeout=150)[job_id]
     assert status.state is JobState.TIMEOUT
 
@@ -163,7 +165,7 @@ def test_probe_finds_jobs_by_name_and_reads_trackers(
     slurm_server.mkdir(tracker.parent)
     slurm_server.write_text(tracker, "status: running\nmarker: @@SLP@@ end 0\n")
     job = shell_job(folder, f"probe-token-{os.getpid()}", "true")
-    (job_id,) = slurm_server.submit_jobs([job])
+    job_id = slurm_server.submit(job)
     slurm_server.connect()  # the accounting mode is detected once per Server
     before = slurm_server.round_trips
     result = slurm_server.probe(
@@ -184,12 +186,12 @@ def test_refused_submission_names_the_job_and_what_was_submitted(
     folder = remote_scratch(server)
     good = shell_job(folder, "good", "true")
     bad = shell_job(folder, "bad", "true", partition="no-such-partition")
-    with pytest.raises(BatchSubmissionError) as caught:
-        server.submit_jobs([good, bad, shell_job(folder, "later", "true")])
-    assert caught.value.job_name == "bad"
-    assert list(caught.value.submitted) == ["good"]
-    assert "invalid partition" in str(caught.value).lower()
-    assert caught.value.submitted["good"] in str(caught.value)
+    later = shell_job(folder, "later", "true")
+    report = server.submit_jobs([good, bad, later])
+    assert list(report.submitted) == ["good", "later"]  # a refusal does not stop the others
+    assert list(report.refused) == ["bad"]
+    assert "invalid partition" in report.refused["bad"].lower()
+    assert not report.deferred and not report.unknown
 
 
 # ------------------------------------------------------------------------------------ files
@@ -251,7 +253,7 @@ def test_weird_session_path_survives_everything(
         commands=(("bash", "-c", 'echo "$1" > "out put.txt"; pwd', "_", WEIRD),),
         resources=Resources(memory_mb=100),
     )
-    (job_id,) = server.submit_jobs([job])
+    job_id = server.submit(job)
     assert wait_for(server, [job_id])[job_id].state is JobState.COMPLETED
     assert server.read_text(job.working_directory / "out put.txt") == WEIRD + "\n"
     assert server.read_text(job.stdout_path) == str(job.working_directory) + "\n"

@@ -22,8 +22,15 @@ from pathlib import Path, PurePosixPath
 
 from filelock import FileLock
 
+from sl_pipelines.adapters.tracker_ops import apply_operations
 from sl_pipelines.core.job import Environment, EnvironmentKind, Job
-from sl_pipelines.core.seams import CommandResult, ProbeRequest, ProbeResult
+from sl_pipelines.core.seams import (
+    ProbeRequest,
+    ProbeResult,
+    SubmissionReport,
+    TrackerOperation,
+    TrackerOutcome,
+)
 from sl_pipelines.core.states import JobState, JobStatus
 
 KILL_GRACE_SECONDS = 10.0
@@ -99,15 +106,28 @@ class LocalBackend:
         """Nothing beyond the defaults: local trackers use the plain file lock."""
         return ()
 
+    @property
+    def report_grace_seconds(self) -> float:
+        """A job's tracker write is visible at once on the local disk."""
+        return 0.0
+
     # ------------------------------------------------------------------------------------------- jobs
-    def submit_jobs(self, jobs: Sequence[Job]) -> tuple[str, ...]:
-        """Writes each job's script into its folder and queues it; returns the job ids."""
-        ids = []
+    def submit_jobs(self, jobs: Sequence[Job]) -> SubmissionReport:
+        """Writes each job's script into its folder and queues it; a script that cannot be written is
+        refused with the reason (the other jobs go on)."""
+        submitted: dict[str, str] = {}
+        refused: dict[str, str] = {}
         with self._lock:
             for job in jobs:
-                folder = Path(job.working_directory)
-                folder.mkdir(parents=True, exist_ok=True)
-                Path(job.script_path).write_text(job.render(), encoding="utf-8")
+                try:
+                    Path(job.working_directory).mkdir(parents=True, exist_ok=True)
+                    Path(job.script_path).write_text(job.render(), encoding="utf-8")
+                except OSError as exc:
+                    where = exc.filename or job.script_path
+                    refused[job.name] = (
+                        f"Could not write job script {job.script_path}: {exc.strerror} ({where})"
+                    )
+                    continue
                 record = _Record(
                     job_id=self._next_id(),
                     name=job.name,
@@ -117,9 +137,9 @@ class LocalBackend:
                     time_limit_s=job.resources.time_limit_minutes * 60.0,
                 )
                 self._save(record)
-                ids.append(record.job_id)
+                submitted[job.name] = record.job_id
             self._schedule()
-        return tuple(ids)
+        return SubmissionReport(submitted=submitted, refused=refused)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         """Cancels queued or running jobs (finished ones are left as they are)."""
@@ -130,30 +150,38 @@ class LocalBackend:
             self._schedule()
 
     def probe(self, request: ProbeRequest) -> ProbeResult:
-        """Advances the scheduler, then reports the requested jobs and trackers (no remote round trip)."""
+        """Advances the scheduler, then reports the requested jobs and trackers (no remote round trip).
+
+        A requested id the scheduler never had is NOT_FOUND, as on Slurm.
+        """
         with self._lock:
             self._schedule()
             records = self._records()
         names, ids = set(request.job_names), set(request.job_ids)
-        jobs = tuple(
+        jobs = [
             JobStatus(r.job_id, r.name, JobState(r.state), r.exit_code, r.reason)
             for r in records
             if r.name in names or r.job_id in ids
-        )
-        trackers = {path: self.read_text(path) for path in request.tracker_paths}
-        return ProbeResult(jobs=jobs, trackers=trackers, round_trips=0)
+        ]
+        known = {status.job_id for status in jobs}
+        jobs += [JobStatus(i, "", JobState.NOT_FOUND) for i in request.job_ids if i not in known]
+        trackers: dict[PurePosixPath, str | None] = {}
+        unreadable: dict[PurePosixPath, str] = {}
+        for path in request.tracker_paths:
+            try:
+                trackers[path] = self.read_text(path)
+            except OSError as exc:
+                unreadable[path] = f"reading it failed ({exc.strerror or exc})"
+        return ProbeResult(jobs=tuple(jobs), trackers=trackers, unreadable=unreadable, round_trips=0)
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """The state of each job id (NOT_FOUND for ids the scheduler never had)."""
         found = {s.job_id: s for s in self.probe(ProbeRequest(job_ids=tuple(job_ids))).jobs}
         return {i: found.get(i, JobStatus(i, "", JobState.NOT_FOUND)) for i in job_ids}
 
-    def run_tracker(self, arguments: Sequence[str]) -> CommandResult:
-        """Runs ``sl-tracker`` with these arguments in a subprocess of this Python."""
-        code = "import sys; from sl_pipelines.cli.tracker import main; sys.exit(main(sys.argv[1:]))"
-        argv = [sys.executable, "-c", code, *arguments]
-        done = subprocess.run(argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
-        return CommandResult(" ".join(["sl-tracker", *arguments]), done.returncode, done.stdout, done.stderr)
+    def update_trackers(self, operations: Sequence[TrackerOperation]) -> tuple[TrackerOutcome, ...]:
+        """Applies tracker operations in-process, under each tracker's lock."""
+        return apply_operations(operations)
 
     # ------------------------------------------------------------------------------------------- files
     def read_text(self, path: PurePosixPath, *, tail_bytes: int | None = None) -> str | None:

@@ -1,30 +1,40 @@
 """The Server: the one object that talks to a remote Slurm machine (commands, files, jobs).
 
 It implements the :class:`~sl_pipelines.core.seams.Backend` protocol over one :class:`SSHTransport`.
-Everything a polling cycle needs is ONE remote command (:meth:`Server.probe`); the state of any number
-of jobs is ONE command (:meth:`Server.status`); a batch of jobs is submitted with its scripts pushed
-through the one SFTP client and ONE ``sbatch`` command. ``round_trips`` counts remote commands so that
-tests and benchmarks can hold the server to that.
+Each typed operation is ONE remote command whose request travels on standard input: everything a
+polling cycle needs (:meth:`Server.probe`), the state of any number of jobs (:meth:`Server.status`), a
+batch of jobs with their scripts (:meth:`Server.submit_jobs`), and tracker claims and failure records
+(:meth:`Server.update_trackers`). ``round_trips`` counts remote commands so that tests and benchmarks
+can hold the server to that.
 """
 
 from __future__ import annotations
 
 import logging
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 
 from sl_pipelines.adapters.profiles import AccountingChoice, ServerProfile
 from sl_pipelines.adapters.ssh import SSHSettings, SSHTransport
 from sl_pipelines.adapters.transfer import TransferReport, Verify
-from sl_pipelines.core import sbatch, slurm
+from sl_pipelines.core import sbatch
 from sl_pipelines.core.job import Environment, EnvironmentKind, Job
+from sl_pipelines.core.probe import build_probe, parse_probe_output
 from sl_pipelines.core.script import activation_prefix
-from sl_pipelines.core.seams import CommandResult, ProbeRequest, ProbeResult
+from sl_pipelines.core.seams import (
+    CommandResult,
+    ProbeRequest,
+    ProbeResult,
+    SubmissionReport,
+    TrackerOperation,
+    TrackerOutcome,
+)
 from sl_pipelines.core.slurm import AccountingMode
 from sl_pipelines.core.states import JobStatus
-from sl_pipelines.errors import BatchSubmissionError, RemoteCommandError, SchedulerError
+from sl_pipelines.core.wire import MARKER, decode_outcomes, encode_operations
+from sl_pipelines.errors import HostUnreachableError, RemoteCommandError, SchedulerError, SubmissionError
 
 _log = logging.getLogger("sl_pipelines")
 _SCANCEL_HARMLESS = ("already completing or completed", "Invalid job id specified")
@@ -94,6 +104,12 @@ class Server:
         return (("SL_TRACKER_LOCK", self.profile.tracker_lock.value),)
 
     @property
+    def report_grace_seconds(self) -> float:
+        """How long a job's tracker write may take to reach this manager: NFS (soft lock) caches for up to
+        a minute; a local disk shows it at once, but a few seconds cover a slow file system."""
+        return 60.0 if self.profile.tracker_lock.value == "soft" else 5.0
+
+    @property
     def round_trips(self) -> int:
         """Remote commands run so far over this server's connection."""
         return self.transport.exec_count
@@ -132,41 +148,68 @@ class Server:
             return self.transport.run_checked(command, timeout=timeout)
         return self.transport.run(command, timeout=timeout)
 
-    def run_tracker(self, arguments: Sequence[str]) -> CommandResult:
-        """Runs ``sl-tracker`` with the profile's environment activated, in ONE remote command."""
+    def update_trackers(self, operations: Sequence[TrackerOperation]) -> tuple[TrackerOutcome, ...]:
+        """Claims, failure records and aborts, applied on the server by ``sl-tracker batch``: ONE command.
+
+        Raises:
+            SchedulerError: the server gave no readable answer (sl-tracker missing or too old).
+        """
+        if not operations:
+            return ()
         lock = shlex.quote(self.profile.tracker_lock.value)
-        tracker = shlex.join(("sl-tracker", *arguments))
-        command = f"{activation_prefix(self.environment)}SL_TRACKER_LOCK={lock} {tracker}"
-        return self.transport.run(command, idempotent=False)
+        command = f"{activation_prefix(self.environment)}SL_TRACKER_LOCK={lock} sl-tracker batch"
+        result = self.transport.run(command, idempotent=False, stdin=encode_operations(operations))
+        try:
+            return decode_outcomes(result.stdout, len(operations), where=self.name)
+        except SchedulerError as exc:
+            said = " ".join((result.stderr or result.stdout).split())[-300:] or f"exit {result.exit_code}"
+            raise SchedulerError(f"{exc} (It said: {said})", command=command, output=exc.output) from exc
 
     # ----------------------------------------------------------------------------- Slurm
 
     def submit(self, job: Job) -> str:
-        """Pushes the job's script and submits it; returns the job id (never retried blindly)."""
-        return self.submit_jobs([job])[0]
-
-    def submit_jobs(self, jobs: Sequence[Job]) -> tuple[str, ...]:
-        """Pushes every script through the one SFTP client, then submits all with ONE ``sbatch`` command.
+        """Writes the job's script and submits it; returns the job id (never retried blindly).
 
         Raises:
-            BatchSubmissionError: sbatch refused a job; names it, quotes Slurm, and lists the submitted ids.
-            HostUnreachableError: the connection dropped during submission (not retried: check by name).
+            SubmissionError: the job was not submitted, or its outcome is unknown; says which and why.
+        """
+        report = self.submit_jobs([job])
+        if job.name in report.submitted:
+            return report.submitted[job.name]
+        reason = report.refused.get(job.name) or report.deferred.get(job.name)
+        raise SubmissionError(
+            f"Job {job.name} was not submitted on {self.name}: "
+            f"{reason or 'the connection dropped during sbatch, so whether it was is unknown'}.",
+            job_name=job.name,
+        )
+
+    def check_tracker_command(self) -> CommandResult:
+        """Runs ``sl-tracker batch`` with nothing to do: exit 0 and a framed answer when it is installed."""
+        lock = shlex.quote(self.profile.tracker_lock.value)
+        command = f"{activation_prefix(self.environment)}SL_TRACKER_LOCK={lock} sl-tracker batch"
+        return self.transport.run(command, stdin=encode_operations([]))
+
+    def submit_jobs(self, jobs: Sequence[Job]) -> SubmissionReport:
+        """Writes every job's script on the server and submits them all: ONE remote command.
+
+        Each job is submitted, refused (Slurm refused it, or its script could not be written), deferred
+        (the controller did not answer, a submit limit: certainly not submitted) or unknown (the
+        connection dropped during the command: look the job up by name before trying again).
         """
         if not jobs:
-            return ()
-        scripts = [job.render() for job in jobs]  # render all first: a bad job submits nothing
-        for folder in dict.fromkeys(job.working_directory for job in jobs):
-            self._make_folder(folder)
-        for job, script in zip(jobs, scripts, strict=True):
-            self.transport.write_text_atomic(job.script_path, script)
-        command = sbatch.build_submit_command([job.script_path for job in jobs])
-        result = self.transport.run(command, idempotent=False)
-        outcomes = sbatch.parse_submit_output(result.stdout, [job.name for job in jobs])
-        submitted = {jobs[o.index].name: o.job_id for o in outcomes if o.job_id is not None}
-        failed = next((o for o in outcomes if o.job_id is None), None)
-        if failed is not None:
-            raise _submission_error(jobs, failed, submitted, result)
-        return tuple(o.job_id for o in outcomes if o.job_id is not None)
+            return SubmissionReport()
+        command, data = sbatch.build_submit([(job.script_path, job.render()) for job in jobs])
+        order = [(job.name, job.script_path) for job in jobs]
+        try:
+            result = self.transport.run(command, idempotent=False, stdin=data)
+        except HostUnreachableError as exc:
+            _log.warning("The connection to %s dropped during submission: %s", self.name, exc)
+            return SubmissionReport(unknown=tuple(job.name for job in jobs), round_trips=1)
+        if MARKER not in result.stdout:
+            said = " ".join((result.stderr or result.stdout).split())[-300:] or f"exit {result.exit_code}"
+            reason = f"the submission command on {self.name} printed nothing usable ({said})"
+            return SubmissionReport(deferred=dict.fromkeys((job.name for job in jobs), reason), round_trips=1)
+        return sbatch.classify_submission(result.stdout, order, completed=True)
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """The state of every given job, in ONE remote command whatever their number."""
@@ -196,19 +239,24 @@ class Server:
             )
 
     def probe(self, request: ProbeRequest) -> ProbeResult:
-        """Job states (by id and by name) and tracker texts, in ONE remote command."""
-        command = slurm.build_probe_command(request, self.accounting_mode)
-        result = self.transport.run(command)
-        if slurm.MARKER not in result.stdout and (
-            request.job_ids or request.job_names or request.tracker_paths
-        ):
+        """Job states (by id, and by name only where no id is known) and tracker texts: ONE command.
+
+        Raises:
+            SchedulerError: the command printed nothing usable (no bash, a broken login shell).
+        """
+        if not (request.job_ids or request.job_names or request.tracker_paths):
+            return ProbeResult()
+        command, data = build_probe(request, self.accounting_mode)
+        result = self.transport.run(command, stdin=data)
+        if MARKER not in result.stdout:
             raise SchedulerError(
                 f"The status query on {self.name} printed nothing usable (exit {result.exit_code}: "
-                f"{result.stderr.strip() or 'no message'}); check that the Slurm commands work there.",
+                f"{result.stderr.strip() or 'no message'}); check that bash and the Slurm commands work "
+                "there.",
                 command=command,
                 output=result.stdout + result.stderr,
             )
-        return slurm.parse_probe_output(result.stdout, request)
+        return parse_probe_output(result.stdout, request)
 
     # ----------------------------------------------------------------------------- files
 
@@ -259,19 +307,3 @@ class Server:
     def _make_folder(self, folder: PurePosixPath) -> None:
         """Creates a job folder and missing parents through the SFTP client (no extra exec)."""
         self.transport.make_folders(folder)
-
-
-def _submission_error(
-    jobs: Sequence[Job], failed: sbatch.SubmitOutcome, submitted: Mapping[str, str], result: CommandResult
-) -> BatchSubmissionError:
-    job = jobs[failed.index]
-    said = " ".join((failed.output or result.stderr).split()) or f"no output, exit {result.exit_code}"
-    done = ", ".join(f"{name}={job_id}" for name, job_id in submitted.items()) or "none"
-    skipped = len(jobs) - len(submitted) - 1
-    return BatchSubmissionError(
-        f"sbatch refused job {job.name!r} ({said}); submitted before it: {done}; {skipped} later job(s) were "
-        "not submitted. Record the submitted ids, fix the cause, then submit the rest.",
-        job_name=job.name,
-        output=failed.output or result.stdout + result.stderr,
-        submitted=submitted,
-    )

@@ -258,11 +258,12 @@ def _command_row(server: Server, what: str, command: str, expect: str = "") -> C
 
 def _tracker_row(server: Server) -> CheckRow:
     try:
-        result = server.run_tracker(["--help"])
+        result = server.check_tracker_command()
     except SlPipelinesError as exc:
         return CheckRow("sl-tracker in environment", False, str(exc))
-    detail = "runs" if result.ok else " ".join((result.stderr or result.stdout).split())[:200]
-    return CheckRow("sl-tracker in environment", result.ok, detail)
+    ok = result.ok and "@@SLP@@ result" in result.stdout
+    detail = "runs" if ok else " ".join((result.stderr or result.stdout).split())[:200] or "no answer"
+    return CheckRow("sl-tracker in environment", ok, detail)
 
 
 def _trust(arguments: argparse.Namespace, out: Console) -> int:

@@ -21,8 +21,10 @@ from rich.table import Table
 from rich.text import Text
 
 from sl_pipelines.adapters.locks import LockKind
+from sl_pipelines.adapters.tracker_ops import apply_operations
 from sl_pipelines.adapters.tracker_store import ProcessingTracker
 from sl_pipelines.core.tracker_state import TrackerPhase, TrackerState
+from sl_pipelines.core.wire import decode_operations, encode_outcomes
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError, TrackerCorruptError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -39,7 +41,8 @@ commands:
   stop    record that one job of the run completed (the job defaults to the Slurm job of the caller)
   error   mark the run failed by one job, with a short reason
   abort   reset the tracker to idle whoever owns it: the emergency unlock, also for a corrupt file
-  claim   start several trackers in one call (--tracker PATH MANAGER_ID JOB_COUNT, repeatable), JSON out
+  batch   apply a manager's claims, failure records and aborts, read as JSON from stdin (one framed
+          result line on stdout): what a manager runs on the server, one command per cycle
 
 remote use (a session's trackers on a server, through a profile; or on the local backend):
   sl-tracker --server PROFILE status SESSION [--json]
@@ -70,6 +73,17 @@ class TrackerHandle(Protocol):
     def stop(self, manager_id: int, job: str | None = None) -> TrackerState: ...
 
     def error(self, manager_id: int, job: str | None = None, reason: str = "") -> TrackerState: ...
+
+    def abort(self) -> TrackerState: ...
+
+
+class AbortableTracker(Protocol):
+    """What ``abort`` needs: the remote form of ``sl-tracker`` offers only this much."""
+
+    @property
+    def path(self) -> PurePath: ...
+
+    def read(self) -> TrackerState: ...
 
     def abort(self) -> TrackerState: ...
 
@@ -110,37 +124,30 @@ def build_parser() -> argparse.ArgumentParser:
     error.add_argument("--reason", default="", metavar="TEXT", help="a short reason for the failure")
     abort = _command(commands, "abort", "reset the tracker to idle (asks first on a terminal)", handle_abort)
     abort.add_argument("--yes", action="store_true", help="do not ask; required when stdin is not a terminal")
-    claim = commands.add_parser(
-        "claim",
-        help="start (claim) several trackers at once; prints one JSON result per tracker",
-        description="Start or join the run of each tracker, as a manager does before it submits jobs.",
+    commands.add_parser(
+        "batch",
+        help="apply tracker operations read as JSON from stdin; prints one framed result line",
+        description=(
+            "Apply a manager's tracker operations (claim, error, abort), read as a JSON list from stdin. "
+            "Prints one line '@@SLP@@ result <JSON list>' with one outcome per operation."
+        ),
         parents=[_global_options()],
-    )
-    claim.add_argument(
-        "--tracker",
-        nargs=3,
-        action="append",
-        required=True,
-        metavar=("PATH", "MANAGER_ID", "JOB_COUNT"),
-        help="a tracker to claim for a manager id and job count (repeatable)",
     )
     return parser
 
 
-def handle_claim(args: argparse.Namespace, streams: CliStreams) -> int:
-    """Starts every ``--tracker`` given; one JSON object per tracker says whether it was claimed."""
-    results: list[dict[str, Any]] = []
-    for path, manager_id, job_count in args.tracker:
-        try:
-            tracker = ProcessingTracker(
-                path, lock_kind=getattr(args, "lock", None), timeout=getattr(args, "timeout", DEFAULT_TIMEOUT)
-            )
-            tracker.start(_manager_id(manager_id), _positive_int(job_count))
-            results.append({"path": path, "ok": True, "error": None})
-        except (SlPipelinesError, argparse.ArgumentTypeError) as exc:
-            results.append({"path": path, "ok": False, "error": str(exc)})
-    streams.out.file.write(json.dumps(results) + "\n")
-    return EXIT_OK if all(r["ok"] for r in results) else EXIT_ERROR
+def handle_batch(args: argparse.Namespace, streams: CliStreams) -> int:
+    """Applies the operations read from stdin; prints the framed outcomes (exit 0 unless unreadable)."""
+    try:
+        operations = decode_operations(streams.stdin.read())
+    except (ValueError, KeyError, TypeError) as exc:
+        streams.err.print(Text(f"error: the batch request on stdin is not valid ({exc}).", style="red"))
+        return EXIT_USAGE
+    outcomes = apply_operations(
+        operations, lock_kind=getattr(args, "lock", None), timeout=getattr(args, "timeout", DEFAULT_TIMEOUT)
+    )
+    streams.out.file.write(encode_outcomes(outcomes) + "\n")
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -161,8 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out=Console(file=sys.stdout, highlight=False, soft_wrap=True, markup=False),
         err=Console(file=sys.stderr, highlight=False, soft_wrap=True, markup=False),
     )
-    if args.command == "claim":
-        return handle_claim(args, streams)
+    if args.command == "batch":
+        return handle_batch(args, streams)
     try:
         tracker = ProcessingTracker(
             args.path,
@@ -207,7 +214,7 @@ def handle_error(tracker: TrackerHandle, args: argparse.Namespace, streams: CliS
     return EXIT_OK
 
 
-def handle_abort(tracker: TrackerHandle, args: argparse.Namespace, streams: CliStreams) -> int:
+def handle_abort(tracker: AbortableTracker, args: argparse.Namespace, streams: CliStreams) -> int:
     """Resets the tracker to idle after a confirmation (or ``--yes``) and prints what was reset."""
     try:
         before = summary_line(tracker.read(), tracker.path)

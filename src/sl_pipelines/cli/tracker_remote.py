@@ -2,7 +2,7 @@
 
 ``status SESSION`` shows every pipeline's tracker of the session, read in one round trip;
 ``abort SESSION --pipeline NAME`` resets one stuck tracker after a confirmation. The change itself
-runs ``sl-tracker`` on the server, under the tracker's lock.
+is made where the tracker lives (``sl-tracker batch`` on the server), under the tracker's lock.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from sl_pipelines.cli.tracker import (
     handle_abort,
     status_payload,
 )
-from sl_pipelines.core.seams import Backend, CommandResult, ProbeRequest
+from sl_pipelines.core.seams import Backend, ProbeRequest, TrackerAction, TrackerOperation
 from sl_pipelines.core.tracker_state import IDLE_STATE, TrackerState
 from sl_pipelines.core.tracker_text import parse_tracker_text
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError, TrackerCorruptError, TrackerError
@@ -38,7 +38,7 @@ REMOTE_OPTIONS = ("--server", "--local-root")
 
 
 class RemoteTracker:
-    """A tracker on a backend: read over the connection, changed by ``sl-tracker`` on the server."""
+    """A tracker on a backend: read over the connection, reset under its lock where it lives."""
 
     def __init__(self, backend: Backend, path: PurePosixPath) -> None:
         self.backend = backend
@@ -54,40 +54,16 @@ class RemoteTracker:
         text = self.backend.read_text(self._path)
         return IDLE_STATE if text is None else parse_tracker_text(text, path=self._path)
 
-    def start(self, manager_id: int, job_count: int = 1) -> TrackerState:
-        """Starts or joins a run on the server."""
-        return self._change(["start", "--manager-id", str(manager_id), "--job-count", str(job_count)])
-
-    def stop(self, manager_id: int, job: str | None = None) -> TrackerState:
-        """Records a job's completion on the server."""
-        return self._change(["stop", "--manager-id", str(manager_id), *(["--job", job] if job else [])])
-
-    def error(self, manager_id: int, job: str | None = None, reason: str = "") -> TrackerState:
-        """Records a failure on the server."""
-        extra = ["--job", job] if job else []
-        return self._change(["error", "--manager-id", str(manager_id), *extra, "--reason", reason])
-
     def abort(self) -> TrackerState:
         """Resets the tracker on the server; returns what it held (idle if it was corrupt)."""
         try:
             previous = self.read()
         except TrackerCorruptError:
             previous = IDLE_STATE
-        self._check(self.backend.run_tracker(["abort", str(self._path), "--yes"]))
+        (outcome,) = self.backend.update_trackers([TrackerOperation(TrackerAction.ABORT, self._path)])
+        if not outcome.ok:
+            raise TrackerError(f"On {self.backend.name}: {outcome.error}", path=self._path)
         return previous
-
-    def _change(self, arguments: list[str]) -> TrackerState:
-        command, *options = arguments
-        self._check(self.backend.run_tracker([command, str(self._path), *options]))
-        return self.read()
-
-    def _check(self, result: CommandResult) -> None:
-        if not result.ok:
-            lines = (
-                result.stderr.strip() or result.stdout.strip() or f"exit {result.exit_code}"
-            ).splitlines()
-            message = lines[-1].removeprefix("error: ")
-            raise TrackerError(f"On {self.backend.name}: {message}", path=self._path)
 
 
 def build_parser() -> argparse.ArgumentParser:

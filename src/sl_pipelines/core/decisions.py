@@ -1,23 +1,34 @@
-"""Pipeline decisions: given what Slurm and the tracker say, what the manager does next (pure).
+"""Pipeline decisions: from what Slurm and the tracker say, everything the next step changes (pure).
+
+:func:`decide` takes a run's static shape (:class:`RunSpec`), its state (:class:`RunState`) and this
+cycle's facts (:class:`Facts`) and returns a :class:`Decision`: the action, the jobs to submit or cancel,
+the failure to record, and the run's new timers and newly found job ids. Orchestration applies a decision
+in one place; nothing else decides.
 
 The rules (DESIGN.md, "runtime_cycle() rules"):
 
-* Trust, then verify: an outcome is decided from Slurm's final state AND the tracker. A job that Slurm
-  reports FAILED / TIMEOUT / OUT_OF_MEMORY / CANCELLED / NODE_FAIL fails the pipeline with that reason,
-  even when it died before it could write the tracker. Jobs that all COMPLETED but did not record
-  their completion fail the pipeline ("exited without reporting"). UNKNOWN is never success.
-* A stage's jobs that already exist (found by name) are adopted, never submitted again.
+* Trust, then verify: an outcome is decided from Slurm's final state AND the tracker. A job Slurm reports
+  FAILED / TIMEOUT / OUT_OF_MEMORY / CANCELLED … fails the pipeline with that reason, even when it died
+  before it could write the tracker. Jobs that all COMPLETED without reporting fail the pipeline
+  ("exited without reporting") once the report grace has passed. UNKNOWN is never success.
+* No answer is not "no job": when a Slurm query did not answer, the run waits. Nothing is submitted,
+  failed or declared lost on a missing answer.
+* Settle before believing: PREEMPTED and NODE_FAIL may be followed by a requeue; a state this package
+  does not know, and a known job Slurm no longer knows, are waited out before they fail the run.
+* A job of the current stage that has no id and that a clean answer does not show was never submitted:
+  it is submitted now (after a crash between journaling the stage and sbatch, or a deferred sbatch).
 * A tracker taken over or reset by someone else (``sl-tracker abort``) aborts the run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from sl_pipelines.core.states import JobState, JobStatus
 from sl_pipelines.core.tracker_state import TrackerState
+from sl_pipelines.vocabulary import ProcessingStatus
 
 
 class Action(StrEnum):
@@ -31,53 +42,105 @@ class Action(StrEnum):
 
 
 @dataclass(frozen=True)
-class Decision:
-    """The outcome of one decision.
+class Patience:
+    """How long (seconds) a run waits out an uncertain fact before it believes it."""
 
-    Attributes:
-        action: what to do.
-        stage: the stage to submit (SUBMIT) or the stage the decision is about.
-        to_submit: names of the stage's jobs that do not exist yet (SUBMIT).
-        adopted: jobs of the stage found already submitted, by name (SUBMIT after a restart).
-        reason: why the pipeline failed or was aborted, in one sentence.
-        failed_job: the job the failure is pinned on, if any.
-        failed_state: Slurm's state of that job, if Slurm reported the failure.
-        to_cancel: ids of jobs still active that should be cancelled (FAIL/ABORT).
-        tracker_has_failure: True when the tracker already records the failure (nothing to write).
-    """
-
-    action: Action
-    stage: int = 0
-    to_submit: tuple[str, ...] = ()
-    adopted: Mapping[str, str] | None = None
-    reason: str = ""
-    failed_job: str | None = None
-    failed_state: JobState | None = None
-    to_cancel: tuple[str, ...] = ()
-    tracker_has_failure: bool = False
+    lost_job: float = 60.0  # a submitted job that clean answers no longer show, and that never reported
+    settle: float = 120.0  # PREEMPTED / NODE_FAIL: Slurm may requeue the job
+    unknown_state: float = 600.0  # a state this package does not know
+    report: float = 0.0  # finished jobs whose report the tracker does not show yet (NFS attribute caches)
+    unreadable_tracker: float = 600.0  # a tracker that exists but cannot be read
 
 
 @dataclass(frozen=True)
-class RunView:
-    """What the decision needs to know about the run.
+class RunSpec:
+    """The static shape of a run.
 
     Attributes:
         manager_id: the id of the manager that owns the run.
         tracker_path: the tracker file (for messages).
         stages: stage number (from 1) → the names of its jobs.
-        current_stage: the last stage submitted (0 before the first submission).
-        lost_jobs: names of jobs Slurm has not known for longer than the grace period.
-        submitted: names of jobs whose submission returned a job id (journaled). A job of the current
-            stage that Slurm does not know, that has no id and never reported to the tracker was never
-            submitted (the manager died between journaling the stage and sbatch): it is submitted now.
     """
 
     manager_id: int
     tracker_path: str
     stages: Mapping[int, tuple[str, ...]]
-    current_stage: int
-    lost_jobs: frozenset[str] = frozenset()
-    submitted: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Everything about a run that changes; orchestration replaces it, never edits it.
+
+    Attributes:
+        stage: the last stage whose submission was started (0 before any; journaled BEFORE sbatch).
+        status: RUNNING until the run succeeded, failed or was aborted.
+        job_ids: job name → Slurm job id of every job known to be submitted.
+        reason: why the run failed or was aborted.
+        failed_job: the job the failure is pinned on, if any.
+        since: condition → when it was first seen (monotonic seconds; not journaled: a resumed run
+            waits each condition out again, which errs on the side of waiting).
+        note: what the run waits for, for the live view (not journaled).
+    """
+
+    stage: int = 0
+    status: ProcessingStatus = ProcessingStatus.RUNNING
+    job_ids: Mapping[str, str] = field(default_factory=dict)
+    reason: str = ""
+    failed_job: str | None = None
+    since: Mapping[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What this cycle learned about one run.
+
+    Attributes:
+        jobs: job name → status, for the run's jobs that Slurm was asked about (by id or by name).
+        tracker: the tracker's state; None when the file does not exist.
+        tracker_problem: why the tracker could not be used ("" when it could): corrupt or unreadable.
+        tracker_corrupt: True when ``tracker_problem`` is a corrupt file (it will not get better).
+        slurm_answered: every Slurm query answered; only then is a job's absence a fact.
+        slurm_problem: why Slurm did not answer.
+        now: the cycle's monotonic time.
+    """
+
+    jobs: Mapping[str, JobStatus]
+    tracker: TrackerState | None
+    now: float
+    tracker_problem: str = ""
+    tracker_corrupt: bool = False
+    slurm_answered: bool = True
+    slurm_problem: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Everything one cycle changes for one run.
+
+    Attributes:
+        action: what to do.
+        stage: the stage to submit (SUBMIT) or the stage the decision is about.
+        to_submit: names of jobs of ``stage`` to submit.
+        reason: why the run failed or was aborted (one sentence), or what it waits for.
+        failed_job: the job the failure is pinned on.
+        failed_state: Slurm's state of that job, when Slurm reported the failure.
+        to_cancel: ids of the run's jobs that may still run (FAIL/ABORT), cancelled AFTER the record.
+        record: the failure must be written into the tracker (it does not hold one yet).
+        found_ids: jobs found by name whose ids were not known: journal them.
+        since: the run's timers after this cycle.
+    """
+
+    action: Action
+    stage: int
+    to_submit: tuple[str, ...] = ()
+    reason: str = ""
+    failed_job: str | None = None
+    failed_state: JobState | None = None
+    to_cancel: tuple[str, ...] = ()
+    record: bool = False
+    found_ids: Mapping[str, str] = field(default_factory=dict)
+    since: Mapping[str, float] = field(default_factory=dict)
 
 
 def latest_by_name(jobs: Sequence[JobStatus]) -> dict[str, JobStatus]:
@@ -94,129 +157,227 @@ def _id_key(job_id: str) -> tuple[int, ...]:
     return tuple(int(part) if part.isdigit() else -1 for part in job_id.replace("_", ".").split("."))
 
 
-def decide(view: RunView, jobs: Mapping[str, JobStatus], tracker: TrackerState | None) -> Decision:
-    """Decides the next action of one pipeline from its jobs' states and its tracker."""
-    if view.current_stage == 0:
-        return _before_start(view, jobs, tracker)
-    names = view.stages[view.current_stage]
-    active = tuple(jobs[n].job_id for n in names if n in jobs and jobs[n].state.is_active)
-    problem = _tracker_problem(view, tracker)
+def decide(spec: RunSpec, state: RunState, facts: Facts, patience: Patience = Patience()) -> Decision:
+    """Decides one run's next step from its state and this cycle's facts."""
+    found = {
+        name: status.job_id
+        for name, status in facts.jobs.items()
+        if name not in state.job_ids and status.state not in (JobState.NOT_FOUND, JobState.UNKNOWN)
+    }
+    decision = _decide(spec, state, facts, patience)
+    return replace(decision, found_ids=found)
+
+
+def _decide(spec: RunSpec, state: RunState, facts: Facts, patience: Patience) -> Decision:
+    if state.stage == 0:
+        return _before_start(spec, facts)
+    cancel = _cancellable(spec.stages[state.stage], state, facts)
+    problem = _tracker_problem(spec, state, facts, cancel, patience)
     if problem is not None:
-        return Decision(Action.ABORT, view.current_stage, reason=problem, to_cancel=active)
-    assert tracker is not None
-    if tracker.encountered_error and tracker.failure is not None:
+        return problem
+    tracker = facts.tracker
+    assert tracker is not None  # _tracker_problem returned a decision otherwise
+    if tracker.failure is not None:
         failure = tracker.failure
+        status = facts.jobs.get(failure.job)
         return Decision(
             Action.FAIL,
-            view.current_stage,
+            state.stage,
             reason=f"Job {failure.job} reported an error: {failure.reason}",
             failed_job=failure.job,
-            failed_state=jobs[failure.job].state if failure.job in jobs else None,
-            to_cancel=active,
-            tracker_has_failure=True,
+            failed_state=status.state if status is not None else None,
+            to_cancel=cancel,
+            since=state.since,
         )
-    return _judge_stage(view, names, jobs, tracker, active)
+    if not facts.slurm_answered:
+        kept = {k: v for k, v in state.since.items() if not k.startswith(_SLURM_TIMERS)}
+        return Decision(
+            Action.WAIT, state.stage, reason=f"Slurm did not answer: {facts.slurm_problem}", since=kept
+        )
+    return _judge_stage(spec, state, facts, patience, cancel)
 
 
-def _before_start(view: RunView, jobs: Mapping[str, JobStatus], tracker: TrackerState | None) -> Decision:
-    if tracker is not None and tracker.is_running and tracker.manager_id != view.manager_id:
+_SLURM_TIMERS = ("lost:", "settle:", "unknown:")
+
+
+def _before_start(spec: RunSpec, facts: Facts) -> Decision:
+    tracker = facts.tracker
+    if facts.tracker_problem:
+        reason = f"{facts.tracker_problem}; nothing was submitted"
+        return Decision(Action.FAIL, 0, reason=reason)
+    if tracker is not None and tracker.is_running and tracker.manager_id != spec.manager_id:
         return Decision(
             Action.FAIL,
+            0,
             reason=(
-                f"Tracker {view.tracker_path} is running under manager {tracker.manager_id}, "
-                f"not this manager ({view.manager_id}); wait for that run to finish, "
+                f"Tracker {spec.tracker_path} is running under manager {tracker.manager_id}, "
+                f"not this manager ({spec.manager_id}); wait for that run to finish, "
                 "or reset it with 'sl-tracker abort'"
             ),
         )
-    return _submit(view, 1, jobs)
+    return Decision(Action.SUBMIT, 1, to_submit=spec.stages[1])
 
 
-def _submit(view: RunView, stage: int, jobs: Mapping[str, JobStatus]) -> Decision:
-    names = view.stages[stage]
-    adopted = {n: jobs[n].job_id for n in names if n in jobs and jobs[n].state is not JobState.NOT_FOUND}
-    missing = tuple(n for n in names if n not in adopted)
-    return Decision(Action.SUBMIT, stage, to_submit=missing, adopted=adopted)
+def _cancellable(names: tuple[str, ...], state: RunState, facts: Facts) -> tuple[str, ...]:
+    """Ids of the stage's jobs that may still run: every id not known to have ended for good.
+
+    A preempted or node-failed job counts: Slurm may still requeue it.
+    """
+    ids = []
+    for name in names:
+        status = facts.jobs.get(name)
+        job_id = state.job_ids.get(name) or (status.job_id if status is not None else None)
+        ended = status is not None and status.state.is_terminal and not status.state.may_requeue
+        if job_id is None or ended:
+            continue
+        if status is not None and status.state is JobState.NOT_FOUND:
+            continue
+        ids.append(job_id)
+    return tuple(ids)
 
 
-def _tracker_problem(view: RunView, tracker: TrackerState | None) -> str | None:
+def _tracker_problem(
+    spec: RunSpec, state: RunState, facts: Facts, cancel: tuple[str, ...], patience: Patience
+) -> Decision | None:
+    tracker, stage = facts.tracker, state.stage
+    if facts.tracker_problem and facts.tracker_corrupt:
+        return Decision(Action.FAIL, stage, reason=facts.tracker_problem, to_cancel=cancel, since=state.since)
+    if facts.tracker_problem:
+        since = dict(state.since)
+        started = since.setdefault("tracker", facts.now)
+        if facts.now - started < patience.unreadable_tracker:
+            return Decision(Action.WAIT, stage, reason=facts.tracker_problem, since=since)
+        return Decision(Action.FAIL, stage, reason=facts.tracker_problem, to_cancel=cancel, since=since)
     if tracker is None:
-        return f"Tracker {view.tracker_path} disappeared while the pipeline ran; it was removed by hand"
-    if tracker.manager_id is None:
-        return f"Tracker {view.tracker_path} was reset (sl-tracker abort) while the pipeline ran"
-    if tracker.manager_id != view.manager_id:
-        return (
-            f"Tracker {view.tracker_path} was taken over by manager {tracker.manager_id} "
-            f"while this manager ({view.manager_id}) ran"
+        reason = f"Tracker {spec.tracker_path} disappeared while the pipeline ran; it was removed by hand"
+    elif tracker.manager_id is None:
+        reason = f"Tracker {spec.tracker_path} was reset (sl-tracker abort) while the pipeline ran"
+    elif tracker.manager_id != spec.manager_id:
+        reason = (
+            f"Tracker {spec.tracker_path} was taken over by manager {tracker.manager_id} "
+            f"while this manager ({spec.manager_id}) ran"
         )
-    return None
+    else:
+        return None
+    return Decision(Action.ABORT, stage, reason=reason, to_cancel=cancel, since=state.since)
+
+
+@dataclass
+class _Survey:
+    """The current stage's jobs, sorted by what the facts say about each."""
+
+    state: RunState
+    facts: Facts
+    failed: list[tuple[str, JobStatus]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    unreported: list[str] = field(default_factory=list)
+    expired: list[tuple[str, str, JobStatus]] = field(default_factory=list)
+    since: dict[str, float] = field(default_factory=dict)
+
+    def wait_out(self, key: str, limit: float, status: JobStatus, reason: str) -> None:
+        """Waits for an uncertain state to pass, up to ``limit`` seconds since it was first seen."""
+        started = self.state.since.get(key, self.facts.now)
+        self.since[key] = started
+        if self.facts.now - started >= limit:
+            self.expired.append((status.name, reason, status))
+        else:
+            self.waiting.append(status.name)
 
 
 def _judge_stage(
-    view: RunView,
-    names: tuple[str, ...],
-    jobs: Mapping[str, JobStatus],
-    tracker: TrackerState,
-    active: tuple[str, ...],
+    spec: RunSpec, state: RunState, facts: Facts, patience: Patience, cancel: tuple[str, ...]
 ) -> Decision:
-    stage = view.current_stage
-    early = _slurm_failure(view, names, jobs, active) or _never_submitted(view, names, jobs, tracker)
-    if early is not None:
-        return early
-    reported = set(tracker.completed_jobs)
-    # A job Slurm has forgotten (purged after MinJobAge, no accounting) that reported completion did run.
-    if any(not (jobs[n].state.is_terminal if n in jobs else n in reported) for n in names):
-        return Decision(Action.WAIT, stage)
-    unreported = [n for n in names if n not in reported]
-    if unreported:
+    stage = state.stage
+    survey = _survey(spec.stages[stage], state, facts, patience)
+    if survey.failed:
+        name, status = survey.failed[0]
+        reason = f"Slurm reports {status.describe()}"
+        return _fail(stage, reason, job=name, state=status.state, cancel=cancel, since=survey.since)
+    if survey.missing:
+        return Decision(Action.SUBMIT, stage, to_submit=tuple(survey.missing), since=survey.since)
+    if survey.expired:
+        name, reason, status = survey.expired[0]
+        return _fail(stage, reason, job=name, state=status.state, cancel=cancel, since=survey.since)
+    if survey.waiting:
+        return Decision(Action.WAIT, stage, reason=f"waiting for {survey.waiting[0]}", since=survey.since)
+    return _stage_finished(spec, stage, survey, patience)
+
+
+def _survey(names: tuple[str, ...], state: RunState, facts: Facts, patience: Patience) -> _Survey:
+    survey = _Survey(state, facts, since={k: v for k, v in state.since.items() if k in ("tracker", "report")})
+    reported = set(facts.tracker.completed_jobs) if facts.tracker is not None else set()
+    for name in names:
+        status = facts.jobs.get(name)
+        if status is None:
+            if name not in reported:  # reported, then forgotten by Slurm (purged after MinJobAge)
+                survey.missing.append(name)  # no id, and a clean answer shows no such job: never submitted
+        elif status.state is JobState.NOT_FOUND:
+            if name not in reported:
+                survey.wait_out(f"lost:{name}", patience.lost_job, status, _lost_reason(name))
+        elif status.state is JobState.UNKNOWN:
+            reason = f"Slurm reports {status.describe()}, a state this manager does not know"
+            survey.wait_out(f"unknown:{name}", patience.unknown_state, status, reason)
+        elif status.state.may_requeue:
+            reason = f"Slurm reports {status.describe()} and did not requeue it"
+            survey.wait_out(f"settle:{name}", patience.settle, status, reason)
+        elif status.state.is_failure:
+            survey.failed.append((name, status))
+        elif status.state.is_active:
+            survey.waiting.append(name)
+        elif name not in reported:
+            survey.unreported.append(name)
+    return survey
+
+
+def _lost_reason(name: str) -> str:
+    return f"Slurm no longer knows job {name} and it never reported to the tracker; its outcome is unknown"
+
+
+def _stage_finished(spec: RunSpec, stage: int, survey: _Survey, patience: Patience) -> Decision:
+    since, facts = survey.since, survey.facts
+    tracker = facts.tracker
+    assert tracker is not None
+    names = spec.stages[stage]
+    short = not survey.unreported and stage == max(spec.stages) and not tracker.is_complete
+    if survey.unreported or short:
+        started = since.setdefault("report", facts.now)
+        if facts.now - started < patience.report:
+            return Decision(Action.WAIT, stage, reason="waiting for the jobs' reports to show", since=since)
+    if survey.unreported:
+        first = survey.unreported[0]
         reason = (
-            f"Job {unreported[0]} exited without reporting to the tracker "
-            f"({len(unreported)} of {len(names)} jobs of stage {stage} did not report)"
+            f"Job {first} exited without reporting to the tracker "
+            f"({len(survey.unreported)} of {len(names)} jobs of stage {stage} did not report)"
         )
-        return Decision(Action.FAIL, stage, reason=reason, failed_job=unreported[0])
-    if stage < max(view.stages):
-        return _submit(view, stage + 1, jobs)
+        return _fail(stage, reason, job=first, since=since)
+    if stage < max(spec.stages):
+        return Decision(Action.SUBMIT, stage + 1, to_submit=spec.stages[stage + 1])
     if tracker.is_complete:
         return Decision(Action.SUCCEED, stage)
     reason = (
-        f"All jobs exited, but tracker {view.tracker_path} counts {len(tracker.completed_jobs)} of "
+        f"All jobs exited, but tracker {spec.tracker_path} counts {len(tracker.completed_jobs)} of "
         f"{tracker.job_count} completions; jobs exited without reporting"
     )
-    return Decision(Action.FAIL, stage, reason=reason)
+    return _fail(stage, reason, since=since)
 
 
-def _never_submitted(
-    view: RunView, names: tuple[str, ...], jobs: Mapping[str, JobStatus], tracker: TrackerState
-) -> Decision | None:
-    """Jobs of the journaled stage that Slurm never saw: the manager died before sbatch."""
-    reported = set(tracker.completed_jobs)
-    missing = tuple(n for n in names if n not in jobs and n not in view.submitted and n not in reported)
-    if not missing:
-        return None
-    adopted = {n: jobs[n].job_id for n in names if n in jobs}
-    return Decision(Action.SUBMIT, view.current_stage, to_submit=missing, adopted=adopted)
-
-
-def _slurm_failure(
-    view: RunView, names: tuple[str, ...], jobs: Mapping[str, JobStatus], active: tuple[str, ...]
-) -> Decision | None:
-    """A failure Slurm reports (or a job Slurm lost), even if the job never wrote the tracker."""
-    stage = view.current_stage
-    for name in names:
-        status = jobs.get(name)
-        if status is not None and status.state.is_failure:
-            reason = f"Slurm reports {status.describe()}"
-            return Decision(
-                Action.FAIL,
-                stage,
-                reason=reason,
-                failed_job=name,
-                failed_state=status.state,
-                to_cancel=active,
-            )
-    lost = [n for n in names if n in view.lost_jobs]
-    if lost:
-        reason = (
-            f"Slurm no longer knows job {lost[0]} and no final state was recorded; its outcome is unknown"
-        )
-        return Decision(Action.FAIL, stage, reason=reason, failed_job=lost[0], to_cancel=active)
-    return None
+def _fail(
+    stage: int,
+    reason: str,
+    *,
+    job: str | None = None,
+    state: JobState | None = None,
+    cancel: tuple[str, ...] = (),
+    since: Mapping[str, float] | None = None,
+) -> Decision:
+    return Decision(
+        Action.FAIL,
+        stage,
+        reason=reason,
+        failed_job=job,
+        failed_state=state,
+        to_cancel=cancel,
+        record=True,
+        since=since or {},
+    )

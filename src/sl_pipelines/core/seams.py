@@ -1,14 +1,18 @@
 """The seams through which orchestration reaches the outside world.
 
 ``ProcessingPipeline`` and the manager talk to a :class:`Backend`: the SSH + Slurm ``Server`` or the
-embedded ``LocalBackend``. Everything the manager needs in one polling cycle is one ``probe`` call,
-which the Server answers with ONE remote command.
+embedded ``LocalBackend``. The seam offers typed operations, never a command line: everything one polling
+cycle needs to know is one ``probe`` call, a cycle's submissions are one ``submit_jobs`` call, and tracker
+claims, failure records and aborts are one ``update_trackers`` call. The Server answers each with ONE
+framed remote command whose variable-size request travels on standard input; the local backend answers
+in-process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Protocol
 
@@ -36,10 +40,11 @@ class ProbeRequest:
     """What one polling cycle wants to know.
 
     Attributes:
-        job_names: jobs to look up by exact name (finds jobs even when their ids were never seen, which
-            is how a restarted manager detects a stage that was already submitted).
-        job_ids: jobs to look up by id.
-        tracker_paths: tracker files whose text to read (read without the lock: writes are atomic).
+        job_names: jobs to look up by exact name among the user's own jobs; only jobs whose id was never
+            seen (a submission whose outcome is unknown, or a restarted manager adopting a stage).
+        job_ids: jobs to look up by id: the cheap query, filtered by Slurm whatever else the cluster holds.
+        tracker_paths: tracker files whose text to read (without the lock: writes are atomic). They are read
+            after the job states, so a job Slurm reports finished has its tracker report visible.
     """
 
     job_names: tuple[str, ...] = ()
@@ -52,14 +57,91 @@ class ProbeResult:
     """The answer to a :class:`ProbeRequest`.
 
     Attributes:
-        jobs: every job found, by name or id (several per name when a name was submitted twice).
-        trackers: each requested tracker path mapped to its text, or None when the file does not exist.
+        jobs: every job found, by name or id (several per name when a name was submitted twice). A
+            requested id no query knows is NOT_FOUND when every query answered, UNKNOWN otherwise.
+        trackers: each readable tracker path mapped to its text, or None when the file does not exist.
+        unreadable: trackers that exist but could not be read, mapped to why.
+        slurm_problems: why a Slurm query did not answer; when not empty, a job's absence from ``jobs``
+            means nothing ("no answer" is never "no job").
         round_trips: how many remote commands the probe cost (1 for the Server, 0 locally).
     """
 
     jobs: tuple[JobStatus, ...] = ()
     trackers: Mapping[PurePosixPath, str | None] = field(default_factory=dict)
+    unreadable: Mapping[PurePosixPath, str] = field(default_factory=dict)
+    slurm_problems: tuple[str, ...] = ()
     round_trips: int = 0
+
+    @property
+    def slurm_answered(self) -> bool:
+        """True when every Slurm query answered: only then does a missing job mean "no such job"."""
+        return not self.slurm_problems
+
+
+@dataclass(frozen=True)
+class SubmissionReport:
+    """What became of each job of one ``submit_jobs`` call, by job name.
+
+    Attributes:
+        submitted: jobs Slurm accepted, with their ids.
+        refused: jobs that cannot be submitted as they are (Slurm refused them, or their script could not
+            be written), with the reason: it fails the job's pipeline.
+        deferred: jobs certainly not submitted, for a passing reason (the controller did not answer, a
+            submit limit was reached): a later cycle submits them.
+        unknown: jobs whose outcome is not known (the connection dropped during sbatch): a later cycle
+            looks them up by name before anything is submitted again.
+        round_trips: remote commands the submission cost.
+    """
+
+    submitted: Mapping[str, str] = field(default_factory=dict)
+    refused: Mapping[str, str] = field(default_factory=dict)
+    deferred: Mapping[str, str] = field(default_factory=dict)
+    unknown: tuple[str, ...] = ()
+    round_trips: int = 0
+
+
+class TrackerAction(StrEnum):
+    """What a manager (or an operator) does to a tracker where it lives."""
+
+    CLAIM = "claim"  # start (or join) the run of this manager id before anything is submitted
+    ERROR = "error"  # record the run's failure; the first failure recorded stays
+    ABORT = "abort"  # reset the tracker to idle, whoever owns it
+
+
+@dataclass(frozen=True)
+class TrackerOperation:
+    """One change to one tracker.
+
+    Attributes:
+        action: claim, record a failure, or abort.
+        path: the tracker file.
+        manager_id: the run's manager id (claim, error).
+        job_count: jobs in the run (claim).
+        job: the job the failure is pinned on (error).
+        reason: the failure's reason (error).
+    """
+
+    action: TrackerAction
+    path: PurePosixPath
+    manager_id: int = 0
+    job_count: int = 1
+    job: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TrackerOutcome:
+    """The result of one :class:`TrackerOperation`.
+
+    Attributes:
+        ok: the change was made (or this manager had already made it).
+        error: why not, in one sentence naming the file (and the owner when another manager holds it).
+        transient: the lock could not be had in time; the same operation may succeed later.
+    """
+
+    ok: bool
+    error: str = ""
+    transient: bool = False
 
 
 class Backend(Protocol):
@@ -90,14 +172,23 @@ class Backend(Protocol):
         """Environment variables every job script sets (such as the tracker lock kind)."""
         ...
 
+    @property
+    def report_grace_seconds(self) -> float:
+        """How long a job's tracker write may take to become visible to the manager (NFS caches)."""
+        ...
+
     def probe(self, request: ProbeRequest) -> ProbeResult:
         """Answers everything one polling cycle needs, in one round trip."""
         ...
 
-    def submit_jobs(self, jobs: Sequence[Job]) -> tuple[str, ...]:
-        """Writes each job's script and submits them all; returns the job ids in order.
+    def submit_jobs(self, jobs: Sequence[Job]) -> SubmissionReport:
+        """Writes each job's script and submits the jobs; says per job what became of it.
 
-        Not idempotent: callers make submission safe by probing for the jobs' names first.
+        Not idempotent: callers look up the names of jobs whose outcome is unknown before submitting
+        them again.
+
+        Raises:
+            ServerError: the server could not be reached before anything was submitted.
         """
         ...
 
@@ -105,8 +196,8 @@ class Backend(Protocol):
         """Cancels the given jobs (already finished ones are ignored)."""
         ...
 
-    def run_tracker(self, arguments: Sequence[str]) -> CommandResult:
-        """Runs ``sl-tracker`` with these arguments where the trackers live; returns its result."""
+    def update_trackers(self, operations: Sequence[TrackerOperation]) -> tuple[TrackerOutcome, ...]:
+        """Applies tracker operations where the trackers live: one outcome per operation, in order."""
         ...
 
     def read_text(self, path: PurePosixPath, *, tail_bytes: int | None = None) -> str | None:

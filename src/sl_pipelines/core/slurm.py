@@ -1,36 +1,24 @@
-"""Pure Slurm command builders and output parsers: no I/O, unit-tested with tables.
+"""Pure parsers of what Slurm prints: squeue, sacct and scontrol rows, framed sections (no I/O).
 
-One polling cycle is ONE shell command. It runs ``squeue`` for live jobs (by id and by exact name)
-and then the accounting source — ``sacct`` where the cluster has slurmdbd, else ``scontrol show job``
-(which keeps finished jobs only for ``MinJobAge``) — and, for a probe, prints each tracker file.
-Each part is framed by marker lines carrying its exit status, so one output parses unambiguously and
-a part that failed is never mistaken for "no such job": a failed query makes the missing jobs
-UNKNOWN, and only a clean answer makes them NOT_FOUND.
+The commands that produce this output are built in :mod:`sl_pipelines.core.probe` (a polling cycle)
+and :mod:`sl_pipelines.core.sbatch` (a submission). Each part of a combined command is framed by marker
+lines carrying its exit status, so one output parses unambiguously and a part that failed is never
+mistaken for "no such job": a failed query makes missing jobs UNKNOWN, and only a clean answer makes
+them NOT_FOUND.
 """
 
 from __future__ import annotations
 
-import base64
 import re
-import shlex
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import PurePosixPath
 
-from sl_pipelines.core.seams import ProbeRequest, ProbeResult
 from sl_pipelines.core.states import JobState, JobStatus
-from sl_pipelines.errors import ConfigurationError, TransferError
+from sl_pipelines.core.wire import MARKER
 
-MARKER = "@@SLP@@"
-"""Prefix of the framing lines; Slurm never prints it and file contents are base64-encoded."""
-
-SACCT_WINDOW = "now-7days"
-"""How far back ``sacct`` looks for jobs found by name."""
-
-_SQUEUE = "squeue -h -t all -o '%i|%T|%r|%j'"
-_SACCT_FIELDS = "JobID,State,ExitCode,Reason,JobName"
-_TOLERATED_SQUEUE = ("Invalid job id",)
+_TOLERATED = ("Invalid job id",)
+"""What squeue/scontrol print for an id they no longer know: an answer ("no such job"), not a failure."""
 
 
 class AccountingMode(StrEnum):
@@ -60,82 +48,6 @@ class Section:
         return self.status == "0"
 
 
-# ----------------------------------------------------------------------------------------- builders
-
-
-def build_status_command(job_ids: Sequence[str], job_names: Sequence[str], mode: AccountingMode) -> str:
-    """Returns ONE shell command that reports the state of every given job, live or finished.
-
-    Args:
-        job_ids: job ids to look up (``123`` or ``123_4``).
-        job_names: exact job names to look up.
-        mode: where finished jobs are looked up.
-
-    Raises:
-        ConfigurationError: an id is not a Slurm job id, or a name cannot be used in a name filter.
-    """
-    ids = ",".join(_check_id(job_id) for job_id in job_ids)
-    names = ",".join(_check_name(name) for name in job_names)
-    parts = []
-    if ids:
-        parts.append(_framed("squeue-ids", f"{_SQUEUE} -j {ids}"))
-    if names:
-        parts.append(_framed("squeue-names", f"{_SQUEUE} --name={shlex.quote(names)}"))
-    if mode is AccountingMode.SACCT:
-        sacct = f"sacct -X -n -P -S {SACCT_WINDOW} -o {_SACCT_FIELDS}"
-        if ids:
-            parts.append(_framed("sacct-ids", f"{sacct} -j {ids}"))
-        if names:
-            parts.append(_framed("sacct-names", f"{sacct} --name={shlex.quote(names)}"))
-    elif ids or names:
-        parts.append(_scontrol_part(job_ids, job_names))
-    return "; ".join(parts) if parts else "true"
-
-
-def build_probe_command(request: ProbeRequest, mode: AccountingMode) -> str:
-    """Returns ONE shell command answering a :class:`ProbeRequest`: job states and tracker texts."""
-    parts = [build_status_command(request.job_ids, request.job_names, mode)]
-    for index, path in enumerate(request.tracker_paths):
-        quoted = shlex.quote(str(path))
-        parts.append(
-            f"echo '{MARKER} begin file {index}'; if [ -f {quoted} ]; then "
-            f'base64 -w0 -- {quoted} 2>/dev/null; _slp_rc=$?; echo; echo "{MARKER} end $_slp_rc"; '
-            f"else echo '{MARKER} end missing'; fi"
-        )
-    return "; ".join(parts)
-
-
-def _framed(name: str, command: str) -> str:
-    return f"echo '{MARKER} begin {name}'; {command} 2>&1; echo \"{MARKER} end $?\""
-
-
-def _scontrol_part(job_ids: Sequence[str], job_names: Sequence[str]) -> str:
-    """``scontrol -o show job`` lists every job; grep keeps the candidate lines, the parser decides."""
-    patterns = [f"JobId={job_id.split('_')[0]} " for job_id in job_ids]
-    patterns += [f"ArrayJobId={job_id.split('_')[0]} " for job_id in job_ids]
-    patterns += [f"JobName={name} UserId=" for name in job_names]
-    grep = " ".join(f"-e {shlex.quote(pattern)}" for pattern in patterns)
-    return (
-        f"echo '{MARKER} begin scontrol'; _slp_out=$(scontrol -o show job 2>&1); _slp_rc=$?; "
-        f"if [ $_slp_rc -eq 0 ]; then printf '%s\\n' \"$_slp_out\" | grep -F {grep}; "
-        f'else printf \'%s\\n\' "$_slp_out"; fi; echo "{MARKER} end $_slp_rc"'
-    )
-
-
-def _check_id(job_id: str) -> str:
-    if not re.fullmatch(r"\d+(_\d+)?", job_id):
-        raise ConfigurationError(f"{job_id!r} is not a Slurm job id; use digits, or 123_4 for an array task.")
-    return job_id
-
-
-def _check_name(name: str) -> str:
-    if not name or "," in name or re.search(r"[\x00-\x1f]", name):
-        raise ConfigurationError(
-            f"The job name {name!r} cannot be used in a Slurm name filter; avoid commas and line breaks."
-        )
-    return name
-
-
 # ------------------------------------------------------------------------------------------ parsers
 
 
@@ -161,8 +73,8 @@ def split_sections(text: str) -> tuple[Section, ...]:
 
 def parse_status_output(
     text: str, *, job_ids: Sequence[str] = (), job_names: Sequence[str] = ()
-) -> tuple[JobStatus, ...]:
-    """Parses the output of :func:`build_status_command` into one status per job.
+) -> tuple[tuple[JobStatus, ...], tuple[str, ...]]:
+    """Parses the Slurm parts of a probe's output into one status per job, and the parts that failed.
 
     A terminal state from sacct/scontrol beats squeue's view. Each requested id comes back exactly once:
     a parent array id absent from the output takes the combined state of its tasks; an id found nowhere
@@ -187,7 +99,7 @@ def parse_status_output(
         target = live if section.name.startswith("squeue") else final
         for status in records:
             _keep_newest(target, status)
-    return _with_requested(_merge(live, final), job_ids, problems)
+    return _with_requested(_merge(live, final), job_ids, problems), tuple(problems)
 
 
 def _keep_newest(statuses: dict[str, JobStatus], status: JobStatus) -> None:
@@ -218,7 +130,7 @@ def _parse_section(section: Section) -> tuple[list[JobStatus], str]:
         return [], ""
     if section.status is None:
         return records, f"{section.name} output was cut off"
-    if section.ok or (section.name.startswith("squeue") and _only_tolerated(rest)):
+    if section.ok or (not section.name.startswith("sacct") and _only_tolerated(rest)):
         return records, ""
     detail = " ".join(line.strip() for line in rest if line.strip()) or "no message"
     return records, f"{section.name.split('-')[0]} exited {section.status}: {detail}"
@@ -240,7 +152,7 @@ def _parse_rows(
 
 def _only_tolerated(lines: Sequence[str]) -> bool:
     meaningful = [line for line in lines if line.strip()]
-    return all(any(word in line for word in _TOLERATED_SQUEUE) for line in meaningful)
+    return all(any(word in line for word in _TOLERATED) for line in meaningful)
 
 
 def _squeue_row(line: str) -> JobStatus | None:
@@ -250,7 +162,14 @@ def _squeue_row(line: str) -> JobStatus | None:
     job_id, state_text, reason, name = fields
     state = JobState.parse(state_text)
     exit_code = 0 if state is JobState.COMPLETED else None  # squeue prints no exit code; COMPLETED means 0
-    return JobStatus(job_id=job_id, name=name, state=state, exit_code=exit_code, reason=_clean_reason(reason))
+    notes = [_unknown_note(state, state_text), _clean_reason(reason)]
+    reason_text = ", ".join(note for note in notes if note)
+    return JobStatus(job_id=job_id, name=name, state=state, exit_code=exit_code, reason=reason_text)
+
+
+def _unknown_note(state: JobState, state_text: str) -> str:
+    """Keeps the state Slurm printed when this package does not know it."""
+    return f"Slurm state {state_text.strip()!r}" if state is JobState.UNKNOWN else ""
 
 
 def _sacct_row(line: str) -> JobStatus | None:
@@ -281,7 +200,7 @@ def _scontrol_row(line: str) -> JobStatus | None:
 def _status(job_id: str, name: str, state_text: str, exit_text: str, reason: str) -> JobStatus:
     """Builds a status; ``CANCELLED by 0`` keeps ``by 0`` and a signal (``0:9``) goes into the reason."""
     state = JobState.parse(state_text)
-    notes = [_clean_reason(reason)]
+    notes = [_unknown_note(state, state_text), _clean_reason(reason)]
     detail = state_text.strip().split(" ", 1)[1:] if " " in state_text.strip() else []
     notes += detail
     exit_code: int | None = None
@@ -345,30 +264,3 @@ def _combine_array(job_id: str, tasks: Sequence[JobStatus]) -> JobStatus:
             if test(task):
                 return JobStatus(job_id, task.name, task.state, task.exit_code, f"task {task.job_id}")
     return JobStatus(job_id, tasks[0].name, JobState.COMPLETED, 0)
-
-
-def parse_probe_output(text: str, request: ProbeRequest) -> ProbeResult:
-    """Parses the output of :func:`build_probe_command` (one round trip).
-
-    Raises:
-        TransferError: a tracker file exists but could not be read, or its part of the output was cut.
-    """
-    jobs = parse_status_output(text, job_ids=request.job_ids, job_names=request.job_names)
-    files = {section.name: section for section in split_sections(text) if section.name.startswith("file ")}
-    trackers: dict[PurePosixPath, str | None] = {}
-    for index, path in enumerate(request.tracker_paths):
-        section = files.get(f"file {index}")
-        if section is None or section.status is None:
-            raise TransferError(f"The probe's answer for tracker {path} was cut off; probe again.", path=path)
-        if section.status == "missing":
-            trackers[path] = None
-        elif section.ok:
-            data = base64.b64decode("".join(section.lines).strip() or b"")
-            trackers[path] = data.decode("utf-8", errors="replace")
-        else:
-            raise TransferError(
-                f"Tracker {path} exists on the server but could not be read (exit code {section.status}); "
-                "check its permissions.",
-                path=path,
-            )
-    return ProbeResult(jobs=jobs, trackers=trackers, round_trips=1)

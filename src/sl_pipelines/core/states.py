@@ -15,7 +15,16 @@ class JobState(StrEnum):
     COMPLETING = "COMPLETING"
     SUSPENDED = "SUSPENDED"
     REQUEUED = "REQUEUED"
+    REQUEUE_HOLD = "REQUEUE_HOLD"
+    REQUEUE_FED = "REQUEUE_FED"
+    RESV_DEL_HOLD = "RESV_DEL_HOLD"
     RESIZING = "RESIZING"
+    SIGNALING = "SIGNALING"
+    STAGE_OUT = "STAGE_OUT"
+    STOPPED = "STOPPED"
+    POWER_UP_NODE = "POWER_UP_NODE"
+    LAUNCH_FAILED = "LAUNCH_FAILED"
+    RECONFIG_FAIL = "RECONFIG_FAIL"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     TIMEOUT = "TIMEOUT"
@@ -34,8 +43,16 @@ class JobState(StrEnum):
 
     @property
     def is_active(self) -> bool:
-        """True while the job is queued, running or finishing: its outcome is not known yet."""
+        """True while the job is queued, running, held or finishing: its outcome is not known yet."""
         return self in _ACTIVE
+
+    @property
+    def may_requeue(self) -> bool:
+        """True for a final-looking state after which Slurm may requeue the job (preemption, node loss).
+
+        Such a state is only believed once it has lasted a settling period without the job coming back.
+        """
+        return self in (JobState.PREEMPTED, JobState.NODE_FAIL)
 
     @property
     def is_terminal(self) -> bool:
@@ -51,7 +68,7 @@ class JobState(StrEnum):
     def parse(cls, text: str) -> JobState:
         """Maps a state as Slurm prints it (``CANCELLED by 1000``, ``CANCELLED+``, ``OOM``) to a member.
 
-        Anything unrecognised maps to UNKNOWN, never to a success.
+        Anything unrecognised maps to UNKNOWN, never to a success (the parsers keep the raw text as reason).
         """
         word = text.strip().split(" ", 1)[0].rstrip("+").upper()
         word = _ALIASES.get(word, word)
@@ -69,7 +86,16 @@ _ACTIVE = frozenset(
         JobState.COMPLETING,
         JobState.SUSPENDED,
         JobState.REQUEUED,
+        JobState.REQUEUE_HOLD,
+        JobState.REQUEUE_FED,
+        JobState.RESV_DEL_HOLD,
         JobState.RESIZING,
+        JobState.SIGNALING,
+        JobState.STAGE_OUT,
+        JobState.STOPPED,
+        JobState.POWER_UP_NODE,
+        # SPECIAL_EXIT: the job exited with a special code and Slurm requeued it in a held state.
+        JobState.SPECIAL_EXIT,
     }
 )
 
@@ -91,6 +117,14 @@ _ALIASES = {
     "DL": "DEADLINE",
     "RV": "REVOKED",
     "SE": "SPECIAL_EXIT",
+    "RH": "REQUEUE_HOLD",
+    "RF": "REQUEUE_FED",
+    "RD": "RESV_DEL_HOLD",
+    "SI": "SIGNALING",
+    "SO": "STAGE_OUT",
+    "ST": "STOPPED",
+    "PW": "POWER_UP_NODE",
+    "LF": "LAUNCH_FAILED",
 }
 
 

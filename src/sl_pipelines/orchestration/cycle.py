@@ -1,200 +1,244 @@
-"""One polling cycle over many pipelines: one probe, then only the actions the decisions call for.
+"""One polling cycle over many runs: one probe, then only the actions the decisions call for.
 
-Everything the cycle needs to know (the state of every watched job, by name, and every tracker) comes
-from ONE ``Backend.probe`` call, whatever the number of pipelines. Submissions decided in the same
-cycle go out as one ``submit_jobs`` call. Before a stage is submitted its intent is journaled, and the
-stage's job names were part of the probe, so a job that already exists is adopted, never resubmitted.
+Everything the cycle needs to know comes from ONE ``Backend.probe`` call, whatever the number of runs.
+Then, batched over all runs: failures are recorded in the trackers (one ``update_trackers`` call) BEFORE
+their jobs are cancelled (one ``scancel``), so a cancelled sibling can never be blamed; successes clean
+up; new runs claim their trackers (one call) and every submission of the cycle goes out as one
+``submit_jobs`` call, after its stage was journaled. A problem with one run (a folder that cannot be
+removed, a log that cannot be read, a job Slurm refuses) stays with that run.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
-from sl_pipelines.core.decisions import Action, Decision, latest_by_name
+from sl_pipelines.adapters.tracker_ops import MANAGER_JOB
+from sl_pipelines.core.decisions import Action, Decision
 from sl_pipelines.core.job import Job
-from sl_pipelines.core.seams import Backend, ProbeRequest
-from sl_pipelines.errors import BatchSubmissionError, SlPipelinesError, SubmissionError
-from sl_pipelines.orchestration.pipeline import STDERR_TAIL_BYTES, FailureReport, ProcessingPipeline
+from sl_pipelines.core.seams import Backend, ProbeRequest, SubmissionReport, TrackerAction, TrackerOperation
+from sl_pipelines.errors import SlPipelinesError
+from sl_pipelines.orchestration.run import FailureReport, PipelineRun
 from sl_pipelines.vocabulary import ProcessingStatus
 
 logger = logging.getLogger("sl_pipelines")
 
-MANAGER_JOB = "manager"
-"""The job identity under which the manager records a failure no job could record itself."""
+STDERR_TAIL_BYTES = 4096
+REASON_LIMIT = 300
 
 
-def merge_requests(pipelines: Sequence[ProcessingPipeline]) -> ProbeRequest:
-    """One probe request covering every pipeline's jobs and trackers."""
+@dataclass(frozen=True)
+class CycleReport:
+    """What one cycle saw of the cluster.
+
+    Attributes:
+        slurm_problems: why Slurm did not answer (empty when it did); the runs waited.
+        round_trips: remote commands the cycle's probe cost.
+    """
+
+    slurm_problems: tuple[str, ...] = ()
+    round_trips: int = 0
+
+
+def merge_requests(runs: Sequence[PipelineRun]) -> ProbeRequest:
+    """One probe request covering every run's jobs and trackers."""
     names: dict[str, None] = {}
+    ids: dict[str, None] = {}
     trackers: dict[object, None] = {}
-    for pipeline in pipelines:
-        request = pipeline.probe_request()
+    for run in runs:
+        request = run.probe_request()
         names.update(dict.fromkeys(request.job_names))
+        ids.update(dict.fromkeys(request.job_ids))
         trackers.update(dict.fromkeys(request.tracker_paths))
-    return ProbeRequest(job_names=tuple(names), tracker_paths=tuple(trackers))  # type: ignore[arg-type]
+    return ProbeRequest(job_names=tuple(names), job_ids=tuple(ids), tracker_paths=tuple(trackers))  # type: ignore[arg-type]
 
 
-def run_cycle(backend: Backend, pipelines: Sequence[ProcessingPipeline]) -> None:
-    """Advances every running pipeline by one cycle."""
-    active = [p for p in pipelines if p.is_running]
+def run_cycle(backend: Backend, runs: Sequence[PipelineRun]) -> CycleReport:
+    """Advances every running run by one cycle.
+
+    Raises:
+        ServerError, SchedulerError: the server could not be reached (nothing was decided).
+    """
+    active = [run for run in runs if run.is_running]
     if not active:
-        return
+        return CycleReport()
     result = backend.probe(merge_requests(active))
-    jobs = latest_by_name(result.jobs)
     now = time.monotonic()
-    submissions: list[tuple[ProcessingPipeline, Decision]] = []
-    for pipeline in active:
-        outcome = pipeline.decide(result, jobs, now)
-        if isinstance(outcome, FailureReport):
-            _finish(pipeline, ProcessingStatus.FAILED, outcome)
-        elif outcome.action is Action.SUBMIT:
-            submissions.append((pipeline, outcome))
-        elif outcome.action is not Action.WAIT:
-            _conclude(backend, pipeline, outcome)
+    decisions = [(run, run.decide(result, now)) for run in active]
+    conclude_failures(backend, [(r, d) for r, d in decisions if d.action in (Action.FAIL, Action.ABORT)])
+    for run, decision in decisions:
+        if decision.action is Action.SUCCEED:
+            _succeed(backend, run)
+    submissions = [(r, d) for r, d in decisions if d.action is Action.SUBMIT]
     if submissions:
         _submit(backend, submissions)
+    return CycleReport(result.slurm_problems, result.round_trips)
 
 
-def _submit(backend: Backend, submissions: list[tuple[ProcessingPipeline, Decision]]) -> None:
-    new_runs = [p for p, d in submissions if d.stage == 1 and p.stage == 0]
-    refused = _claim(backend, new_runs) if new_runs else set()
-    batch: list[tuple[ProcessingPipeline, Job]] = []
-    for pipeline, decision in submissions:
-        if id(pipeline) in refused:
+def conclude_failures(backend: Backend, items: Sequence[tuple[PipelineRun, Decision]]) -> None:
+    """Records each failure in its tracker, THEN cancels the jobs that may still run, then ends the runs.
+
+    A record that could not be made for a passing reason (the lock was busy) leaves its run for the next
+    cycle, which decides again; so does a cancel that did not go through.
+    """
+    if not items:
+        return
+    pending = {id(run) for run, _ in items}
+    notes = _record(backend, items, pending)
+    ready = [(run, decision) for run, decision in items if id(run) in pending]
+    ids = [job_id for _, decision in ready for job_id in decision.to_cancel]
+    if ids:
+        try:
+            backend.cancel(ids)
+        except SlPipelinesError as exc:
+            logger.warning("Could not cancel jobs %s yet (%s); trying again next cycle.", ", ".join(ids), exc)
+            return
+    for run, decision in ready:
+        status = ProcessingStatus.FAILED if decision.action is Action.FAIL else ProcessingStatus.ABORTED
+        run.finish(status, _failure_report(backend, run, decision, notes.get(id(run), "")))
+
+
+def _record(
+    backend: Backend, items: Sequence[tuple[PipelineRun, Decision]], pending: set[int]
+) -> dict[int, str]:
+    """Writes the failures the trackers do not hold yet; returns notes on those that could not be written."""
+    to_record = [(r, d) for r, d in items if d.action is Action.FAIL and d.record and r.stage > 0]
+    if not to_record:
+        return {}
+    operations = [
+        TrackerOperation(
+            TrackerAction.ERROR,
+            run.remote_tracker_path,
+            run.manager_id,
+            job=decision.failed_job or MANAGER_JOB,
+            reason=decision.reason[:REASON_LIMIT],
+        )
+        for run, decision in to_record
+    ]
+    notes: dict[int, str] = {}
+    for (run, _), outcome in zip(to_record, backend.update_trackers(operations), strict=True):
+        if outcome.ok:
             continue
-        ids = dict(pipeline.journal.job_ids)
-        ids.update(decision.adopted or {})
-        if decision.adopted:
-            logger.info(
-                "%s: adopting already submitted jobs %s", pipeline.describe(), sorted(decision.adopted)
+        if outcome.transient:
+            pending.discard(id(run))
+            run.apply(note=f"could not record the failure yet: {outcome.error}")
+        else:
+            notes[id(run)] = f" (not recorded in the tracker: {outcome.error})"
+    return notes
+
+
+def _failure_report(backend: Backend, run: PipelineRun, decision: Decision, note: str) -> FailureReport:
+    """The reason, the job it is pinned on, and the tail of that job's stderr (when the run has that job)."""
+    reason = decision.reason + note
+    resolved = run.resolved_job(decision.failed_job) if decision.failed_job else None
+    if resolved is None:
+        return FailureReport(reason, job=decision.failed_job)
+    path = resolved.job.stderr_path
+    try:
+        tail = backend.read_text(path, tail_bytes=STDERR_TAIL_BYTES) or ""
+    except SlPipelinesError as exc:
+        logger.warning("Could not read %s: %s", path, exc)
+        tail = ""
+    return FailureReport(reason, resolved.name, path, "\n".join(tail.splitlines()[-20:]))
+
+
+def _succeed(backend: Backend, run: PipelineRun) -> None:
+    if not run.keep_job_logs:
+        try:
+            backend.remove(run.resolved.jobs_folder)
+        except SlPipelinesError as exc:
+            logger.warning(
+                "%s: could not remove the job folders (%s); remove %s by hand.",
+                run.describe(),
+                exc,
+                run.resolved.jobs_folder,
             )
-        pipeline.journal = pipeline.journal.save(stage=decision.stage, job_ids=ids)
-        pipeline.stage = decision.stage
-        pipeline.missing_since.clear()
-        batch.extend((pipeline, pipeline.resolved_job(name).job) for name in decision.to_submit)
+    run.finish(ProcessingStatus.SUCCEEDED, None)
+
+
+def _submit(backend: Backend, submissions: list[tuple[PipelineRun, Decision]]) -> None:
+    claimed = _claim(backend, [run for run, _ in submissions if run.stage == 0])
+    batch: list[tuple[PipelineRun, Job]] = []
+    for run, decision in submissions:
+        if run.stage == 0 and id(run) not in claimed:
+            continue
+        run.apply(stage=decision.stage, since={})  # the intent is journaled BEFORE sbatch
+        batch.extend((run, run.job(name)) for name in decision.to_submit)
     if not batch:
         return
-    try:
-        job_ids = backend.submit_jobs([job for _, job in batch])
-    except SubmissionError as exc:
-        _refused(backend, batch, exc)
-        return
-    except SlPipelinesError as exc:
-        # The outcome is unknown (the link dropped during sbatch): nothing is retried blindly; the next
-        # cycle finds what was submitted by job name and submits only what Slurm never saw.
-        logger.warning("Submission interrupted (%s); the next cycle reconciles the jobs by name.", exc)
-        return
-    _record_ids(batch, dict(zip((job.name for _, job in batch), job_ids, strict=True)))
+    report = backend.submit_jobs([job for _, job in batch])
+    _apply_submission(backend, batch, report)
 
 
-def _record_ids(batch: list[tuple[ProcessingPipeline, Job]], ids: dict[str, str]) -> None:
-    """Journals the job ids of a submission: one journal write per pipeline."""
-    updates: dict[int, tuple[ProcessingPipeline, dict[str, str]]] = {}
-    for pipeline, job in batch:
-        if job.name in ids:
-            updates.setdefault(id(pipeline), (pipeline, dict(pipeline.journal.job_ids)))[1][job.name] = ids[
-                job.name
-            ]
-    for pipeline, known in updates.values():
-        pipeline.journal = pipeline.journal.save(job_ids=known)
+def _claim(backend: Backend, runs: list[PipelineRun]) -> set[int]:
+    """Locks each new run's tracker to its manager before anything is submitted, in ONE call.
 
-
-def _refused(backend: Backend, batch: list[tuple[ProcessingPipeline, Job]], exc: SubmissionError) -> None:
-    """Slurm refused a job: its pipeline fails (its other jobs are cancelled); the others go on."""
-    submitted = exc.submitted if isinstance(exc, BatchSubmissionError) else {}
-    _record_ids(batch, submitted)
-    owner = next((p for p, job in batch if job.name == exc.job_name), None)
-    for pipeline in [owner] if owner is not None else list({id(p): p for p, _ in batch}.values()):
-        ids = [submitted[job.name] for p, job in batch if p is pipeline and job.name in submitted]
-        if ids:
-            backend.cancel(ids)
-        report = FailureReport(f"Slurm refused job {exc.job_name}: {exc}", job=exc.job_name)
-        _record_failure(backend, pipeline, Decision(Action.FAIL, pipeline.stage, reason=report.reason))
-        _finish(pipeline, ProcessingStatus.FAILED, report)
-
-
-def _claim(backend: Backend, pipelines: list[ProcessingPipeline]) -> set[int]:
-    """Locks each new run's tracker to its manager before anything is submitted, in ONE remote command.
-
-    Returns the ids of the pipelines whose tracker was refused (they are marked FAILED).
+    Returns the ids of the runs whose tracker is now theirs. A refused claim fails its run (the tracker
+    is another run's: nothing is recorded in it); a busy lock leaves the run for the next cycle.
     """
-    arguments = ["claim"]
-    for p in pipelines:
-        arguments += ["--tracker", str(p.remote_tracker_path), str(p.manager_id), str(p.resolved.job_count)]
-    result = backend.run_tracker(arguments)
-    try:
-        entries = json.loads(result.stdout)
-        errors = [None if entry["ok"] else str(entry["error"]) for entry in entries]
-        if len(errors) != len(pipelines):
-            raise ValueError("one result per tracker expected")
-    except (ValueError, TypeError, KeyError):
-        output = result.stderr.strip() or result.stdout.strip() or f"sl-tracker exited {result.exit_code}"
-        errors = [output.splitlines()[-1]] * len(pipelines)
-    refused = set()
-    for pipeline, error in zip(pipelines, errors, strict=True):
-        if error is not None:
-            _finish(pipeline, ProcessingStatus.FAILED, FailureReport(f"Could not claim the tracker: {error}"))
-            refused.add(id(pipeline))
-    return refused
-
-
-def _conclude(backend: Backend, pipeline: ProcessingPipeline, decision: Decision) -> None:
-    if decision.to_cancel:
-        backend.cancel(decision.to_cancel)
-    if decision.action is Action.SUCCEED:
-        if not pipeline.keep_job_logs:
-            backend.remove(pipeline.resolved.jobs_folder)
-        _finish(pipeline, ProcessingStatus.SUCCEEDED, None)
-        return
-    report = FailureReport(decision.reason, job=decision.failed_job)
-    if decision.failed_job is not None:
-        job = pipeline.resolved_job(decision.failed_job).job
-        tail = backend.read_text(job.stderr_path, tail_bytes=STDERR_TAIL_BYTES) or ""
-        report = FailureReport(decision.reason, decision.failed_job, job.stderr_path, _last_lines(tail, 20))
-    if decision.action is Action.FAIL and not decision.tracker_has_failure and pipeline.stage > 0:
-        _record_failure(backend, pipeline, decision)
-    status = ProcessingStatus.FAILED if decision.action is Action.FAIL else ProcessingStatus.ABORTED
-    _finish(pipeline, status, report)
-
-
-def _record_failure(backend: Backend, pipeline: ProcessingPipeline, decision: Decision) -> None:
-    """Writes the failure into the tracker, so that it does not stay 'running' after a silent death."""
-    arguments = ["error", str(pipeline.remote_tracker_path), "--manager-id", str(pipeline.manager_id)]
-    arguments += ["--job", decision.failed_job or MANAGER_JOB, "--reason", decision.reason[:300]]
-    result = backend.run_tracker(arguments)
-    if not result.ok:
-        logger.warning(
-            "Could not record the failure in %s: %s", pipeline.remote_tracker_path, result.stderr.strip()
-        )
-
-
-def _finish(pipeline: ProcessingPipeline, status: ProcessingStatus, report: FailureReport | None) -> None:
-    pipeline.status = status
-    pipeline.failure = report
-    pipeline.journal = pipeline.journal.save(status=status.name, reason=report.reason if report else "")
-    log = logger.info if status is ProcessingStatus.SUCCEEDED else logger.warning
-    log("%s", pipeline.describe())
-
-
-def _last_lines(text: str, count: int) -> str:
-    lines = text.splitlines()
-    return "\n".join(lines[-count:])
-
-
-def cancel_pipeline(backend: Backend, pipeline: ProcessingPipeline, reason: str) -> None:
-    """Cancels a running pipeline's jobs and records the failure in its tracker (used on Ctrl-C)."""
-    if not pipeline.is_running:
-        return
-    ids = [
-        job_id
-        for name, job_id in pipeline.journal.job_ids.items()
-        if name not in pipeline.job_states or pipeline.job_states[name].state.is_active
+    if not runs:
+        return set()
+    operations = [
+        TrackerOperation(TrackerAction.CLAIM, run.remote_tracker_path, run.manager_id, run.resolved.job_count)
+        for run in runs
     ]
-    if ids:
-        backend.cancel(ids)
-    if pipeline.stage > 0:
-        _record_failure(backend, pipeline, Decision(Action.FAIL, pipeline.stage, reason=reason))
-    _finish(pipeline, ProcessingStatus.FAILED, FailureReport(reason))
+    claimed = set()
+    for run, outcome in zip(runs, backend.update_trackers(operations), strict=True):
+        if outcome.ok:
+            claimed.add(id(run))
+        elif outcome.transient:
+            run.apply(note=f"waiting to claim the tracker: {outcome.error}")
+        else:
+            run.finish(
+                ProcessingStatus.FAILED, FailureReport(f"Could not claim the tracker: {outcome.error}")
+            )
+    return claimed
+
+
+def _apply_submission(
+    backend: Backend, batch: list[tuple[PipelineRun, Job]], report: SubmissionReport
+) -> None:
+    """Journals the ids (one write per run); a refused job fails its run (its other jobs cancelled)."""
+    runs = {id(run): run for run, _ in batch}
+    refused: list[tuple[PipelineRun, Decision]] = []
+    for key, run in runs.items():
+        names = [job.name for r, job in batch if id(r) == key]
+        ids = {n: report.submitted[n] for n in names if n in report.submitted}
+        if ids:
+            run.apply(job_ids={**run.state.job_ids, **ids})
+        held = [n for n in names if n in report.deferred or n in report.unknown]
+        if held:
+            why = report.deferred.get(held[0], "the outcome is unknown; it is looked up by name next cycle")
+            logger.info("%s: %d job(s) not submitted yet (%s)", run.describe(), len(held), why)
+            run.apply(note=f"{len(held)} job(s) held back: {why}")
+        bad = next((n for n in names if n in report.refused), None)
+        if bad is not None:
+            cancel = tuple(run.state.job_ids[n] for n in run.spec.stages[run.stage] if n in run.state.job_ids)
+            decision = Decision(
+                Action.FAIL, run.stage, reason=report.refused[bad], failed_job=bad, record=True
+            )
+            refused.append((run, replace(decision, to_cancel=cancel)))
+    conclude_failures(backend, refused)
+
+
+def cancel_runs(backend: Backend, runs: Sequence[PipelineRun], reason: str) -> None:
+    """Cancels running runs (Ctrl-C): their jobs, found by id AND by name, and records why in each tracker.
+
+    Jobs whose sbatch was interrupted have no journaled id; looking the stage's names up finds them.
+    """
+    active = [run for run in runs if run.is_running]
+    if not active:
+        return
+    started = [run for run in active if run.stage > 0]
+    found = backend.probe(merge_requests(started)) if started else None
+    items = []
+    for run in active:
+        ids = set(run.state.job_ids.values())
+        if found is not None:
+            names = set(run.spec.stages.get(run.stage, ()))
+            ids |= {s.job_id for s in found.jobs if s.name in names and not s.state.is_terminal}
+        decision = Decision(Action.FAIL, run.stage, reason=reason, record=True, to_cancel=tuple(sorted(ids)))
+        items.append((run, decision))
+    conclude_failures(backend, items)

@@ -8,8 +8,11 @@ token, same job names) and finds what was already submitted by name.
 
 from __future__ import annotations
 
+import fcntl
+import getpass
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -19,7 +22,7 @@ from typing import Any
 
 import platformdirs
 
-from sl_pipelines.errors import JournalError
+from sl_pipelines.errors import JournalError, RunLockedError
 
 
 def data_dir() -> Path:
@@ -128,3 +131,60 @@ def find_unfinished(pipeline: str, backend: str, sessions: tuple[str, ...]) -> R
         if same and journal.status == "RUNNING":
             return journal
     return None
+
+
+class RunLock:
+    """Makes sure one manager process at a time drives a run on this PC.
+
+    An exclusive, non-blocking ``flock`` on ``<runs>/<token>.lock``, held while the run is driven; the
+    file says who holds it (pid, host, user, since when). The operating system releases it when the
+    holder exits, however it exits, so a crashed manager never leaves it stuck.
+    """
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.path = runs_dir() / f"{token}.lock"
+        self._file: Any = None
+
+    @property
+    def held(self) -> bool:
+        """True while this object holds the lock."""
+        return self._file is not None
+
+    def acquire(self) -> None:
+        """Takes the lock, or refuses naming the manager that holds it.
+
+        Raises:
+            RunLockedError: another manager process (or another object in this one) drives the run.
+        """
+        if self._file is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another manager"
+            handle.close()
+            raise RunLockedError(
+                f"Run {self.token} is already driven by {holder}; watch that manager or stop it first "
+                "(two managers driving one run would submit its stages twice).",
+                token=self.token,
+                holder=holder,
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        since = datetime.now(tz=UTC).isoformat(timespec="seconds")
+        handle.write(f"pid {os.getpid()} of {getpass.getuser()} on {socket.gethostname()} since {since}")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        """Lets the run go (the file stays; its content is stale once nobody holds the lock)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __del__(self) -> None:
+        self.release()

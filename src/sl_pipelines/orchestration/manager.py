@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from sl_pipelines.core.seams import Backend
 from sl_pipelines.errors import SchedulerError, ServerError
-from sl_pipelines.orchestration.cycle import cancel_pipeline, run_cycle
+from sl_pipelines.orchestration.cycle import CycleReport, cancel_runs, run_cycle
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.vocabulary import ProcessingStatus
 
@@ -26,7 +26,11 @@ class PipelineManager:
         max_parallel: how many pipelines may be in flight at once (the rest wait their turn).
         poll_interval: seconds between cycles while nothing changes; it grows up to ``max_interval``
             while nothing happens and drops back as soon as a job changes state.
-        max_failed_cycles: cycles in a row that may fail on an unreachable server before ``run`` gives up.
+        patience: seconds the server or Slurm may stay silent (no connection, slurmctld or munge down)
+            before ``run`` gives up with an error. Meanwhile every run waits: nothing is submitted or
+            failed on a missing answer, and after giving up the jobs and trackers are untouched, so
+            ``--resume`` finishes the runs later.
+        clock: monotonic seconds (tests pass a fake clock).
     """
 
     def __init__(
@@ -37,7 +41,8 @@ class PipelineManager:
         max_parallel: int = 8,
         poll_interval: float = 5.0,
         max_interval: float | None = None,
-        max_failed_cycles: int = 10,
+        patience: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -48,8 +53,11 @@ class PipelineManager:
         self.max_interval = (
             max_interval if max_interval is not None else max(poll_interval, poll_interval * 4)
         )
-        self.max_failed_cycles = max_failed_cycles
+        self.patience = patience
+        self.clock = clock
         self.cycles = 0
+        self.silent_since: float | None = None
+        self.last_problem = ""
 
     @property
     def in_flight(self) -> list[ProcessingPipeline]:
@@ -65,32 +73,33 @@ class PipelineManager:
         return not any(p.is_running for p in self.pipelines)
 
     def cycle(self) -> bool:
-        """Runs one cycle over the pipelines in flight; True when any job or pipeline changed."""
+        """Runs one cycle over the pipelines in flight; True when any job or pipeline changed.
+
+        Raises:
+            ServerError, SchedulerError: the server did not answer (see :meth:`run` for riding it out).
+        """
         before = self._fingerprint()
-        run_cycle(self.backend, self.in_flight)
+        report: CycleReport = run_cycle(self.backend, self.in_flight)
         self.cycles += 1
+        if report.slurm_problems:
+            self._silent("; ".join(report.slurm_problems))
+        else:
+            self.silent_since, self.last_problem = None, ""
         return self._fingerprint() != before
 
     def run(self, observer: Observer | None = None, sleep: Callable[[float], None] = time.sleep) -> bool:
         """Cycles until every pipeline has finished; True when all succeeded.
 
-        A cycle that fails because the server or Slurm did not answer (a dropped link that did not come
-        back, slurmctld restarting) is logged and tried again on the next cycle; after
-        ``max_failed_cycles`` failures in a row the error is raised (the journal allows ``--resume``).
+        A cycle in which the server or Slurm does not answer (a dropped link, slurmctld restarting, munge
+        down) decides nothing; the manager logs it and asks again, for up to ``patience`` seconds of
+        silence, then raises the last error (the journal allows ``--resume``).
         """
         interval = self.poll_interval
-        failures = 0
         while not self.finished:
             try:
                 changed = self.cycle()
-                failures = 0
             except (ServerError, SchedulerError) as exc:
-                failures += 1
-                if failures > self.max_failed_cycles:
-                    raise
-                logger.warning(
-                    "Cycle failed (%s); trying again (%d of %d).", exc, failures, self.max_failed_cycles
-                )
+                self._silent(str(exc), error=exc)
                 changed = False
             if observer is not None:
                 observer(self)
@@ -100,10 +109,24 @@ class PipelineManager:
             sleep(interval)
         return all(p.status is ProcessingStatus.SUCCEEDED for p in self.pipelines)
 
+    def _silent(self, problem: str, error: Exception | None = None) -> None:
+        """Notes a cycle without an answer; raises once the silence has outlasted the patience."""
+        now = self.clock()
+        if self.silent_since is None:
+            self.silent_since = now
+        self.last_problem = problem
+        waited = now - self.silent_since
+        if waited > self.patience:
+            message = (
+                f"{self.backend.name} has not answered for {waited:.0f} s ({problem}); the jobs and trackers "
+                "are untouched: resume these runs with --resume once it answers again."
+            )
+            raise SchedulerError(message) from error
+        logger.warning("No answer from %s (%s); waiting (%.0f s so far).", self.backend.name, problem, waited)
+
     def cancel_all(self, reason: str = "cancelled by the user") -> None:
-        """Cancels every running pipeline's jobs and records the failure in each tracker."""
-        for pipeline in self.pipelines:
-            cancel_pipeline(self.backend, pipeline, reason)
+        """Cancels every running pipeline's jobs (by id and by name) and records why in each tracker."""
+        cancel_runs(self.backend, self.pipelines, reason)
 
     def _fingerprint(self) -> tuple[object, ...]:
         return tuple(

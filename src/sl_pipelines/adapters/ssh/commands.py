@@ -61,8 +61,18 @@ class RemoteStream:
 class RemoteCommands(SSHConnection):
     """The connection plus shell commands: one channel and one exec per command."""
 
-    def run(self, command: str, *, timeout: float | None = None, idempotent: bool = True) -> CommandResult:
+    def run(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        idempotent: bool = True,
+        stdin: bytes | None = None,
+    ) -> CommandResult:
         """Runs a shell command; returns its exit code and output (a non-zero exit is not an error).
+
+        ``stdin`` is sent to the command's standard input (then closed) while its output is read, so a
+        request of any size travels without touching the command line's limits.
 
         Raises:
             RemoteTimeoutError: the command did not finish within ``timeout`` (default: the settings').
@@ -72,7 +82,7 @@ class RemoteCommands(SSHConnection):
         limit = timeout if timeout is not None else self.settings.command_timeout
         try:
             return self.call(
-                f"run {_short(command)}", lambda: self._exec(command, limit), idempotent=idempotent
+                f"run {_short(command)}", lambda: self._exec(command, limit, stdin), idempotent=idempotent
             )
         except (TimeoutError, CommandTimeout) as exc:
             raise RemoteTimeoutError(
@@ -84,10 +94,15 @@ class RemoteCommands(SSHConnection):
             ) from exc
 
     def run_checked(
-        self, command: str, *, timeout: float | None = None, idempotent: bool = True
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        idempotent: bool = True,
+        stdin: bytes | None = None,
     ) -> CommandResult:
         """Like :meth:`run`, but a non-zero exit raises RemoteCommandError."""
-        result = self.run(command, timeout=timeout, idempotent=idempotent)
+        result = self.run(command, timeout=timeout, idempotent=idempotent, stdin=stdin)
         if not result.ok:
             raise RemoteCommandError(
                 f"{_short(command)} exited {result.exit_code} on {self.host}: "
@@ -100,13 +115,13 @@ class RemoteCommands(SSHConnection):
             )
         return result
 
-    def _exec(self, command: str, timeout: float) -> CommandResult:
+    def _exec(self, command: str, timeout: float, stdin: bytes | None = None) -> CommandResult:
         deadline = time.monotonic() + timeout
         channel = self.open_channel()
         self.exec_count += 1
         try:
             channel.exec_command(command)
-            stdout, stderr = _drain(channel, deadline)
+            stdout, stderr = _drain(channel, deadline, stdin or b"")
             code = channel.recv_exit_status()
             if code == -1 and not self.connected:  # paramiko's "no exit status": the connection died
                 raise ConnectionLost(command)
@@ -126,10 +141,25 @@ class RemoteCommands(SSHConnection):
         return self.call(f"start {_short(command)}", start)
 
 
-def _drain(channel: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
-    """Reads stdout and stderr until the command ended, without letting either fill the window."""
+def _drain(channel: paramiko.Channel, deadline: float, stdin: bytes = b"") -> tuple[bytes, bytes]:
+    """Sends ``stdin`` and reads stdout and stderr until the command ended, never blocking on one side.
+
+    The input goes out as the channel's window allows while the output is read, so a command that
+    answers before it has read all its input cannot deadlock with us.
+    """
     out, err = bytearray(), bytearray()
+    pending = memoryview(stdin)
+    if not pending:
+        channel.shutdown_write()
     while True:
+        while pending and channel.send_ready():
+            try:
+                sent = channel.send(bytes(pending[: 1 << 16]))
+            except OSError:  # the command exited without reading all of its input: its output says why
+                sent = len(pending)
+            pending = pending[sent:]
+            if not pending:
+                channel.shutdown_write()
         while channel.recv_ready():
             out += channel.recv(1 << 20)
         while channel.recv_stderr_ready():
@@ -140,7 +170,7 @@ def _drain(channel: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise CommandTimeout
-        select.select([channel], [], [], min(remaining, 0.2))
+        select.select([channel], [], [], min(remaining, 0.01 if pending else 0.2))
 
 
 def _short(command: str, limit: int = 120) -> str:

@@ -1,0 +1,178 @@
+"""The polling cycle's one remote command: a fixed bash program fed its request on stdin (pure: no I/O).
+
+The request (job ids, job names, tracker paths) travels on standard input as NUL-separated records, so
+the command line has the same small size for one pipeline or a thousand. On the server the program:
+
+1. asks ``squeue`` for the jobs by id (Slurm filters them: the cost does not grow with other users' jobs),
+   in chunks that fit any argument limit;
+2. asks ``squeue`` by name, narrowed to the user, only for jobs whose id was never seen;
+3. asks the accounting source only for what ``squeue`` no longer shows (and for failures, to get their
+   exit code): ``sacct -j`` / ``sacct --name`` where the cluster has accounting, else
+   ``scontrol show job <id>`` (which keeps finished jobs for ``MinJobAge``);
+4. prints each tracker file base64-encoded, after the job states.
+
+Every part is framed by marker lines carrying its exit status, so a query that failed is reported as
+failed and never read as "no such job".
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import shlex
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+
+from sl_pipelines.core.seams import ProbeRequest, ProbeResult
+from sl_pipelines.core.slurm import AccountingMode, parse_status_output, split_sections
+from sl_pipelines.core.wire import MARKER
+from sl_pipelines.errors import ConfigurationError
+
+CHUNK = 400
+"""Ids or names per Slurm call: a few kB of argument, far below any limit."""
+
+SACCT_WINDOW = "now-7days"
+"""How far back ``sacct`` looks for jobs found by name."""
+
+_ACTIVE_STATES = (
+    "PENDING|RUNNING|CONFIGURING|COMPLETING|COMPLETED|SUSPENDED|REQUEUED|REQUEUE_HOLD|REQUEUE_FED|"
+    "RESV_DEL_HOLD|RESIZING|SIGNALING|STAGE_OUT|STOPPED|POWER_UP_NODE|SPECIAL_EXIT"
+)
+
+PROBE_PROGRAM = (
+    r"""set +e
+export LC_ALL=C
+M='@@MARK@@'; mode=$1; CH=@@CHUNK@@; fmt='%i|%T|%r|%j'
+sf=JobID,State,ExitCode,Reason,JobName
+me=$(id -un)
+ids=(); names=(); files=(); sec=
+while IFS= read -r -d '' rec; do
+  case $rec in
+    @ids|@names|@files) sec=${rec#@} ;;
+    *) case $sec in ids) ids+=("$rec") ;; names) names+=("$rec") ;; files) files+=("$rec") ;; esac ;;
+  esac
+done
+declare -A seen
+detail=()
+slp_rows() {
+  while IFS='|' read -r jid st _ jname; do
+    [[ $jid =~ ^[0-9] ]] || continue
+    seen["i:$jid"]=1; seen["i:${jid%%_*}"]=1; seen["n:$jname"]=1
+    case $st in @@ACTIVE@@) ;; *) detail+=("${jid%%_*}") ;; esac
+  done <<< "$1"
+}
+slp_query() {
+  local label=$1 kind=$2 rc=0 i chunk out r; shift 2
+  local -a items=("$@")
+  [ ${#items[@]} -gt 0 ] || return 0
+  echo "$M begin $label"
+  for ((i=0; i<${#items[@]}; i+=CH)); do
+    chunk=$(IFS=,; echo "${items[*]:i:CH}")
+    case $kind in
+      qid) out=$(squeue -h -t all -o "$fmt" -j "$chunk" 2>&1); r=$?; slp_rows "$out" ;;
+      qname) out=$(squeue -h -t all -o "$fmt" -u "$me" --name="$chunk" 2>&1); r=$?; slp_rows "$out" ;;
+      aid) out=$(sacct -X -n -P -o $sf -j "$chunk" 2>&1); r=$? ;;
+      aname) out=$(sacct -X -n -P -o $sf -S @@WINDOW@@ -u "$me" --name="$chunk" 2>&1); r=$? ;;
+    esac
+    [ -n "$out" ] && printf '%s\n' "$out"
+    [ $r -ne 0 ] && rc=$r
+  done
+  echo "$M end $rc"
+}
+slp_query squeue-ids qid "${ids[@]}"
+slp_query squeue-names qname "${names[@]}"
+more=("${detail[@]}"); lost=()
+for j in "${ids[@]}"; do [ -n "${seen[i:$j]}" ] || more+=("$j"); done
+for n in "${names[@]}"; do [ -n "${seen[n:$n]}" ] || lost+=("$n"); done
+if [ "$mode" = sacct ]; then
+  slp_query sacct-ids aid "${more[@]}"
+  slp_query sacct-names aname "${lost[@]}"
+elif [ ${#more[@]} -gt 0 ]; then
+  echo "$M begin scontrol"; rc=0
+  for j in "${more[@]}"; do scontrol -o show job "$j" 2>&1 || rc=$?; done
+  echo "$M end $rc"
+fi
+i=0
+for f in "${files[@]}"; do
+  echo "$M begin file $i"
+  if [ -f "$f" ]; then base64 -w0 -- "$f" 2>&1; r=$?; echo; echo "$M end $r"
+  else echo "$M end missing"; fi
+  i=$((i+1))
+done
+""".replace("@@MARK@@", MARKER)
+    .replace("@@CHUNK@@", str(CHUNK))
+    .replace("@@ACTIVE@@", _ACTIVE_STATES)
+    .replace("@@WINDOW@@", SACCT_WINDOW)
+)
+
+
+def build_probe(request: ProbeRequest, mode: AccountingMode) -> tuple[str, bytes]:
+    """Returns the probe's command line (the same for any request) and its standard input.
+
+    Raises:
+        ConfigurationError: an id is not a Slurm job id, or a name or path cannot be sent safely.
+    """
+    command = f"bash -c {shlex.quote(PROBE_PROGRAM)} sl-probe {mode.value}"
+    records: list[str] = ["@ids", *(_check_id(i) for i in request.job_ids)]
+    records += ["@names", *(_check_name(n) for n in request.job_names)]
+    records += ["@files", *(_check_path(p) for p in request.tracker_paths)]
+    return command, "".join(f"{record}\0" for record in records).encode("utf-8")
+
+
+def _check_id(job_id: str) -> str:
+    if not re.fullmatch(r"\d+(_\d+)?", job_id):
+        raise ConfigurationError(f"{job_id!r} is not a Slurm job id; use digits, or 123_4 for an array task.")
+    return job_id
+
+
+def _check_name(name: str) -> str:
+    if not name or "," in name or re.search(r"[\x00-\x1f]", name) or name.startswith("@"):
+        raise ConfigurationError(
+            f"The job name {name!r} cannot be used in a Slurm name filter; avoid commas and line breaks."
+        )
+    return name
+
+
+def _check_path(path: PurePosixPath) -> str:
+    text = str(path)
+    if "\0" in text or not text.startswith("/"):
+        raise ConfigurationError(f"Tracker path {text!r} must be an absolute path without NUL characters.")
+    return text
+
+
+def parse_probe_output(text: str, request: ProbeRequest) -> ProbeResult:
+    """Parses the probe's output into job states, tracker texts and the queries that did not answer."""
+    statuses, problems = parse_status_output(text, job_ids=request.job_ids, job_names=request.job_names)
+    sections = split_sections(text)
+    missing = _missing_parts(request, {s.name for s in sections})
+    files = {s.name: s for s in sections if s.name.startswith("file ")}
+    trackers: dict[PurePosixPath, str | None] = {}
+    unreadable: dict[PurePosixPath, str] = {}
+    for index, path in enumerate(request.tracker_paths):
+        section = files.get(f"file {index}")
+        if section is None or section.status is None:
+            unreadable[path] = "the probe's answer was cut off before it"
+        elif section.status == "missing":
+            trackers[path] = None
+        elif section.ok:
+            data = base64.b64decode("".join(section.lines).strip() or b"")
+            trackers[path] = data.decode("utf-8", errors="replace")
+        else:
+            said = " ".join(line.strip() for line in section.lines if line.strip()) or "no message"
+            unreadable[path] = f"reading it failed ({said})"
+    return ProbeResult(
+        jobs=statuses,
+        trackers=trackers,
+        unreadable=unreadable,
+        slurm_problems=(*problems, *missing),
+        round_trips=1,
+    )
+
+
+def _missing_parts(request: ProbeRequest, present: set[str]) -> list[str]:
+    """A query that must have run but left no section at all: its answer is missing."""
+    wanted: Sequence[tuple[bool, str]] = (
+        (bool(request.job_ids), "squeue-ids"),
+        (bool(request.job_names), "squeue-names"),
+    )
+    return [f"{name} gave no answer" for needed, name in wanted if needed and name not in present]

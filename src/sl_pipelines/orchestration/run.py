@@ -1,0 +1,243 @@
+"""PipelineRun: one run's resolved shape, its journal and its state, and the one place that state changes.
+
+The pure decision (:func:`sl_pipelines.core.decisions.decide`) says what a cycle changes; a run applies
+it through :meth:`PipelineRun.apply` (journaling what must survive a crash) and :meth:`PipelineRun.finish`.
+Nothing else writes a run's stage, status or job ids.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
+from typing import Any
+
+from sl_pipelines.core.decisions import (
+    Action,
+    Decision,
+    Facts,
+    Patience,
+    RunSpec,
+    RunState,
+    decide,
+    latest_by_name,
+)
+from sl_pipelines.core.job import Job
+from sl_pipelines.core.resolve import ResolvedJob, ResolvedPipeline
+from sl_pipelines.core.seams import Backend, ProbeRequest, ProbeResult
+from sl_pipelines.core.states import JobState, JobStatus
+from sl_pipelines.core.tracker_state import TrackerState
+from sl_pipelines.core.tracker_text import parse_tracker_text
+from sl_pipelines.errors import TrackerCorruptError
+from sl_pipelines.orchestration.journal import RunJournal, RunLock, data_dir
+from sl_pipelines.vocabulary import ProcessingPipelines, ProcessingStatus
+
+logger = logging.getLogger("sl_pipelines")
+
+_PERSISTENT = ("stage", "status", "job_ids", "reason")
+
+
+@dataclass(frozen=True)
+class FailureReport:
+    """Why a pipeline failed: the reason, the job it is pinned on, and the tail of that job's stderr."""
+
+    reason: str
+    job: str | None = None
+    stderr_path: PurePosixPath | None = None
+    stderr_tail: str = ""
+
+
+class PipelineRun:
+    """One run of one pipeline on one session (or dataset): what it is, where it stands, and its journal.
+
+    Args:
+        resolved: every stage and job, decided at construction.
+        server: the backend the jobs run on.
+        journal: the run's journal (its saved state is the starting state).
+        keep_job_logs: keep job folders and logs after success.
+        patience: how long uncertain facts are waited out (default: the backend's report grace).
+        durable: journal every change and hold the run's lock so that no second manager drives it
+            (False for a dry run, which changes nothing).
+    """
+
+    def __init__(
+        self,
+        resolved: ResolvedPipeline,
+        server: Backend,
+        journal: RunJournal,
+        *,
+        keep_job_logs: bool = False,
+        patience: Patience | None = None,
+        durable: bool = True,
+    ) -> None:
+        self.resolved = resolved
+        self.server = server
+        self.journal = journal
+        self.keep_job_logs = keep_job_logs
+        self.patience = patience or Patience(report=server.report_grace_seconds)
+        self.pipeline: ProcessingPipelines = resolved.definition.pipeline
+        self.manager_id = resolved.manager_id
+        self.remote_tracker_path = resolved.tracker_path
+        self.local_tracker_path = data_dir() / "trackers" / resolved.token / resolved.definition.tracker
+        self.spec = RunSpec(
+            manager_id=resolved.manager_id,
+            tracker_path=str(resolved.tracker_path),
+            stages={n: tuple(r.name for r in jobs) for n, jobs in resolved.stages.items()},
+        )
+        self.state = RunState(
+            stage=journal.stage,
+            status=ProcessingStatus[journal.status],
+            job_ids=dict(journal.job_ids),
+            reason=journal.reason,
+        )
+        self.failure: FailureReport | None = FailureReport(journal.reason) if journal.reason else None
+        self.job_states: dict[str, JobStatus] = {}
+        self.tracker: TrackerState | None = None
+        self._last_tracker_text: str | None = None
+        self._durable = durable
+        self._lock = RunLock(resolved.token)
+        if durable and self.is_running:
+            self._lock.acquire()
+        self.local_tracker_path.parent.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------------------------- views
+    @property
+    def status(self) -> ProcessingStatus:
+        """RUNNING until the run succeeded, failed or was aborted."""
+        return self.state.status
+
+    @property
+    def stage(self) -> int:
+        """The stage currently running (0 before the first submission)."""
+        return self.state.stage
+
+    @property
+    def is_running(self) -> bool:
+        """True until the run has succeeded, failed or been aborted."""
+        return self.state.status is ProcessingStatus.RUNNING
+
+    @property
+    def session(self) -> str:
+        """The (main) session's name."""
+        return self.resolved.session.session
+
+    @property
+    def animal(self) -> str:
+        """The (main) session's animal."""
+        return self.resolved.session.animal
+
+    @property
+    def project(self) -> str:
+        """The (main) session's project."""
+        return self.resolved.session.project
+
+    def resolved_job(self, name: str) -> ResolvedJob | None:
+        """The resolved job with this name (or this Slurm job id), or None when the run has no such job."""
+        names = {job_id: job_name for job_name, job_id in self.state.job_ids.items()}
+        wanted = names.get(name, name)
+        return next((r for r in self.resolved.all_jobs() if r.name == wanted), None)
+
+    def job(self, name: str) -> Job:
+        """The job with this name (it must be one of the run's)."""
+        resolved = self.resolved_job(name)
+        if resolved is None:
+            raise KeyError(name)
+        return resolved.job
+
+    def describe(self) -> str:
+        """One line: pipeline, session, stage and status."""
+        total = len(self.resolved.stages)
+        text = f"{self.pipeline.short_name} {self.project}/{self.animal}/{self.session}: "
+        text += f"stage {self.stage}/{total} {self.status.name}"
+        if self.failure is not None:
+            text += f": {self.failure.reason}"
+        return text
+
+    # ------------------------------------------------------------------------------------- a cycle
+    def probe_request(self) -> ProbeRequest:
+        """This run's part of the cycle's probe: the current stage's jobs (by id where known) and tracker."""
+        names = self.spec.stages.get(self.stage, ())
+        ids = tuple(self.state.job_ids[n] for n in names if n in self.state.job_ids)
+        unnamed = tuple(n for n in names if n not in self.state.job_ids)
+        return ProbeRequest(job_names=unnamed, job_ids=ids, tracker_paths=(self.remote_tracker_path,))
+
+    def decide(self, result: ProbeResult, now: float) -> Decision:
+        """Reads this run's part of a probe, decides, and applies the found job ids and the timers."""
+        facts = self._facts(result, now)
+        decision = decide(self.spec, self.state, facts, self.patience)
+        note = decision.reason if decision.action is Action.WAIT else ""
+        changes: dict[str, Any] = {"since": decision.since, "note": note}
+        if decision.found_ids:
+            logger.info("%s: found submitted jobs %s", self.describe(), sorted(decision.found_ids))
+            changes["job_ids"] = {**self.state.job_ids, **decision.found_ids}
+        self.apply(**changes)
+        return decision
+
+    def _facts(self, result: ProbeResult, now: float) -> Facts:
+        names = self.spec.stages.get(self.stage, ())
+        by_id = {status.job_id: status for status in result.jobs}
+        jobs: dict[str, JobStatus] = {}
+        for name in names:
+            job_id = self.state.job_ids.get(name)
+            if job_id is not None and job_id in by_id:
+                jobs[name] = replace(by_id[job_id], name=name)
+            elif job_id is not None and result.slurm_answered:
+                jobs[name] = JobStatus(job_id, name, JobState.NOT_FOUND)
+        unnamed = {n for n in names if n not in self.state.job_ids}
+        jobs.update(latest_by_name([s for s in result.jobs if s.name in unnamed]))
+        self.job_states = jobs
+        problem, corrupt = self._read_tracker(result)
+        return Facts(
+            jobs=jobs,
+            tracker=self.tracker,
+            now=now,
+            tracker_problem=problem,
+            tracker_corrupt=corrupt,
+            slurm_answered=result.slurm_answered,
+            slurm_problem="; ".join(result.slurm_problems),
+        )
+
+    def _read_tracker(self, result: ProbeResult) -> tuple[str, bool]:
+        path = self.remote_tracker_path
+        if path in result.unreadable:
+            return f"Tracker {path} cannot be read: {result.unreadable[path]}", False
+        text = result.trackers.get(path)
+        try:
+            self.tracker = None if text is None else parse_tracker_text(text, path=path)
+        except TrackerCorruptError as exc:
+            self.tracker = None
+            return str(exc), True
+        if text is not None and text != self._last_tracker_text:
+            self.local_tracker_path.write_text(text, encoding="utf-8")  # only when it changed
+            self._last_tracker_text = text
+        return "", False
+
+    # ------------------------------------------------------------------------------------- changes
+    def apply(self, **changes: Any) -> None:
+        """Replaces the run's state with these changes: the one place a run's state changes.
+
+        What must survive a crash (stage, status, job ids, reason) is journaled atomically first.
+        """
+        updated = replace(self.state, **changes)
+        persistent = {key: getattr(updated, key) for key in _PERSISTENT}
+        if self._durable and any(persistent[key] != getattr(self.state, key) for key in _PERSISTENT):
+            self.journal = self.journal.save(
+                stage=updated.stage,
+                status=updated.status.name,
+                job_ids=dict(updated.job_ids),
+                reason=updated.reason,
+            )
+        self.state = updated
+
+    def finish(self, status: ProcessingStatus, report: FailureReport | None) -> None:
+        """Ends the run: journals its outcome and lets the run's lock go."""
+        self.failure = report
+        reason = report.reason if report else ""
+        self.apply(status=status, reason=reason, failed_job=report.job if report else None, note="")
+        self._lock.release()
+        log = logger.info if status is ProcessingStatus.SUCCEEDED else logger.warning
+        log("%s", self.describe())
+
+    def close(self) -> None:
+        """Lets the run's lock go without ending the run (another manager may then resume it)."""
+        self._lock.release()
