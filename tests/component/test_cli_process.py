@@ -85,6 +85,38 @@ def test_bad_input_exits_2_with_one_sentence(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("planes: 4.0\n", "parameter 'planes' must be a whole number, not 4.0"),
+        ("planes: [unclosed\n", "is not valid YAML"),
+        ("- a list\n", "must hold a mapping"),
+    ],
+)
+def test_a_bad_session_data_file_is_an_error_not_a_silent_default(
+    root: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    data = root / "storage" / "proj" / "A1" / SESSION / "raw_data" / "session_data.yaml"
+    data.write_text(text)
+    code = process.main(["suite2p", SESSION, "--local-root", str(root), "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and str(data) in " ".join(err.split())
+    assert not (root / ".sl_local" / "jobs").exists() or not any((root / ".sl_local" / "jobs").iterdir())
+
+
+def test_a_list_parameter_given_on_the_command_line_fans_out(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = process.main(
+        ["video", SESSION, "--local-root", str(root), "--param", "cameras=face,left", "--dry-run"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "stage 1 (2 jobs)" in out
+    assert "face_camera" in out and "left_camera" in out and "right_camera" not in out
+
+
 def test_remote_tracker_status_and_abort(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = root / "storage" / "proj" / "A1" / SESSION / "tracking_data" / "behavior_processing_tracker.yaml"
     ProcessingTracker(path).start(5, job_count=7)

@@ -288,3 +288,20 @@ def test_file_system_errors_become_tracker_errors_naming_the_file(tmp_path: Path
     with pytest.raises(TrackerError, match="Cannot update tracker") as raised:
         _tracker(path).start(7, 1)
     assert raised.value.path == path and isinstance(raised.value.__cause__, OSError)
+
+
+def test_the_lock_file_gets_the_trackers_permissions(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "t.yaml"
+        tracker = ProcessingTracker(path)
+        tracker.start(1, job_count=2)
+        path.chmod(0o664)  # the lab made the tracker group-writable
+        lock = path.with_name(path.name + ".lock")
+        tracker.stop(1, job="a")
+        assert (path.stat().st_mode & 0o777, lock.stat().st_mode & 0o777) == (0o664, 0o664)
+        lock.unlink()
+        tracker.read()
+        assert lock.stat().st_mode & 0o777 == 0o664, "a new lock file is made with the tracker's mode"
+    finally:
+        os.umask(old)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sl_pipelines.core.definition import load_definition, parse_definition
+from sl_pipelines.core.definition import conform_parameter, load_definition, parse_definition
 from sl_pipelines.core.job import EnvironmentKind
-from sl_pipelines.errors import PipelineDefinitionError
+from sl_pipelines.errors import ConfigurationError, PipelineDefinitionError
 from sl_pipelines.vocabulary import ProcessingPipelines
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -98,3 +98,39 @@ def test_defaults_apply_to_jobs_and_jobs_override_them() -> None:
     ]
     stage = parse_definition(data).stages[0]
     assert [(j.resources.cpus, j.resources.memory_mb) for j in stage.jobs] == [(4, 2048), (8, 2048)]
+
+
+@pytest.mark.parametrize(
+    ("value", "default", "expected"),
+    [
+        (4, 3, 4),
+        ("4", 3, 4),
+        ("face,left", ("face", "left", "right"), ("face", "left")),
+        (["face"], ("face", "left"), ("face",)),
+        ("face", ("face", "left"), ("face",)),
+        (7, "x", "7"),
+        ("anything", None, "anything"),
+    ],
+)
+def test_given_parameters_take_the_kind_of_the_default(
+    value: object, default: object, expected: object
+) -> None:
+    assert conform_parameter("k", value, default, "--param") == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "default"),
+    [
+        (4.0, 3),
+        ("four", 3),
+        (True, 3),
+        ([], ("a",)),
+        (",", ("a",)),
+        (3, ("a",)),
+        ({"a": 1}, "x"),
+        (2.5, None),
+    ],
+)
+def test_a_parameter_of_the_wrong_kind_is_an_error_naming_its_source(value: object, default: object) -> None:
+    with pytest.raises(ConfigurationError, match=r"session_data\.yaml: parameter 'k'"):
+        conform_parameter("k", value, default, "session_data.yaml")  # type: ignore[arg-type]

@@ -130,6 +130,22 @@ def test_dataset_pipeline_fans_out_over_its_sessions() -> None:
     assert len(resolved.stages[2]) == 1
 
 
+@pytest.mark.parametrize("pipeline", ["forging", "multiday"])
+def test_each_job_of_a_dataset_works_on_its_own_sessions_project_and_animal(pipeline: str) -> None:
+    sessions = (
+        SessionPaths(PurePosixPath("/storage"), PurePosixPath("/work"), "p", "A1", "s1"),
+        SessionPaths(PurePosixPath("/storage"), PurePosixPath("/work"), "q", "A2", "s2"),
+    )
+    resolved = resolve_pipeline(
+        load_definition(CONFIGS / f"{pipeline}.yaml"), sessions, manager_id=5, environment=ENV
+    )
+    per_session = [r.job.commands[0] for r in resolved.stages[1]]
+    found = [(_opt(a, "--project"), _opt(a, "--animal"), _opt(a, "--session")) for a in per_session]
+    assert found == [("p", "A1", "s1"), ("q", "A2", "s2")]
+    assert all(_opt(a, "--tracker") == str(resolved.tracker_path) for a in per_session)
+    assert resolved.tracker_path.parent == sessions[0].tracking_data  # one tracker for the dataset
+
+
 def test_backend_exports_reach_every_job_script() -> None:
     resolved = resolve_pipeline(
         load_definition(CONFIGS / "suite2p.yaml"),

@@ -9,6 +9,7 @@ reset, except by :meth:`ProcessingTracker.abort`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -87,8 +88,10 @@ class ProcessingTracker:
         """
         if not self._path.parent.is_dir():
             return IDLE_STATE
-        with self._os_errors("read"), self._lock:
-            return self._load()
+        with self._os_errors("read"):
+            self._align_lock_mode()
+            with self._lock:
+                return self._load()
 
     @property
     def is_running(self) -> bool:
@@ -177,6 +180,7 @@ class ProcessingTracker:
         return previous
 
     def _reset(self) -> TrackerState:
+        self._align_lock_mode()
         with self._lock:
             try:
                 previous = self._load()
@@ -192,6 +196,7 @@ class ProcessingTracker:
             return self._apply(transition)
 
     def _apply(self, transition: Callable[[TrackerState, str], TrackerState]) -> TrackerState:
+        self._align_lock_mode()
         with self._lock:
             state = self._load()
             updated = transition(state, self._clock())
@@ -213,6 +218,31 @@ class ProcessingTracker:
                 "check that its folder exists and that you may write to it.",
                 path=self._path,
             ) from exc
+
+    def _align_lock_mode(self) -> None:
+        """Gives a lasting lock file the tracker's permissions: whoever may write the tracker may lock it.
+
+        A tracker made group-writable for a lab keeps that mode across rewrites; without this its lock
+        file would keep the creator's umask and lock the rest of the group out.
+        """
+        if self._lock.kind is LockKind.SOFT:  # a soft lock file is made and removed on each use
+            return
+        try:
+            mode = self._path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            return
+        try:
+            info = self.lock_path.stat()
+        except FileNotFoundError:
+            with contextlib.suppress(FileExistsError):
+                fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+                try:
+                    os.fchmod(fd, mode)  # the umask does not decide
+                finally:
+                    os.close(fd)
+            return
+        if info.st_mode & 0o777 != mode and info.st_uid == os.geteuid():
+            os.chmod(self.lock_path, mode)
 
     def _job_from_env(self) -> str | None:
         return job_identity_from_env(os.environ if self._environ is None else self._environ)

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from sl_pipelines.core.job import Environment, EnvironmentKind, Resources
-from sl_pipelines.errors import PipelineDefinitionError
+from sl_pipelines.errors import ConfigurationError, PipelineDefinitionError
 from sl_pipelines.vocabulary import ProcessingPipelines, TrackerFileNames
 
 ParameterValue = int | str | tuple[str, ...]
@@ -247,3 +247,47 @@ def coerce_parameter(value: object, fail: Any) -> ParameterValue:
     if isinstance(value, list) and all(isinstance(v, str | int) for v in value):
         return tuple(str(v) for v in value)
     raise fail(f"expected a number, a text or a list, got {value!r}")
+
+
+def conform_parameter(key: str, value: object, default: ParameterValue | None, source: str) -> ParameterValue:
+    """Checks a given parameter value against the definition's default and gives it the same kind.
+
+    A whole number stays a whole number (``"4"`` is 4, ``4.0`` is an error), a list stays a list (a text
+    ``face,left`` is the list ``face``, ``left``), a text stays a text. A parameter the definition does
+    not declare is taken as it is.
+
+    Raises:
+        ConfigurationError: the value cannot be of the default's kind; names ``source`` and ``key``.
+    """
+
+    def fail(problem: str) -> ConfigurationError:
+        return ConfigurationError(f"{source}: parameter {key!r} {problem}.", key=key)
+
+    if isinstance(default, bool) or isinstance(value, bool | float):
+        raise fail(f"must be {_kind_of(default)}, not {value!r}")
+    if isinstance(default, int):
+        text = str(value).strip()
+        if isinstance(value, int) or (isinstance(value, str) and text.isdigit()):
+            return int(text)
+        raise fail(f"must be a whole number, not {value!r}")
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            items = tuple(item.strip() for item in value.split(",") if item.strip())
+            if items:
+                return items
+        elif isinstance(value, list | tuple) and value and all(isinstance(v, str | int) for v in value):
+            return tuple(str(v) for v in value)
+        raise fail(f"must be a non-empty list (or a comma-separated text), not {value!r}")
+    if isinstance(default, str):
+        if isinstance(value, str | int):
+            return str(value)
+        raise fail(f"must be a text, not {value!r}")
+    return coerce_parameter(value, fail)
+
+
+def _kind_of(default: ParameterValue | None) -> str:
+    if isinstance(default, int):
+        return "a whole number"
+    if isinstance(default, tuple):
+        return "a list"
+    return "a number, a text or a list"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
 import xxhash
@@ -100,7 +100,7 @@ def resolve_pipeline(
     session = sessions[0]
     params: dict[str, ParameterValue] = dict(definition.parameters)
     params.update(parameters or {})
-    params.setdefault("sessions", tuple(s.session for s in sessions))
+    params["sessions"] = tuple(s.session for s in sessions)  # always the run's sessions, in order
     token = run_token(manager_id, definition.pipeline.short_name, sessions)
     tracker = session.tracker(definition.tracker)
     env = definition.environment if definition.environment is not None else environment
@@ -115,7 +115,9 @@ def resolve_pipeline(
     context = _Context(definition, session, manager_id, token, tracker, len(expanded), params, exports)
     stages: dict[int, list[ResolvedJob]] = {}
     for number, template, key, item in expanded:
-        job = context.job(number, template, key, item, env)
+        # One job per session of a dataset works on THAT session: its project, animal and folders.
+        own = sessions[item[0]] if template.fan_out == "sessions" and item is not None else session
+        job = replace(context, session=own).job(number, template, key, item, env)
         stages.setdefault(number, []).append(ResolvedJob(stage=number, key=key, job=job))
     return ResolvedPipeline(
         definition=definition,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from sl_pipelines.adapters.tracker_ops import MANAGER_JOB
@@ -55,8 +55,10 @@ def merge_requests(runs: Sequence[PipelineRun]) -> ProbeRequest:
     return ProbeRequest(job_names=tuple(names), job_ids=tuple(ids), tracker_paths=tuple(trackers))  # type: ignore[arg-type]
 
 
-def run_cycle(backend: Backend, runs: Sequence[PipelineRun]) -> CycleReport:
-    """Advances every running run by one cycle.
+def run_cycle(
+    backend: Backend, runs: Sequence[PipelineRun], clock: Callable[[], float] = time.monotonic
+) -> CycleReport:
+    """Advances every running run by one cycle (``clock`` gives monotonic seconds for the run's timers).
 
     Raises:
         ServerError, SchedulerError: the server could not be reached (nothing was decided).
@@ -65,7 +67,7 @@ def run_cycle(backend: Backend, runs: Sequence[PipelineRun]) -> CycleReport:
     if not active:
         return CycleReport()
     result = backend.probe(merge_requests(active))
-    now = time.monotonic()
+    now = clock()
     decisions = [(run, run.decide(result, now)) for run in active]
     conclude_failures(backend, [(r, d) for r, d in decisions if d.action in (Action.FAIL, Action.ABORT)])
     for run, decision in decisions:

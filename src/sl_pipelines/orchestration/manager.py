@@ -79,7 +79,7 @@ class PipelineManager:
             ServerError, SchedulerError: the server did not answer (see :meth:`run` for riding it out).
         """
         before = self._fingerprint()
-        report: CycleReport = run_cycle(self.backend, self.in_flight)
+        report: CycleReport = run_cycle(self.backend, self.in_flight, self.clock)
         self.cycles += 1
         if report.slurm_problems:
             self._silent("; ".join(report.slurm_problems))

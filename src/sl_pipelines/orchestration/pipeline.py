@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
-from sl_pipelines.core.definition import ParameterValue, load_definition
+from sl_pipelines.core.definition import ParameterValue, conform_parameter, load_definition
 from sl_pipelines.core.job import Job
 from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.core.resolve import ResolvedPipeline, resolve_pipeline
@@ -101,8 +101,10 @@ class ProcessingPipeline(PipelineRun):
         folder = configs_dir or default_configs_dir()
         definition = load_definition(folder / f"{kind.short_name}.yaml")
         paths = _find_sessions(server, kind, definition.scope, sessions)
-        params = dict(session_parameters(server, paths[0], set(definition.parameters)))
-        params.update(parameters or {})
+        params = session_parameters(server, paths[0], definition.parameters)
+        for key, value in (parameters or {}).items():
+            default = definition.parameters.get(key)
+            params[key] = conform_parameter(key, value, default, "--param")
         resolved = resolve_pipeline(
             definition,
             paths,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import PurePosixPath
 
 import yaml
 
-from sl_pipelines.core.definition import ParameterValue, coerce_parameter
+from sl_pipelines.core.definition import ParameterValue, conform_parameter
 from sl_pipelines.core.layout import RAW_DATA, SessionPaths
 from sl_pipelines.core.seams import Backend
 from sl_pipelines.errors import ConfigurationError, SessionNotFoundError
@@ -77,24 +78,37 @@ def _checked(backend: Backend, paths: SessionPaths, spec: str) -> SessionPaths:
     return paths
 
 
-def session_parameters(backend: Backend, paths: SessionPaths, wanted: set[str]) -> dict[str, ParameterValue]:
+def session_parameters(
+    backend: Backend, paths: SessionPaths, defaults: Mapping[str, ParameterValue]
+) -> dict[str, ParameterValue]:
     """Reads pipeline parameters (such as ``planes``) from the session's ``raw_data/session_data.yaml``.
 
-    Only keys that the pipeline uses are taken; a missing or unreadable file gives no parameters.
+    Only keys the pipeline declares are taken, each checked against the pipeline's default (a plane
+    count must be a whole number). A missing file gives no parameters.
+
+    Raises:
+        ConfigurationError: the file is not YAML, not a mapping, or holds a value of the wrong kind; the
+            message names the file and the key.
     """
-    text = backend.read_text(paths.raw_data / SESSION_DATA_FILE)
+    path = paths.raw_data / SESSION_DATA_FILE
+    text = backend.read_text(path)
     if not text:
         return {}
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except yaml.YAMLError as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigurationError(
+            f"Session data file {path} is not valid YAML ({detail}); fix it, or move it aside to use the "
+            "pipeline's defaults.",
+            path=path,
+        ) from exc
+    if data is None:
         return {}
     if not isinstance(data, dict):
-        return {}
-    result: dict[str, ParameterValue] = {}
-    for key in wanted & set(data):
-        try:
-            result[key] = coerce_parameter(data[key], ConfigurationError)
-        except ConfigurationError:
-            continue
-    return result
+        raise ConfigurationError(
+            f"Session data file {path} must hold a mapping of keys to values, not {type(data).__name__}.",
+            path=path,
+        )
+    source = f"Session data file {path}"
+    return {key: conform_parameter(key, data[key], defaults[key], source) for key in defaults if key in data}

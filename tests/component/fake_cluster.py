@@ -1,0 +1,193 @@
+"""A fake Slurm server with a clock, for fast tests of the polling cycle under faults.
+
+It implements the ``Backend`` seam in memory: jobs move through Slurm's states when the test says so,
+trackers follow the real tracker state machine, and every fault the real cluster can show is a switch:
+a query part that fails, accounting that lags, finished jobs purged after MinJobAge, a requeue, a
+state nobody knows, a refused, deferred or interrupted submission, a busy tracker lock, a job folder
+that cannot be written or removed. ``log`` records every side effect in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from sl_pipelines.core.job import Environment, Job
+from sl_pipelines.core.seams import (
+    ProbeRequest,
+    ProbeResult,
+    SubmissionReport,
+    TrackerAction,
+    TrackerOperation,
+    TrackerOutcome,
+)
+from sl_pipelines.core.states import JobState, JobStatus
+from sl_pipelines.core.tracker_state import (
+    IDLE_STATE,
+    TrackerState,
+    record_completion,
+    record_failure,
+    start_run,
+)
+from sl_pipelines.core.tracker_text import dump_tracker_text
+from sl_pipelines.errors import SlPipelinesError, TrackerError, TransferError
+
+NOW = "2026-01-01T00:00:00+00:00"
+
+
+@dataclass
+class FakeJob:
+    job_id: str
+    name: str
+    state: JobState = JobState.PENDING
+    exit_code: int | None = None
+    purged: bool = False  # Slurm forgot it (MinJobAge passed, no accounting)
+
+
+@dataclass
+class FakeCluster:
+    """The fake server. Switch faults on by setting its attributes."""
+
+    storage: PurePosixPath = field(default_factory=lambda: PurePosixPath("/fake/storage"))
+    working: PurePosixPath = field(default_factory=lambda: PurePosixPath("/fake/working"))
+    jobs: dict[str, FakeJob] = field(default_factory=dict)
+    trackers: dict[PurePosixPath, TrackerState] = field(default_factory=dict)
+    files: dict[PurePosixPath, str] = field(default_factory=dict)
+    log: list[tuple[str, ...]] = field(default_factory=list)
+    next_id: int = 1000
+    # faults
+    slurm_down: bool = False  # every Slurm query fails (slurmctld or munge down)
+    refuse: dict[str, str] = field(default_factory=dict)  # job name -> sbatch's refusal
+    unwritable: set[str] = field(default_factory=set)  # job names whose script cannot be written
+    defer_all: str = ""  # sbatch cannot reach the controller: nothing submitted
+    drop_after: int | None = None  # the link drops after this many sbatch calls: the rest is unknown
+    busy_locks: set[PurePosixPath] = field(default_factory=set)  # trackers whose lock cannot be had
+    unremovable: set[PurePosixPath] = field(default_factory=set)
+    unreadable: set[PurePosixPath] = field(default_factory=set)
+    probes: int = 0
+
+    # --------------------------------------------------------------------------------- Backend seam
+    name = "fake"
+    environment = Environment()
+    job_exports: tuple[tuple[str, str], ...] = ()
+    report_grace_seconds = 0.0
+
+    @property
+    def storage_root(self) -> PurePosixPath:
+        return self.storage
+
+    @property
+    def working_root(self) -> PurePosixPath:
+        return self.working
+
+    def probe(self, request: ProbeRequest) -> ProbeResult:
+        self.probes += 1
+        trackers = {
+            p: dump_tracker_text(self.trackers[p]) if p in self.trackers else None
+            for p in request.tracker_paths
+        }
+        if self.slurm_down:
+            unknown = tuple(JobStatus(i, "", JobState.UNKNOWN, reason="down") for i in request.job_ids)
+            problem = ("squeue exited 1: Unable to contact slurm controller (connect failure)",)
+            return ProbeResult(jobs=unknown, trackers=trackers, slurm_problems=problem, round_trips=1)
+        found = [self._status(j) for j in self.jobs.values() if not j.purged]
+        by_id = {s.job_id: s for s in found}
+        jobs = [by_id.get(i, JobStatus(i, "", JobState.NOT_FOUND)) for i in request.job_ids]
+        jobs += [s for s in found if s.name in request.job_names and s.job_id not in request.job_ids]
+        return ProbeResult(jobs=tuple(jobs), trackers=trackers, round_trips=1)
+
+    def submit_jobs(self, jobs: Sequence[Job]) -> SubmissionReport:
+        submitted: dict[str, str] = {}
+        refused: dict[str, str] = {}
+        deferred: dict[str, str] = {}
+        unknown: list[str] = []
+        for count, job in enumerate(jobs):
+            if self.drop_after is not None and count >= self.drop_after:
+                if count == self.drop_after:  # that sbatch reached Slurm; its answer never came back
+                    self._add(job.name)
+                unknown.append(job.name)
+            elif job.name in self.unwritable:
+                refused[job.name] = f"Could not write job script {job.script_path}: Permission denied"
+            elif self.defer_all:
+                deferred[job.name] = self.defer_all
+            elif job.name in self.refuse:
+                refused[job.name] = f"Slurm refused job {job.name}: {self.refuse[job.name]}"
+            else:
+                submitted[job.name] = self._add(job.name).job_id
+        self.log.append(("submit", *(job.name for job in jobs)))
+        return SubmissionReport(submitted, refused, deferred, tuple(unknown), round_trips=1)
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        self.log.append(("cancel", *job_ids))
+        for job in self.jobs.values():
+            if job.job_id in job_ids and (job.state.is_active or job.state.may_requeue):
+                job.state = JobState.CANCELLED
+
+    def update_trackers(self, operations: Sequence[TrackerOperation]) -> tuple[TrackerOutcome, ...]:
+        return tuple(self._tracker_op(op) for op in operations)
+
+    def read_text(self, path: PurePosixPath, *, tail_bytes: int | None = None) -> str | None:
+        if path in self.unreadable:
+            raise TransferError(f"Cannot read {path} (test)", path=path)
+        return self.files.get(path)
+
+    def list_dir(self, path: PurePosixPath) -> tuple[str, ...]:
+        return ()
+
+    def remove(self, path: PurePosixPath) -> None:
+        if path in self.unremovable:
+            raise TransferError(f"Cannot remove {path} (test)", path=path)
+        self.log.append(("remove", str(path)))
+
+    # --------------------------------------------------------------------------------- the test's hands
+    def job(self, name: str) -> FakeJob:
+        matches = [j for j in self.jobs.values() if j.name == name]
+        assert matches, f"job {name} was never submitted"
+        return matches[-1]
+
+    def submissions(self, name: str) -> int:
+        return sum(1 for j in self.jobs.values() if j.name == name)
+
+    def run(self, *names: str) -> None:
+        for name in names:
+            self.job(name).state = JobState.RUNNING
+
+    def finish(self, name: str, tracker: PurePosixPath, *, report: bool = True) -> None:
+        """The job reports its completion into the tracker (unless not), then exits 0."""
+        if report:
+            state = self.trackers[tracker]
+            assert state.manager_id is not None
+            self.trackers[tracker] = record_completion(state, state.manager_id, name, now=NOW, path=tracker)
+        job = self.job(name)
+        job.state, job.exit_code = JobState.COMPLETED, 0
+
+    def fail(self, name: str, state: JobState = JobState.FAILED, exit_code: int = 1) -> None:
+        job = self.job(name)
+        job.state, job.exit_code = state, exit_code
+
+    def _status(self, job: FakeJob) -> JobStatus:
+        return JobStatus(job.job_id, job.name, job.state, job.exit_code)
+
+    def _add(self, name: str) -> FakeJob:
+        job = FakeJob(str(self.next_id), name)
+        self.next_id += 1
+        self.jobs[job.job_id] = job
+        return job
+
+    def _tracker_op(self, op: TrackerOperation) -> TrackerOutcome:
+        self.log.append((op.action.value, str(op.path), op.job))
+        if op.path in self.busy_locks:
+            return TrackerOutcome(False, f"Could not lock tracker {op.path} (test)", transient=True)
+        state = self.trackers.get(op.path, IDLE_STATE)
+        try:
+            if op.action is TrackerAction.CLAIM:
+                state = start_run(state, op.manager_id, op.job_count, now=NOW, path=op.path)
+            elif op.action is TrackerAction.ERROR:
+                state = record_failure(state, op.manager_id, op.job, op.reason, now=NOW, path=op.path)
+            else:
+                state = IDLE_STATE
+        except (TrackerError, SlPipelinesError) as exc:
+            return TrackerOutcome(False, str(exc))
+        self.trackers[op.path] = state
+        return TrackerOutcome(True)
