@@ -26,6 +26,7 @@ from rich.text import Text
 
 from sl_pipelines.adapters import profiles
 from sl_pipelines.adapters.profiles import AccountingChoice, ServerProfile
+from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.core.job import Environment, EnvironmentKind
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError
 
@@ -51,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         arguments = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on bad arguments
         return int(exc.code or 0)
-    out, err = Console(), Console(stderr=True)
+    out, err = make_console(), make_console(stderr=True)
     handler: Callable[[argparse.Namespace, Console], int] = arguments.handler
     try:
         return handler(arguments, out)
