@@ -8,6 +8,7 @@ record a failure, clean up). Several pipelines share cycles through :class:`Pipe
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,8 +35,12 @@ STDERR_TAIL_BYTES = 4096
 
 
 def default_configs_dir() -> Path:
-    """The ``configs/`` folder shipped with the package's source tree (override with ``--configs``)."""
-    return Path(__file__).resolve().parents[3] / "configs"
+    """The pipeline definitions shipped with the package (override with ``--configs``).
+
+    They are package data (``sl_pipelines/configs/``), so a wheel install finds them too; in the source
+    tree the top-level ``configs/`` links to that folder.
+    """
+    return Path(str(importlib.resources.files("sl_pipelines") / "configs"))
 
 
 @dataclass(frozen=True)
