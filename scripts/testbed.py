@@ -18,9 +18,13 @@ Subcommands (see ``scripts/testbed.sh``):
     ``--no-accounting`` (or ``SL_TESTBED_NO_ACCOUNTING=1`` in the environment, which the pytest fixture
     passes on) skips MariaDB, slurmdbd and the ``slacct`` cluster: the info file then lists only ``noacct``
     and tests that need ``acct`` are skipped. It does not stop those daemons if they already run.
-    Returns once both clusters report their node idle and both users can run ``sinfo`` over SSH.
-``stop``
-    Ends only the daemons whose pid files this script wrote, and waits for them to exit.
+    Returns once both clusters report their node up (idle, or busy with jobs: ``start`` also brings back
+    a daemon that was stopped while jobs run, without touching those that run) and both users can run
+    ``sinfo`` over SSH.
+``stop [DAEMON ...]``
+    Ends only the daemons whose pid files this script wrote (only the named ones when given: ``sshd``,
+    ``munged``, ``mariadbd``, ``slurmdbd``, ``slurmctld-CLUSTER``, ``slurmd-CLUSTER``), and waits for them
+    to exit. ``stop slurmctld-slnoacct`` then ``start`` is an outage of one controller: running jobs go on.
 ``status``
     One line per daemon; exit code 0 when every daemon of the last ``start`` runs.
 ``env``
@@ -610,16 +614,30 @@ def slurm_env(name: str) -> dict[str, str]:
     return dict(base_env(), SLURM_CONF=str(SLURM_DIR / name / "slurm.conf"))
 
 
-def node_idle(name: str) -> bool:
-    result = subprocess.run(
-        ["sinfo", "-h", "-N", "-o", "%N %t"],
-        env=slurm_env(name),
-        capture_output=True,
-        text=True,
-        timeout=15,
-        check=False,
+RESPONSIVE_NODE_STATES = ("idle", "mix", "alloc", "comp")
+"""sinfo's short node states of a node that takes or runs jobs (a trailing ``*`` means not responding)."""
+
+
+def node_responsive(name: str) -> bool:
+    """True when the cluster's controller answers and its node is up: idle, or busy with jobs."""
+    try:
+        result = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%N %t"],
+            env=slurm_env(name),
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    words = result.stdout.split()
+    return (
+        result.returncode == 0
+        and len(words) == 2
+        and words[0] == f"{name}-n1"
+        and (words[1] in RESPONSIVE_NODE_STATES)
     )
-    return result.returncode == 0 and result.stdout.split() == [f"{name}-n1", "idle"]
 
 
 def sacct_works() -> bool:
@@ -738,24 +756,31 @@ def cmd_start(accounting: bool) -> None:
             if cluster_accounting and not accounting:
                 continue
             conf = str(SLURM_DIR / name / "slurm.conf")
-            restarted = start_daemon(
+            start_daemon(
                 f"slurmctld-{name}",
                 ["/usr/sbin/slurmctld", "-D", "-f", conf],
                 changed[name],
                 env=slurm_env(name),
             )
+            # A slurmd that runs keeps running when only its controller came back: it re-registers by
+            # itself, and restarting it while jobs run would be a fault of its own.
             start_daemon(
                 f"slurmd-{name}",
                 ["/usr/sbin/slurmd", "-D", "-N", f"{name}-n1", "-f", conf],
-                changed[name] or restarted,
+                changed[name],
                 env=slurm_env(name),
             )
         wait_for(f"sshd on port {SSH_PORT}", lambda: port_open(SSH_PORT), 20, "sshd")
         for name, _, cluster_accounting, _ in CLUSTERS.values():
             if cluster_accounting and not accounting:
                 continue
-            wait_for(f"{name}: node idle in sinfo", lambda name=name: node_idle(name), 90, f"slurmd-{name}")
-            log(f"{name}: node {name}-n1 idle")
+            wait_for(
+                f"{name}: node up in sinfo ({'/'.join(RESPONSIVE_NODE_STATES)})",
+                lambda name=name: node_responsive(name),
+                90,
+                f"slurmd-{name}",
+            )
+            log(f"{name}: node {name}-n1 up")
         if accounting:
             wait_for("sacct on slacct", sacct_works, 60, "slurmdbd")
             log("slacct: sacct answers")
@@ -805,9 +830,15 @@ def load_info() -> dict[str, object] | None:
         return None
 
 
-def cmd_stop() -> None:
+def cmd_stop(names: list[str]) -> None:
+    """Stops the named daemons (default: all), last started first; jobs of a running slurmd survive."""
+    unknown = sorted(set(names) - set(ALL_DAEMONS))
+    if unknown:
+        die(f"no daemon named {', '.join(unknown)}; the daemons are {', '.join(ALL_DAEMONS)}")
     with state_lock():
         for name in reversed(ALL_DAEMONS):
+            if names and name not in names:
+                continue
             if terminate(name):
                 log(f"{name}: stopped")
             else:
@@ -851,7 +882,8 @@ def main() -> int:
         action="store_true",
         help="skip MariaDB, slurmdbd and the accounting cluster 'slacct'",
     )
-    sub.add_parser("stop", help="stop the daemons this script started")
+    stop = sub.add_parser("stop", help="stop the daemons this script started (or only the named ones)")
+    stop.add_argument("daemons", nargs="*", metavar="DAEMON", help="one of: " + ", ".join(ALL_DAEMONS))
     sub.add_parser("status", help="show which daemons run; exit 0 when all run")
     sub.add_parser("env", help="print the info file path and content")
     args = parser.parse_args()
@@ -863,7 +895,7 @@ def main() -> int:
         no_accounting = args.no_accounting or os.environ.get("SL_TESTBED_NO_ACCOUNTING", "") not in ("", "0")
         cmd_start(accounting=not no_accounting)
     elif args.command == "stop":
-        cmd_stop()
+        cmd_stop(args.daemons)
     elif args.command == "status":
         return cmd_status()
     elif args.command == "env":
