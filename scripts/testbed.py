@@ -13,6 +13,9 @@ Subcommands (see ``scripts/testbed.sh``):
 
     * ``slacct`` (info key ``acct``): accounting through slurmdbd, ``sacct`` works; SSH user ``sltest``.
     * ``slnoacct`` (info key ``noacct``): no accounting, ``sacct`` fails; SSH user ``sltest2``.
+    * info key ``chatty``: the cluster ``slnoacct`` again, as SSH user ``sltest3``, whose ``~/.bashrc``
+      prints a banner before Debian's "not interactive: return" line (so every remote command's output
+      starts with it) and whose ``~/.profile`` prints too; its own storage and working roots.
 
     sshd gives each user the right ``SLURM_CONF`` (``Match User`` + ``SetEnv``); jobs inherit it.
     ``--no-accounting`` (or ``SL_TESTBED_NO_ACCOUNTING=1`` in the environment, which the pytest fixture
@@ -93,6 +96,11 @@ CLUSTERS = {
     "acct": ("slacct", "sltest", True, 1000),
     "noacct": ("slnoacct", "sltest2", False, 500000),
 }
+# A third user, on the cluster without accounting, whose login scripts print (info key "chatty"): as on
+# many HPC sites, ~/.bashrc prints a banner BEFORE Debian's "not interactive: return" line, so the banner
+# lands in every remote command's output; ~/.profile prints too.
+CHATTY_KEY, CHATTY_CLUSTER, CHATTY_USER = "chatty", "noacct", "sltest3"
+CHATTY_BANNER = "Welcome to the cluster"
 
 RUN = STATE / "run"
 LOGS = STATE / "log"
@@ -327,12 +335,36 @@ def state_lock() -> Iterator[None]:
 # ------------------------------------------------------------------------------------------- users
 
 
+def login_users() -> dict[str, str]:
+    """Every SSH test user and the Slurm cluster its sessions see."""
+    users = {user: name for name, user, _, _ in CLUSTERS.values()}
+    users[CHATTY_USER] = CLUSTERS[CHATTY_CLUSTER][0]
+    return users
+
+
+def chatty_login_scripts() -> dict[str, str]:
+    """~/.bashrc and ~/.profile of the chatty user: Debian's, with a banner printed first."""
+    header = (
+        "# Written by scripts/testbed.py: a site banner printed before anything else, as on many HPC sites.\n"
+    )
+    scripts = {}
+    for name, banner in (
+        (".bashrc", f"{CHATTY_BANNER}\nQuota: 12% of /home used"),
+        (".profile", "Site profile"),
+    ):
+        skel = Path("/etc/skel") / name
+        rest = skel.read_text() if skel.exists() else "case $- in\n    *i*) ;;\n      *) return;;\nesac\n"
+        echo = "".join(f"echo {line!r}\n" for line in banner.splitlines())
+        scripts[name] = header + echo + rest
+    return scripts
+
+
 def ensure_users(password: str) -> None:
     try:
         grp.getgrnam(GROUP)
     except KeyError:
         run(["groupadd", GROUP])
-    for _, user, _, _ in CLUSTERS.values():
+    for user in login_users():
         try:
             pwd.getpwnam(user)
         except KeyError:
@@ -342,18 +374,22 @@ def ensure_users(password: str) -> None:
     # chpasswd only when needed (a fresh or locked account, or another password): a marker file records
     # a hash of the password and user names last set.
     marker = STATE / ".password-set"
-    wanted = hashlib.sha256((password + ",".join(sorted(u for _, u, _, _ in CLUSTERS.values()))).encode())
+    wanted = hashlib.sha256((password + ",".join(sorted(login_users()))).encode())
     locked = any(
         line.split(":")[1].startswith(("!", "*"))
         for line in shadow.splitlines()
-        if line.split(":")[0] in {u for _, u, _, _ in CLUSTERS.values()}
+        if line.split(":")[0] in login_users()
     )
     if locked or not marker.exists() or marker.read_text() != wanted.hexdigest():
-        lines = "".join(f"{user}:{password}\n" for _, user, _, _ in CLUSTERS.values())
+        lines = "".join(f"{user}:{password}\n" for user in login_users())
         run(["chpasswd"], input=lines)
         write_if_changed(marker, wanted.hexdigest(), 0o600)
     pub = (STATE / "client_key.pub").read_text()
-    for _, user, _, _ in CLUSTERS.values():
+    chatty = pwd.getpwnam(CHATTY_USER)
+    for name, text in chatty_login_scripts().items():
+        write_if_changed(Path(chatty.pw_dir) / name, text)
+        os.chown(Path(chatty.pw_dir) / name, chatty.pw_uid, chatty.pw_gid)
+    for user in login_users():
         pw = pwd.getpwnam(user)
         ssh = Path(pw.pw_dir) / ".ssh"
         ssh.mkdir(mode=0o700, exist_ok=True)
@@ -380,7 +416,7 @@ def sshd_config() -> str:
         "PasswordAuthentication yes",
         "KbdInteractiveAuthentication no",
         "PermitRootLogin no",
-        f"AllowUsers {' '.join(u for _, u, _, _ in CLUSTERS.values())}",
+        f"AllowUsers {' '.join(login_users())}",
         "AuthorizedKeysFile .ssh/authorized_keys",
         "PrintMotd no",
         "X11Forwarding no",
@@ -389,7 +425,7 @@ def sshd_config() -> str:
         "LogLevel INFO",
         "Subsystem sftp internal-sftp",
     ]
-    for name, user, _, _ in CLUSTERS.values():
+    for user, name in login_users().items():
         lines += [f"Match User {user}", f"    SetEnv SLURM_CONF={SLURM_DIR / name / 'slurm.conf'}"]
     return "\n".join(lines) + "\n"
 
@@ -599,7 +635,7 @@ def ensure_layout(password: str) -> dict[str, bool]:
         changed[name] = write_if_changed(d / "slurm.conf", slurm_conf(name, accounting, first_job_id))
     changed["slurmdbd"] = write_if_changed(SLURM_DIR / "slacct" / "slurmdbd.conf", slurmdbd_conf(), 0o600)
     ensure_users(password)
-    for key, (_, user, _, _) in CLUSTERS.items():
+    for key, user in [*((key, c[1]) for key, c in CLUSTERS.items()), (CHATTY_KEY, CHATTY_USER)]:
         root = mkdir(SERVER_ROOT / key, 0o755, user)
         for sub in ("storage", "working"):
             mkdir(root / sub, 0o755, user)
@@ -800,7 +836,12 @@ def cmd_start(accounting: bool) -> None:
             out = ssh_check(user)
             if clusters[key]["slurm_conf"] not in out or "main" not in out:
                 die(f"ssh as {user}: unexpected SLURM_CONF/sinfo output: {out!r}")
-        log("ssh: key login works for " + ", ".join(c["user"] for c in clusters.values()))
+        chatty = dict(clusters[CHATTY_CLUSTER], user=CHATTY_USER)
+        chatty |= {f"{sub}_root": str(SERVER_ROOT / CHATTY_KEY / sub) for sub in ("storage", "working")}
+        out = ssh_check(CHATTY_USER)
+        if not out.startswith(CHATTY_BANNER) or chatty["slurm_conf"] not in out:
+            die(f"ssh as {CHATTY_USER}: expected the banner, then SLURM_CONF and sinfo, got {out!r}")
+        log("ssh: key login works for " + ", ".join([*(c["user"] for c in clusters.values()), CHATTY_USER]))
         info = {
             "state_dir": str(STATE),
             "host": HOST,
@@ -815,6 +856,7 @@ def cmd_start(accounting: bool) -> None:
             "daemons": expected_daemons(accounting),
             "logs": str(LOGS),
             "clusters": clusters,
+            CHATTY_KEY: chatty,
         }
         write_if_changed(INFO, json.dumps(info, indent=2) + "\n", 0o600)
         log(f"ready: {INFO}")

@@ -9,7 +9,11 @@ Two clusters run on the one host (keys of ``Testbed.clusters``):
 * ``acct``: Slurm cluster ``slacct`` with accounting (``sacct`` works), SSH user ``sltest``.
 * ``noacct``: Slurm cluster ``slnoacct`` without accounting (``sacct`` fails), SSH user ``sltest2``.
 
-Both users log in with ``Testbed.key_file`` or ``Testbed.password``; sshd sets their ``SLURM_CONF``.
+A third user, ``sltest3``, uses ``slnoacct`` with its own roots: ``testbed.cluster("chatty")`` (also
+``make_profile("chatty")``, ``make_server("chatty")``). Its ``~/.bashrc`` prints a banner before Debian's
+"not interactive: return" line, so every remote command's output starts with it; ``~/.profile`` prints too.
+
+The users log in with ``Testbed.key_file`` or ``Testbed.password``; sshd sets their ``SLURM_CONF``.
 With ``SL_TESTBED_NO_ACCOUNTING=1`` only ``noacct`` runs and ``testbed.cluster("acct")`` skips the test.
 
 Outages and broken sessions, on this instance only: ``testbed.stop_daemons("slurmctld-slnoacct")`` and
@@ -68,6 +72,7 @@ class Testbed:
     password: str
     server_env: Path  # venv with sl_pipelines installed; job scripts `source <server_env>/bin/activate`
     clusters: Mapping[str, TestbedCluster]
+    chatty: TestbedCluster | None = None  # slnoacct as sltest3, whose ~/.bashrc and ~/.profile print
 
     def stop_daemons(self, *names: str) -> None:
         """Stops daemons of this testbed only (``slurmctld-slnoacct``, ``munged``, ``slurmdbd``, ``sshd``).
@@ -110,28 +115,23 @@ class Testbed:
         return found
 
     def cluster(self, name: str) -> TestbedCluster:
-        """The cluster by key ("acct", "noacct") or by Slurm cluster name ("slacct", "slnoacct")."""
+        """The cluster by key ("acct", "noacct") or by Slurm cluster name ("slacct", "slnoacct").
+
+        ``"chatty"`` is the cluster ``slnoacct`` as the user whose login scripts print a banner.
+        """
         for cluster in self.clusters.values():
             if name in (cluster.key, cluster.name):
                 return cluster
+        if name == "chatty" and self.chatty is not None:
+            return self.chatty
         pytest.skip(f"testbed cluster {name!r} is not running (started with --no-accounting?)")
 
     @classmethod
     def from_info(cls, info: dict[str, object]) -> Testbed:
         clusters_info = info["clusters"]
         assert isinstance(clusters_info, dict)
-        clusters = {
-            key: TestbedCluster(
-                key=key,
-                name=str(c["name"]),
-                user=str(c["user"]),
-                slurm_conf=Path(c["slurm_conf"]),
-                storage_root=Path(c["storage_root"]),
-                working_root=Path(c["working_root"]),
-                accounting=bool(c["accounting"]),
-            )
-            for key, c in clusters_info.items()
-        }
+        clusters = {key: _cluster_from_info(key, c) for key, c in clusters_info.items()}
+        chatty = info.get("chatty")
         return cls(
             state_dir=Path(str(info["state_dir"])),
             host=str(info["host"]),
@@ -142,7 +142,20 @@ class Testbed:
             password=str(info["password"]),
             server_env=Path(str(info["server_env"])),
             clusters=MappingProxyType(clusters),
+            chatty=_cluster_from_info("chatty", chatty) if isinstance(chatty, dict) else None,
         )
+
+
+def _cluster_from_info(key: str, c: dict[str, object]) -> TestbedCluster:
+    return TestbedCluster(
+        key=key,
+        name=str(c["name"]),
+        user=str(c["user"]),
+        slurm_conf=Path(str(c["slurm_conf"])),
+        storage_root=Path(str(c["storage_root"])),
+        working_root=Path(str(c["working_root"])),
+        accounting=bool(c["accounting"]),
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

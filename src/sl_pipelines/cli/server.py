@@ -28,6 +28,7 @@ from sl_pipelines.adapters import profiles
 from sl_pipelines.adapters.profiles import AccountingChoice, ServerProfile
 from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.core.job import Environment, EnvironmentKind
+from sl_pipelines.core.slurm import MARKER, split_sections
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError
 
 if TYPE_CHECKING:
@@ -246,14 +247,16 @@ def _server_checks(server: Server) -> list[CheckRow]:
 
 
 def _command_row(server: Server, what: str, command: str, expect: str = "") -> CheckRow:
+    """Runs one check; only what the command printed between marker lines counts (not a login banner)."""
+    framed = f"echo '{MARKER} begin check'; {command}; echo \"{MARKER} end $?\""
     try:
-        result = server.run(command, timeout=30)
+        result = server.run(framed, timeout=30)
     except SlPipelinesError as exc:
         return CheckRow(what, False, str(exc))
-    ok = result.ok and expect in result.stdout
-    detail = " ".join(
-        (result.stdout if ok else result.stderr or result.stdout or "missing or not writable").split()
-    )
+    section = next((s for s in split_sections(result.stdout) if s.name == "check"), None)
+    output = "\n".join(section.lines) if section is not None else ""
+    ok = section is not None and section.ok and expect in output
+    detail = " ".join((output if ok else result.stderr or output or "missing or not writable").split())
     return CheckRow(what, ok, detail[:200])
 
 
