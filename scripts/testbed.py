@@ -13,14 +13,21 @@ Subcommands (see ``scripts/testbed.sh``):
 
     * ``slacct`` (info key ``acct``): accounting through slurmdbd, ``sacct`` works; SSH user ``sltest``.
     * ``slnoacct`` (info key ``noacct``): no accounting, ``sacct`` fails; SSH user ``sltest2``.
+    * info key ``chatty``: the cluster ``slnoacct`` again, as SSH user ``sltest3``, whose ``~/.bashrc``
+      prints a banner before Debian's "not interactive: return" line (so every remote command's output
+      starts with it) and whose ``~/.profile`` prints too; its own storage and working roots.
 
     sshd gives each user the right ``SLURM_CONF`` (``Match User`` + ``SetEnv``); jobs inherit it.
     ``--no-accounting`` (or ``SL_TESTBED_NO_ACCOUNTING=1`` in the environment, which the pytest fixture
     passes on) skips MariaDB, slurmdbd and the ``slacct`` cluster: the info file then lists only ``noacct``
     and tests that need ``acct`` are skipped. It does not stop those daemons if they already run.
-    Returns once both clusters report their node idle and both users can run ``sinfo`` over SSH.
-``stop``
-    Ends only the daemons whose pid files this script wrote, and waits for them to exit.
+    Returns once both clusters report their node up (idle, or busy with jobs: ``start`` also brings back
+    a daemon that was stopped while jobs run, without touching those that run) and both users can run
+    ``sinfo`` over SSH.
+``stop [DAEMON ...]``
+    Ends only the daemons whose pid files this script wrote (only the named ones when given: ``sshd``,
+    ``munged``, ``mariadbd``, ``slurmdbd``, ``slurmctld-CLUSTER``, ``slurmd-CLUSTER``), and waits for them
+    to exit. ``stop slurmctld-slnoacct`` then ``start`` is an outage of one controller: running jobs go on.
 ``status``
     One line per daemon; exit code 0 when every daemon of the last ``start`` runs.
 ``env``
@@ -89,6 +96,11 @@ CLUSTERS = {
     "acct": ("slacct", "sltest", True, 1000),
     "noacct": ("slnoacct", "sltest2", False, 500000),
 }
+# A third user, on the cluster without accounting, whose login scripts print (info key "chatty"): as on
+# many HPC sites, ~/.bashrc prints a banner BEFORE Debian's "not interactive: return" line, so the banner
+# lands in every remote command's output; ~/.profile prints too.
+CHATTY_KEY, CHATTY_CLUSTER, CHATTY_USER = "chatty", "noacct", "sltest3"
+CHATTY_BANNER = "Welcome to the cluster"
 
 RUN = STATE / "run"
 LOGS = STATE / "log"
@@ -323,12 +335,36 @@ def state_lock() -> Iterator[None]:
 # ------------------------------------------------------------------------------------------- users
 
 
+def login_users() -> dict[str, str]:
+    """Every SSH test user and the Slurm cluster its sessions see."""
+    users = {user: name for name, user, _, _ in CLUSTERS.values()}
+    users[CHATTY_USER] = CLUSTERS[CHATTY_CLUSTER][0]
+    return users
+
+
+def chatty_login_scripts() -> dict[str, str]:
+    """~/.bashrc and ~/.profile of the chatty user: Debian's, with a banner printed first."""
+    header = (
+        "# Written by scripts/testbed.py: a site banner printed before anything else, as on many HPC sites.\n"
+    )
+    scripts = {}
+    for name, banner in (
+        (".bashrc", f"{CHATTY_BANNER}\nQuota: 12% of /home used"),
+        (".profile", "Site profile"),
+    ):
+        skel = Path("/etc/skel") / name
+        rest = skel.read_text() if skel.exists() else "case $- in\n    *i*) ;;\n      *) return;;\nesac\n"
+        echo = "".join(f"echo {line!r}\n" for line in banner.splitlines())
+        scripts[name] = header + echo + rest
+    return scripts
+
+
 def ensure_users(password: str) -> None:
     try:
         grp.getgrnam(GROUP)
     except KeyError:
         run(["groupadd", GROUP])
-    for _, user, _, _ in CLUSTERS.values():
+    for user in login_users():
         try:
             pwd.getpwnam(user)
         except KeyError:
@@ -338,18 +374,22 @@ def ensure_users(password: str) -> None:
     # chpasswd only when needed (a fresh or locked account, or another password): a marker file records
     # a hash of the password and user names last set.
     marker = STATE / ".password-set"
-    wanted = hashlib.sha256((password + ",".join(sorted(u for _, u, _, _ in CLUSTERS.values()))).encode())
+    wanted = hashlib.sha256((password + ",".join(sorted(login_users()))).encode())
     locked = any(
         line.split(":")[1].startswith(("!", "*"))
         for line in shadow.splitlines()
-        if line.split(":")[0] in {u for _, u, _, _ in CLUSTERS.values()}
+        if line.split(":")[0] in login_users()
     )
     if locked or not marker.exists() or marker.read_text() != wanted.hexdigest():
-        lines = "".join(f"{user}:{password}\n" for _, user, _, _ in CLUSTERS.values())
+        lines = "".join(f"{user}:{password}\n" for user in login_users())
         run(["chpasswd"], input=lines)
         write_if_changed(marker, wanted.hexdigest(), 0o600)
     pub = (STATE / "client_key.pub").read_text()
-    for _, user, _, _ in CLUSTERS.values():
+    chatty = pwd.getpwnam(CHATTY_USER)
+    for name, text in chatty_login_scripts().items():
+        write_if_changed(Path(chatty.pw_dir) / name, text)
+        os.chown(Path(chatty.pw_dir) / name, chatty.pw_uid, chatty.pw_gid)
+    for user in login_users():
         pw = pwd.getpwnam(user)
         ssh = Path(pw.pw_dir) / ".ssh"
         ssh.mkdir(mode=0o700, exist_ok=True)
@@ -376,7 +416,7 @@ def sshd_config() -> str:
         "PasswordAuthentication yes",
         "KbdInteractiveAuthentication no",
         "PermitRootLogin no",
-        f"AllowUsers {' '.join(u for _, u, _, _ in CLUSTERS.values())}",
+        f"AllowUsers {' '.join(login_users())}",
         "AuthorizedKeysFile .ssh/authorized_keys",
         "PrintMotd no",
         "X11Forwarding no",
@@ -385,7 +425,7 @@ def sshd_config() -> str:
         "LogLevel INFO",
         "Subsystem sftp internal-sftp",
     ]
-    for name, user, _, _ in CLUSTERS.values():
+    for user, name in login_users().items():
         lines += [f"Match User {user}", f"    SetEnv SLURM_CONF={SLURM_DIR / name / 'slurm.conf'}"]
     return "\n".join(lines) + "\n"
 
@@ -595,7 +635,7 @@ def ensure_layout(password: str) -> dict[str, bool]:
         changed[name] = write_if_changed(d / "slurm.conf", slurm_conf(name, accounting, first_job_id))
     changed["slurmdbd"] = write_if_changed(SLURM_DIR / "slacct" / "slurmdbd.conf", slurmdbd_conf(), 0o600)
     ensure_users(password)
-    for key, (_, user, _, _) in CLUSTERS.items():
+    for key, user in [*((key, c[1]) for key, c in CLUSTERS.items()), (CHATTY_KEY, CHATTY_USER)]:
         root = mkdir(SERVER_ROOT / key, 0o755, user)
         for sub in ("storage", "working"):
             mkdir(root / sub, 0o755, user)
@@ -610,16 +650,30 @@ def slurm_env(name: str) -> dict[str, str]:
     return dict(base_env(), SLURM_CONF=str(SLURM_DIR / name / "slurm.conf"))
 
 
-def node_idle(name: str) -> bool:
-    result = subprocess.run(
-        ["sinfo", "-h", "-N", "-o", "%N %t"],
-        env=slurm_env(name),
-        capture_output=True,
-        text=True,
-        timeout=15,
-        check=False,
+RESPONSIVE_NODE_STATES = ("idle", "mix", "alloc", "comp")
+"""sinfo's short node states of a node that takes or runs jobs (a trailing ``*`` means not responding)."""
+
+
+def node_responsive(name: str) -> bool:
+    """True when the cluster's controller answers and its node is up: idle, or busy with jobs."""
+    try:
+        result = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%N %t"],
+            env=slurm_env(name),
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    words = result.stdout.split()
+    return (
+        result.returncode == 0
+        and len(words) == 2
+        and words[0] == f"{name}-n1"
+        and (words[1] in RESPONSIVE_NODE_STATES)
     )
-    return result.returncode == 0 and result.stdout.split() == [f"{name}-n1", "idle"]
 
 
 def sacct_works() -> bool:
@@ -738,24 +792,31 @@ def cmd_start(accounting: bool) -> None:
             if cluster_accounting and not accounting:
                 continue
             conf = str(SLURM_DIR / name / "slurm.conf")
-            restarted = start_daemon(
+            start_daemon(
                 f"slurmctld-{name}",
                 ["/usr/sbin/slurmctld", "-D", "-f", conf],
                 changed[name],
                 env=slurm_env(name),
             )
+            # A slurmd that runs keeps running when only its controller came back: it re-registers by
+            # itself, and restarting it while jobs run would be a fault of its own.
             start_daemon(
                 f"slurmd-{name}",
                 ["/usr/sbin/slurmd", "-D", "-N", f"{name}-n1", "-f", conf],
-                changed[name] or restarted,
+                changed[name],
                 env=slurm_env(name),
             )
         wait_for(f"sshd on port {SSH_PORT}", lambda: port_open(SSH_PORT), 20, "sshd")
         for name, _, cluster_accounting, _ in CLUSTERS.values():
             if cluster_accounting and not accounting:
                 continue
-            wait_for(f"{name}: node idle in sinfo", lambda name=name: node_idle(name), 90, f"slurmd-{name}")
-            log(f"{name}: node {name}-n1 idle")
+            wait_for(
+                f"{name}: node up in sinfo ({'/'.join(RESPONSIVE_NODE_STATES)})",
+                lambda name=name: node_responsive(name),
+                90,
+                f"slurmd-{name}",
+            )
+            log(f"{name}: node {name}-n1 up")
         if accounting:
             wait_for("sacct on slacct", sacct_works, 60, "slurmdbd")
             log("slacct: sacct answers")
@@ -775,7 +836,12 @@ def cmd_start(accounting: bool) -> None:
             out = ssh_check(user)
             if clusters[key]["slurm_conf"] not in out or "main" not in out:
                 die(f"ssh as {user}: unexpected SLURM_CONF/sinfo output: {out!r}")
-        log("ssh: key login works for " + ", ".join(c["user"] for c in clusters.values()))
+        chatty = dict(clusters[CHATTY_CLUSTER], user=CHATTY_USER)
+        chatty |= {f"{sub}_root": str(SERVER_ROOT / CHATTY_KEY / sub) for sub in ("storage", "working")}
+        out = ssh_check(CHATTY_USER)
+        if not out.startswith(CHATTY_BANNER) or chatty["slurm_conf"] not in out:
+            die(f"ssh as {CHATTY_USER}: expected the banner, then SLURM_CONF and sinfo, got {out!r}")
+        log("ssh: key login works for " + ", ".join([*(c["user"] for c in clusters.values()), CHATTY_USER]))
         info = {
             "state_dir": str(STATE),
             "host": HOST,
@@ -790,6 +856,7 @@ def cmd_start(accounting: bool) -> None:
             "daemons": expected_daemons(accounting),
             "logs": str(LOGS),
             "clusters": clusters,
+            CHATTY_KEY: chatty,
         }
         write_if_changed(INFO, json.dumps(info, indent=2) + "\n", 0o600)
         log(f"ready: {INFO}")
@@ -805,9 +872,15 @@ def load_info() -> dict[str, object] | None:
         return None
 
 
-def cmd_stop() -> None:
+def cmd_stop(names: list[str]) -> None:
+    """Stops the named daemons (default: all), last started first; jobs of a running slurmd survive."""
+    unknown = sorted(set(names) - set(ALL_DAEMONS))
+    if unknown:
+        die(f"no daemon named {', '.join(unknown)}; the daemons are {', '.join(ALL_DAEMONS)}")
     with state_lock():
         for name in reversed(ALL_DAEMONS):
+            if names and name not in names:
+                continue
             if terminate(name):
                 log(f"{name}: stopped")
             else:
@@ -851,7 +924,8 @@ def main() -> int:
         action="store_true",
         help="skip MariaDB, slurmdbd and the accounting cluster 'slacct'",
     )
-    sub.add_parser("stop", help="stop the daemons this script started")
+    stop = sub.add_parser("stop", help="stop the daemons this script started (or only the named ones)")
+    stop.add_argument("daemons", nargs="*", metavar="DAEMON", help="one of: " + ", ".join(ALL_DAEMONS))
     sub.add_parser("status", help="show which daemons run; exit 0 when all run")
     sub.add_parser("env", help="print the info file path and content")
     args = parser.parse_args()
@@ -863,7 +937,7 @@ def main() -> int:
         no_accounting = args.no_accounting or os.environ.get("SL_TESTBED_NO_ACCOUNTING", "") not in ("", "0")
         cmd_start(accounting=not no_accounting)
     elif args.command == "stop":
-        cmd_stop()
+        cmd_stop(args.daemons)
     elif args.command == "status":
         return cmd_status()
     elif args.command == "env":

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Real SSH + Slurm testbed on 127.0.0.1 for the integration tests (run as root on Debian 12).
 #   scripts/testbed.sh install                  install the missing Debian packages
-#   scripts/testbed.sh start [--no-accounting]  idempotent start (installs first when needed)
-#   scripts/testbed.sh stop                     stop the daemons it started (by pid file)
+#   scripts/testbed.sh start [--no-accounting]  idempotent start (installs first when needed); brings back
+#                                               stopped daemons, also while jobs run
+#   scripts/testbed.sh stop [DAEMON ...]        stop the daemons it started (by pid file), or only these
+#                                               (e.g. slurmctld-slnoacct, munged, slurmdbd)
 #   scripts/testbed.sh status                   one line per daemon; exit 0 when all run
 #   scripts/testbed.sh env                      print the info file path and its JSON
 # SL_TESTBED_NO_ACCOUNTING=1 is the same as start --no-accounting (only the cluster without sacct).

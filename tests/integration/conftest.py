@@ -9,8 +9,16 @@ Two clusters run on the one host (keys of ``Testbed.clusters``):
 * ``acct``: Slurm cluster ``slacct`` with accounting (``sacct`` works), SSH user ``sltest``.
 * ``noacct``: Slurm cluster ``slnoacct`` without accounting (``sacct`` fails), SSH user ``sltest2``.
 
-Both users log in with ``Testbed.key_file`` or ``Testbed.password``; sshd sets their ``SLURM_CONF``.
+A third user, ``sltest3``, uses ``slnoacct`` with its own roots: ``testbed.cluster("chatty")`` (also
+``make_profile("chatty")``, ``make_server("chatty")``). Its ``~/.bashrc`` prints a banner before Debian's
+"not interactive: return" line, so every remote command's output starts with it; ``~/.profile`` prints too.
+
+The users log in with ``Testbed.key_file`` or ``Testbed.password``; sshd sets their ``SLURM_CONF``.
 With ``SL_TESTBED_NO_ACCOUNTING=1`` only ``noacct`` runs and ``testbed.cluster("acct")`` skips the test.
+
+Outages and broken sessions, on this instance only: ``testbed.stop_daemons("slurmctld-slnoacct")`` and
+``testbed.start_daemons()`` (which works while jobs run), or ``with testbed.outage("munged"): ...``;
+``testbed.sshd_session_pids()`` lists the per-connection sshd processes to SIGKILL or SIGSTOP.
 
 Import the helpers with ``from conftest import Testbed, TestbedCluster, ssh_run`` (this folder has no
 ``__init__.py``), or use the ``run_over_ssh`` fixture.
@@ -18,11 +26,12 @@ Import the helpers with ``from conftest import Testbed, TestbedCluster, ssh_run`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -63,30 +72,66 @@ class Testbed:
     password: str
     server_env: Path  # venv with sl_pipelines installed; job scripts `source <server_env>/bin/activate`
     clusters: Mapping[str, TestbedCluster]
+    chatty: TestbedCluster | None = None  # slnoacct as sltest3, whose ~/.bashrc and ~/.profile print
+
+    def stop_daemons(self, *names: str) -> None:
+        """Stops daemons of this testbed only (``slurmctld-slnoacct``, ``munged``, ``slurmdbd``, ``sshd``).
+
+        Jobs keep running: slurmstepd does not depend on slurmctld, munged or slurmdbd.
+        """
+        assert names, "name the daemons to stop"
+        _testbed_command("stop", *names)
+
+    def start_daemons(self) -> None:
+        """Brings back every stopped daemon, also while jobs run, and waits until the clusters answer."""
+        _testbed_command("start")
+
+    @contextlib.contextmanager
+    def outage(self, *names: str) -> Iterator[None]:
+        """``with testbed.outage("slurmctld-slacct"):`` the daemons are down in the block, back after it."""
+        self.stop_daemons(*names)
+        try:
+            yield
+        finally:
+            self.start_daemons()
+
+    def sshd_session_pids(self) -> list[int]:
+        """The per-connection sshd processes of THIS testbed's sshd (children of its listener, and theirs).
+
+        Signal them to break (SIGKILL) or stall (SIGSTOP, then SIGCONT) the open SSH sessions; new
+        connections still work because the listener is left alone.
+        """
+        listener = int((self.state_dir / "run" / "sshd.pid").read_text().split()[0])
+        found: list[int] = []
+        parents = [listener]
+        while parents:
+            parent = parents.pop()
+            children_file = Path(f"/proc/{parent}/task/{parent}/children")
+            children = (
+                [int(pid) for pid in children_file.read_text().split()] if children_file.exists() else []
+            )
+            found += children
+            parents += children
+        return found
 
     def cluster(self, name: str) -> TestbedCluster:
-        """The cluster by key ("acct", "noacct") or by Slurm cluster name ("slacct", "slnoacct")."""
+        """The cluster by key ("acct", "noacct") or by Slurm cluster name ("slacct", "slnoacct").
+
+        ``"chatty"`` is the cluster ``slnoacct`` as the user whose login scripts print a banner.
+        """
         for cluster in self.clusters.values():
             if name in (cluster.key, cluster.name):
                 return cluster
+        if name == "chatty" and self.chatty is not None:
+            return self.chatty
         pytest.skip(f"testbed cluster {name!r} is not running (started with --no-accounting?)")
 
     @classmethod
     def from_info(cls, info: dict[str, object]) -> Testbed:
         clusters_info = info["clusters"]
         assert isinstance(clusters_info, dict)
-        clusters = {
-            key: TestbedCluster(
-                key=key,
-                name=str(c["name"]),
-                user=str(c["user"]),
-                slurm_conf=Path(c["slurm_conf"]),
-                storage_root=Path(c["storage_root"]),
-                working_root=Path(c["working_root"]),
-                accounting=bool(c["accounting"]),
-            )
-            for key, c in clusters_info.items()
-        }
+        clusters = {key: _cluster_from_info(key, c) for key, c in clusters_info.items()}
+        chatty = info.get("chatty")
         return cls(
             state_dir=Path(str(info["state_dir"])),
             host=str(info["host"]),
@@ -97,7 +142,20 @@ class Testbed:
             password=str(info["password"]),
             server_env=Path(str(info["server_env"])),
             clusters=MappingProxyType(clusters),
+            chatty=_cluster_from_info("chatty", chatty) if isinstance(chatty, dict) else None,
         )
+
+
+def _cluster_from_info(key: str, c: dict[str, object]) -> TestbedCluster:
+    return TestbedCluster(
+        key=key,
+        name=str(c["name"]),
+        user=str(c["user"]),
+        slurm_conf=Path(str(c["slurm_conf"])),
+        storage_root=Path(str(c["storage_root"])),
+        working_root=Path(str(c["working_root"])),
+        accounting=bool(c["accounting"]),
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -107,17 +165,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
-def _start_testbed() -> Testbed:
-    if os.geteuid() != 0:
-        pytest.skip("the SSH + Slurm testbed needs root (scripts/testbed.sh start)")
+def _testbed_command(*arguments: str) -> None:
+    """Runs ``scripts/testbed.sh`` on the instance that SL_TESTBED_* names; its failure fails the test."""
     result = subprocess.run(
-        ["bash", str(TESTBED_SCRIPT), "start"], capture_output=True, text=True, timeout=900, check=False
+        ["bash", str(TESTBED_SCRIPT), *arguments], capture_output=True, text=True, timeout=900, check=False
     )
     if result.returncode != 0:
         pytest.fail(
-            f"scripts/testbed.sh start failed ({result.returncode}):\n{result.stdout}\n{result.stderr}",
+            f"scripts/testbed.sh {' '.join(arguments)} failed ({result.returncode}):\n{result.stdout}\n"
+            f"{result.stderr}",
             pytrace=False,
         )
+
+
+def _start_testbed() -> Testbed:
+    if os.geteuid() != 0:
+        pytest.skip("the SSH + Slurm testbed needs root (scripts/testbed.sh start)")
+    _testbed_command("start")
     info_path = Path(os.environ.get("SL_TESTBED_DIR", "/var/tmp/sl-testbed")) / "testbed.json"
     return Testbed.from_info(json.loads(info_path.read_text()))
 
@@ -165,8 +229,6 @@ def run_over_ssh(testbed: Testbed) -> Callable[..., subprocess.CompletedProcess[
 # Profiles are saved under a per-test SL_PIPELINES_CONFIG_DIR, never in the user's real config folder.
 # ==================================================================================================
 
-import contextlib  # noqa: E402 - this section is appended after the testbed fixtures
-from collections.abc import Iterator  # noqa: E402
 from pathlib import PurePosixPath  # noqa: E402
 
 from sl_pipelines.adapters.profiles import AccountingChoice, ServerProfile  # noqa: E402

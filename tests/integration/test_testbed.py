@@ -175,3 +175,35 @@ def test_sshd_and_slurm_listen_on_loopback_only(testbed: Testbed) -> None:
     loopback = "0100007F"  # 127.0.0.1
     for port in ports:
         assert listening.get(port) == {loopback}, f"port {port}: {listening.get(port)}"
+
+
+@pytest.mark.slow
+def test_a_stopped_controller_comes_back_while_its_job_runs(testbed: Testbed) -> None:
+    c = testbed.cluster("noacct")
+    job_id = ssh_run(
+        testbed, c, "sbatch --parsable -J outage -o /dev/null --wrap 'sleep 12'", check=True
+    ).stdout.strip()
+    deadline = time.monotonic() + 30
+    while "RUNNING" not in ssh_run(testbed, c, f"squeue -h -j {job_id} -o %T", check=True).stdout:
+        assert time.monotonic() < deadline, "the job did not start"
+        time.sleep(0.3)
+    with testbed.outage("slurmctld-slnoacct"):
+        down = ssh_run(testbed, c, "scontrol ping")
+        assert "DOWN" in down.stdout, down.stdout + down.stderr
+        started = time.monotonic()
+    assert time.monotonic() - started < 30, "start waited for the node to be idle"
+    assert "UP" in ssh_run(testbed, c, "scontrol ping", check=True).stdout
+    assert _wait_for_job(testbed, "noacct", job_id) == "COMPLETED"
+
+
+def test_stop_refuses_an_unknown_daemon(testbed: Testbed) -> None:
+    script = Path(__file__).resolve().parents[2] / "scripts" / "testbed.sh"
+    result = subprocess.run(
+        ["bash", str(script), "stop", "slurmctld-nosuch"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "no daemon named slurmctld-nosuch" in result.stderr

@@ -34,6 +34,7 @@ from sl_pipelines.core.seams import (
 from sl_pipelines.core.states import JobState, JobStatus
 
 KILL_GRACE_SECONDS = 10.0
+_GONE = "its process is gone: killed, or this computer restarted"
 _WRAPPER = 'bash "$0" >"$1" 2>"$2"; echo $? >"$3"'
 # Starts the wrapper detached in its own session (like a Slurm job, it outlives the manager) and
 # prints its pid, which is also its process group id.
@@ -57,6 +58,10 @@ class _Record:
     exit_code: int | None = None
     reason: str = ""
     signalled: float | None = None
+    # Who the pid is: the kernel's boot id and the process's start time (clock ticks after boot, field
+    # 22 of /proc/PID/stat). Records survive reboots and pids are reused: a pid without both is not the job.
+    boot_id: str | None = None
+    start_ticks: int | None = None
 
 
 class LocalBackend:
@@ -239,6 +244,8 @@ class LocalBackend:
         folder = Path(record.script).parent
         launched = subprocess.run(argv, env=env, cwd=folder, capture_output=True, text=True, check=True)
         record.state, record.pid, record.started = JobState.RUNNING.value, int(launched.stdout), time.time()
+        found = _process_stat(record.pid)
+        record.boot_id, record.start_ticks = _boot_id(), found[1] if found else None
         self._save(record)
 
     def _check(self, record: _Record) -> None:
@@ -251,20 +258,20 @@ class LocalBackend:
             record.ended = time.time()
             self._save(record)
             return
-        if not _alive(record.pid):
-            record.state, record.reason, record.ended = JobState.FAILED.value, "killed", time.time()
+        if not _alive(record):
+            record.state, record.reason, record.ended = JobState.FAILED.value, _GONE, time.time()
             self._save(record)
             return
         if record.started is not None and time.time() - record.started > record.time_limit_s:
             self._stop(record, JobState.TIMEOUT, "TimeLimit")
 
     def _stop(self, record: _Record, state: JobState, reason: str) -> None:
-        if record.pid is not None and _alive(record.pid):
-            _signal_group(record.pid, signal.SIGTERM)
+        if _alive(record):
+            _signal_group(record, signal.SIGTERM)
             deadline = time.time() + KILL_GRACE_SECONDS
-            while _alive(record.pid) and time.time() < deadline:
+            while _alive(record) and time.time() < deadline:
                 time.sleep(0.05)
-            _signal_group(record.pid, signal.SIGKILL)
+            _signal_group(record, signal.SIGKILL)
         record.state, record.reason, record.ended = state.value, reason, time.time()
         self._save(record)
 
@@ -291,19 +298,45 @@ def _current_environment() -> Environment:
     return Environment()
 
 
-def _alive(pid: int | None) -> bool:
-    """True while the process exists and is not a zombie (PID 1 may reap it late)."""
-    if pid is None:
-        return False
+def _boot_id() -> str:
+    """This boot's id: it changes at every restart of the machine."""
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def _process_stat(pid: int) -> tuple[str, int] | None:
+    """The state letter and the start time (clock ticks after boot) of a process, or None without one."""
     try:
         with Path(f"/proc/{pid}/stat").open() as stream:
-            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
+            fields = stream.read().rsplit(")", 1)[1].split()  # the name in parentheses may hold spaces
+        return fields[0], int(fields[19])  # fields 3 and 22 of proc(5)
+    except (FileNotFoundError, IndexError, ValueError):
+        return None
+
+
+def _alive(record: _Record) -> bool:
+    """True while the job's own process runs: same boot, same pid and start time, not a zombie.
+
+    PID 1 may reap a dead process late (it stays a zombie); a pid reused by another process, or a
+    record from before a restart, is not the job's process.
+    """
+    if record.pid is None or record.start_ticks is None or record.boot_id != _boot_id():
         return False
+    found = _process_stat(record.pid)
+    return found is not None and found[0] not in ("Z", "X") and found[1] == record.start_ticks
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
+def _signal_group(record: _Record, sig: signal.Signals) -> None:
+    """Signals the job's process group, never a group that may be another's.
+
+    The group is the job's while its leader is the recorded process (a zombie too), or once the leader
+    is gone on the same boot: the kernel does not reuse a pid while a group of that number has members.
+    """
+    if record.pid is None or record.start_ticks is None or record.boot_id != _boot_id():
+        return
+    found = _process_stat(record.pid)
+    if found is not None and found[1] != record.start_ticks:
+        return
     try:
-        os.killpg(pid, sig)
+        os.killpg(record.pid, sig)
     except ProcessLookupError:
         return

@@ -31,13 +31,18 @@ from sl_pipelines.core.seams import (
     TrackerOperation,
     TrackerOutcome,
 )
-from sl_pipelines.core.slurm import AccountingMode
+from sl_pipelines.core.slurm import AccountingMode, split_sections
 from sl_pipelines.core.states import JobStatus
 from sl_pipelines.core.wire import MARKER, decode_outcomes, encode_operations
 from sl_pipelines.errors import HostUnreachableError, RemoteCommandError, SchedulerError, SubmissionError
 
 _log = logging.getLogger("sl_pipelines")
 _SCANCEL_HARMLESS = ("already completing or completed", "Invalid job id specified")
+_ACCOUNTING_PROBE = (
+    f"echo '{MARKER} begin accounting'; "
+    "if sacct -n -X -S now >/dev/null 2>&1; then echo sacct; else echo scontrol; fi; "
+    f"echo '{MARKER} end 0'"
+)
 
 
 def settings_from_profile(profile: ServerProfile) -> SSHSettings:
@@ -116,10 +121,26 @@ class Server:
 
     @property
     def accounting_mode(self) -> AccountingMode:
-        """Where finished jobs are looked up (detected on first use unless the profile forces it)."""
+        """Where finished jobs are looked up (detected on first use unless the profile forces it).
+
+        The answer is framed by marker lines: a login shell may print a banner before it.
+
+        Raises:
+            SchedulerError: the detection printed no answer (the shell or the server misbehaves).
+        """
         if self._accounting is None:
-            probe = self.run("sacct -n -X -S now >/dev/null 2>&1 && echo sacct || echo scontrol")
-            self._accounting = AccountingMode(probe.stdout.strip() or "scontrol")
+            result = self.run(_ACCOUNTING_PROBE)
+            sections = split_sections(result.stdout)
+            answer = [line.strip() for s in sections if s.name == "accounting" for line in s.lines]
+            if answer not in ([AccountingMode.SACCT.value], [AccountingMode.SCONTROL.value]):
+                said = " ".join((result.stdout + result.stderr).split())[-200:] or "nothing"
+                raise SchedulerError(
+                    f"Could not tell whether {self.name} has Slurm accounting (the check printed: {said}); "
+                    "set the profile's accounting to sacct or scontrol.",
+                    command=_ACCOUNTING_PROBE,
+                    output=result.stdout + result.stderr,
+                )
+            self._accounting = AccountingMode(answer[0])
             _log.info("Server %s: finished jobs are looked up with %s", self.name, self._accounting.value)
         return self._accounting
 

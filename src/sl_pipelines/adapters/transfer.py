@@ -23,12 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 import xxhash
 
+from sl_pipelines.core.slurm import split_sections
+from sl_pipelines.core.wire import MARKER
 from sl_pipelines.errors import TransferError
 
 if TYPE_CHECKING:
     from sl_pipelines.adapters.ssh import SSHTransport
 
 SMALL_FILE_BYTES = 1024 * 1024
+_TAR_START = f"{MARKER} tar"
+"""Printed before a tar stream that comes back, so that a login banner before it can be skipped."""
 """Files below this size go in the tar stream; bigger ones over SFTP."""
 
 _LIST_SCRIPT = r"""
@@ -154,9 +158,12 @@ def get_tree(
         (local / name).mkdir(parents=True, exist_ok=True)
     small = [name for name, entry in tree.files.items() if entry.size < SMALL_FILE_BYTES]
     if small:
-        stream = transport.open_stream(f"tar -c -C {shlex.quote(str(remote))} --null -T - -f -")
+        stream = transport.open_stream(
+            f"echo '{_TAR_START}'; tar -c -C {shlex.quote(str(remote))} --null -T - -f -"
+        )
         stream.write(b"".join(os.fsencode(name) + b"\0" for name in small))
         stream.close_input()
+        stream.skip_through(f"{_TAR_START}\n".encode())  # a login banner may come first
         with tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 20) as archive:  # type: ignore[call-overload]
             archive.extractall(local, filter="data")
         _check_stream(transport, stream.finish(), remote)
@@ -181,13 +188,24 @@ def _check_stream(transport: SSHTransport, result: Any, remote: PurePosixPath) -
 
 
 def _scan_remote(transport: SSHTransport, remote: PurePosixPath, *, with_digest: bool) -> _Tree:
+    """Lists the remote tree in one command; only its framed output counts (a login banner may come first)."""
+    python = transport.settings.remote_python
     command = (
-        f"{transport.settings.remote_python} -c {shlex.quote(_LIST_SCRIPT)} {shlex.quote(str(remote))} "
-        f"{1 if with_digest else 0}"
+        f"echo '{MARKER} begin listing'; {python} -c {shlex.quote(_LIST_SCRIPT)} {shlex.quote(str(remote))} "
+        f'{1 if with_digest else 0}; echo "{MARKER} end $?"'
     )
-    result = transport.run_checked(command)
+    result = transport.run(command)
+    section = next((s for s in split_sections(result.stdout) if s.name == "listing"), None)
+    if section is None or not section.ok:
+        status = section.status if section is not None else "no answer"
+        raise TransferError(
+            f"Listing {remote} on {transport.host} failed (exit {status}: "
+            f"{' '.join(result.stderr.split()) or 'no message'}); check that {python} runs there.",
+            host=transport.host,
+            path=remote,
+        )
     try:
-        data = json.loads(result.stdout)
+        data = json.loads("\n".join(section.lines))
     except json.JSONDecodeError as exc:
         raise TransferError(
             f"The listing of {remote} on {transport.host} was not readable ({exc}); check that "

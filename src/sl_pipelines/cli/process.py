@@ -15,6 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from sl_pipelines.cli.backends import close_backend, open_backend
+from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.cli.render import failure_details, pipeline_json, pipelines_table, progress_caption
 from sl_pipelines.core.definition import ParameterValue
 from sl_pipelines.core.seams import Backend
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sl-process``."""
     args = build_parser().parse_args(argv)
-    console = Console(stderr=True, soft_wrap=True)  # a message is one line in logs, never cut at 80 columns
+    console = make_console(stderr=True)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         kind = ProcessingPipelines.from_name(args.pipeline)
@@ -220,7 +221,7 @@ def _summarize(args: argparse.Namespace, pipelines: Sequence[ProcessingPipeline]
     if args.json:
         print(json.dumps([pipeline_json(p) for p in pipelines], indent=2))  # noqa: T201 - the command's output
     else:
-        Console().print(pipelines_table(pipelines, title="Summary"))
+        make_console().print(pipelines_table(pipelines, title="Summary"))
         for p in pipelines:
             if p.failure is not None:
                 console.print(failure_details(p), markup=False, highlight=False)

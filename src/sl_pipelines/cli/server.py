@@ -26,7 +26,10 @@ from rich.text import Text
 
 from sl_pipelines.adapters import profiles
 from sl_pipelines.adapters.profiles import AccountingChoice, ServerProfile
+from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.core.job import Environment, EnvironmentKind
+from sl_pipelines.core.slurm import split_sections
+from sl_pipelines.core.wire import MARKER
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError
 
 if TYPE_CHECKING:
@@ -51,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         arguments = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on bad arguments
         return int(exc.code or 0)
-    out, err = Console(), Console(stderr=True)
+    out, err = make_console(), make_console(stderr=True)
     handler: Callable[[argparse.Namespace, Console], int] = arguments.handler
     try:
         return handler(arguments, out)
@@ -71,7 +74,8 @@ _DESCRIPTION = """Manage server profiles: how to reach a Slurm server over SSH a
 Profiles are YAML files (mode 0600) in the user config folder, or in $SL_PIPELINES_CONFIG_DIR.
 ~/.ssh/config is honoured (HostName, User, Port, IdentityFile, ProxyJump); authentication tries the
 key file, then ssh-agent, then a stored password. Unknown host keys are refused until you trust them
-with 'sl-server profile trust NAME'; a changed host key is always refused.
+with 'sl-server profile trust NAME' (recorded in the profile's --known-hosts file, else in
+~/.ssh/known_hosts, as ssh does); a changed host key is always refused.
 
 typical use:
   sl-server profile create lab --host hpc.example.org --user me --key-file ~/.ssh/id_ed25519 \\
@@ -100,7 +104,9 @@ def _parser() -> argparse.ArgumentParser:
         "--password-prompt", action="store_true", help="ask for a password and store it (0600; last resort)"
     )
     create.add_argument(
-        "--known-hosts", type=Path, help="an extra known_hosts file, where 'trust' records the host key"
+        "--known-hosts",
+        type=Path,
+        help="an extra known_hosts file, where 'trust' records the host key (default: ~/.ssh/known_hosts)",
     )
     create.add_argument(
         "--storage-root", required=True, type=PurePosixPath, help="slow volume: raw data and trackers"
@@ -130,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
         ("show", _show, "show a profile (the password is masked)"),
         ("delete", _delete, "delete a profile"),
         ("check", _check, "connect and check Slurm, accounting, roots and the environment"),
-        ("trust", _trust, "fetch the server's host key and record it in the profile's known_hosts"),
+        ("trust", _trust, "show the server's host key and record it (profile's known_hosts, else ~/.ssh/)"),
     ):
         command = commands.add_parser(name, help=summary)
         command.add_argument("name")
@@ -245,14 +251,16 @@ def _server_checks(server: Server) -> list[CheckRow]:
 
 
 def _command_row(server: Server, what: str, command: str, expect: str = "") -> CheckRow:
+    """Runs one check; only what the command printed between marker lines counts (not a login banner)."""
+    framed = f"echo '{MARKER} begin check'; {command}; echo \"{MARKER} end $?\""
     try:
-        result = server.run(command, timeout=30)
+        result = server.run(framed, timeout=30)
     except SlPipelinesError as exc:
         return CheckRow(what, False, str(exc))
-    ok = result.ok and expect in result.stdout
-    detail = " ".join(
-        (result.stdout if ok else result.stderr or result.stdout or "missing or not writable").split()
-    )
+    section = next((s for s in split_sections(result.stdout) if s.name == "check"), None)
+    output = "\n".join(section.lines) if section is not None else ""
+    ok = section is not None and section.ok and expect in output
+    detail = " ".join((output if ok else result.stderr or output or "missing or not writable").split())
     return CheckRow(what, ok, detail[:200])
 
 
@@ -267,25 +275,42 @@ def _tracker_row(server: Server) -> CheckRow:
 
 
 def _trust(arguments: argparse.Namespace, out: Console) -> int:
+    """Shows the server's host key and records it, as ssh does on a first connection; never a changed key."""
+    from sl_pipelines.adapters import ssh  # noqa: PLC0415 - paramiko only for commands that connect
     from sl_pipelines.adapters.server import settings_from_profile  # noqa: PLC0415
-    from sl_pipelines.adapters.ssh import fetch_host_key, fingerprint, record_host_key  # noqa: PLC0415
 
     profile = profiles.load_profile(arguments.name)
-    if profile.known_hosts is None:
-        raise ConfigurationError(
-            f"Profile {profile.name!r} has no known_hosts file to record the key in; recreate it with "
-            "--known-hosts PATH.",
-            key="known_hosts",
-            path=profiles.profile_path(profile.name),
-        )
-    name, key = fetch_host_key(settings_from_profile(profile))
-    out.print(f"{name} offers {key.get_name()} key {fingerprint(key)}")
-    if not arguments.yes and input("Record this key as trusted? [y/N] ").strip().lower() not in ("y", "yes"):
+    settings = settings_from_profile(profile)
+    name, key = ssh.fetch_host_key(settings)
+    out.print(f"{name} offers {key.get_name()} key {ssh.fingerprint(key)}", markup=False)
+    found = ssh.recorded_key(settings, name, key)
+    if found is not None and found[1].asbytes() == key.asbytes():
+        out.print(f"This key is already trusted (in {found[0]}); nothing to record.", markup=False)
+        return 0
+    if found is not None:
+        raise ssh.changed_key_refusal(name, found[0], found[1], key)
+    target = ssh.trust_target(settings)
+    if not arguments.yes and not _confirmed(f"Record this key as trusted in {target}? [y/N] ", profile.name):
         out.print("Nothing recorded.")
         return 1
-    record_host_key(profile.known_hosts, name, key)
-    out.print(f"Recorded in {profile.known_hosts}.")
+    ssh.record_host_key(target, name, key)
+    out.print(f"Recorded {name} {key.get_name()} {ssh.fingerprint(key)} in {target}.", markup=False)
     return 0
+
+
+def _confirmed(question: str, profile: str) -> bool:
+    """Asks on the terminal; without one there is nobody to ask, so the user must pass ``--yes``."""
+    if not sys.stdin.isatty():
+        raise ConfigurationError(
+            "Nothing recorded: there is no terminal to confirm the host key on; compare the fingerprint "
+            f"above with the one the server's administrator gives you, then run 'sl-server profile trust "
+            f"{profile} --yes'.",
+            key="yes",
+        )
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
 
 
 if __name__ == "__main__":  # pragma: no cover

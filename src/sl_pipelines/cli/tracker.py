@@ -23,6 +23,7 @@ from rich.text import Text
 from sl_pipelines.adapters.locks import LockKind
 from sl_pipelines.adapters.tracker_ops import apply_operations
 from sl_pipelines.adapters.tracker_store import ProcessingTracker
+from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.core.tracker_state import TrackerPhase, TrackerState
 from sl_pipelines.core.wire import decode_operations, encode_outcomes
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError, TrackerCorruptError
@@ -165,8 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     streams = CliStreams(
         stdin=sys.stdin,
         # No markup: paths and failure reasons may contain [brackets] that must print as they are.
-        out=Console(file=sys.stdout, highlight=False, soft_wrap=True, markup=False),
-        err=Console(file=sys.stderr, highlight=False, soft_wrap=True, markup=False),
+        out=make_console(markup=False, highlight=False),
+        err=make_console(stderr=True, markup=False, highlight=False),
     )
     if args.command == "batch":
         return handle_batch(args, streams)

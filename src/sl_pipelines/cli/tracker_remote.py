@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sl_pipelines.cli.backends import close_backend, open_backend
+from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.cli.tracker import (
     EXIT_ERROR,
     EXIT_OK,
@@ -92,8 +93,8 @@ def main(argv: Sequence[str]) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    out = Console(file=sys.stdout, highlight=False, soft_wrap=True, markup=False)
-    err = Console(file=sys.stderr, highlight=False, soft_wrap=True, markup=False)
+    out = make_console(markup=False, highlight=False)
+    err = make_console(stderr=True, markup=False, highlight=False)
     backend: Backend | None = None
     try:
         backend = open_backend(args.server, args.local_root)

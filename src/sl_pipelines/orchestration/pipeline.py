@@ -10,6 +10,7 @@ construction from a definition and resumption from a journal.
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -32,8 +33,12 @@ logger = logging.getLogger("sl_pipelines")
 
 
 def default_configs_dir() -> Path:
-    """The ``configs/`` folder shipped with the package's source tree (override with ``--configs``)."""
-    return Path(__file__).resolve().parents[3] / "configs"
+    """The pipeline definitions shipped with the package (override with ``--configs``).
+
+    They are package data (``sl_pipelines/configs/``), so a wheel install finds them too; in the source
+    tree the top-level ``configs/`` links to that folder.
+    """
+    return Path(str(importlib.resources.files("sl_pipelines") / "configs"))
 
 
 class ProcessingPipeline(PipelineRun):

@@ -18,7 +18,13 @@ once, into the :mod:`sl_pipelines.errors` tree. The package's modules, one respo
 
 from sl_pipelines.adapters.ssh.commands import RemoteStream
 from sl_pipelines.adapters.ssh.connection import SSHConnection, fetch_host_key
-from sl_pipelines.adapters.ssh.hostkeys import fingerprint, record_host_key
+from sl_pipelines.adapters.ssh.hostkeys import (
+    changed_key_refusal,
+    fingerprint,
+    record_host_key,
+    recorded_key,
+    trust_target,
+)
 from sl_pipelines.adapters.ssh.settings import SYSTEM_KNOWN_HOSTS, Endpoint, SSHSettings, resolve_endpoint
 from sl_pipelines.adapters.ssh.transport import SSHTransport
 from sl_pipelines.adapters.ssh.tuning import (
@@ -43,8 +49,11 @@ __all__ = [
     "SSHConnection",
     "SSHSettings",
     "SSHTransport",
+    "changed_key_refusal",
     "fetch_host_key",
     "fingerprint",
     "record_host_key",
+    "recorded_key",
     "resolve_endpoint",
+    "trust_target",
 ]

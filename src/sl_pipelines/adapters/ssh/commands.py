@@ -9,7 +9,7 @@ import paramiko
 
 from sl_pipelines.adapters.ssh.connection import CommandTimeout, ConnectionLost, SSHConnection
 from sl_pipelines.core.seams import CommandResult
-from sl_pipelines.errors import RemoteCommandError, RemoteTimeoutError
+from sl_pipelines.errors import RemoteCommandError, RemoteTimeoutError, TransferError
 
 
 class RemoteStream:
@@ -22,6 +22,7 @@ class RemoteStream:
         self._transport = transport
         self._channel = channel
         self.command = command
+        self._pending = b""
 
     def write(self, data: bytes) -> int:
         """Sends bytes to the command's stdin."""
@@ -29,9 +30,32 @@ class RemoteStream:
             self._channel.sendall(data)
         return len(data)
 
+    def skip_through(self, line: bytes, limit: int = 1 << 20) -> None:
+        """Discards stdout up to and including ``line``: what a login shell printed before the command.
+
+        Raises:
+            TransferError: the output ended, or went on for ``limit`` bytes, without that line.
+        """
+        seen = bytearray(self._pending)
+        with self._transport.translated(f"stream from {self.command!r}"):
+            while (found := seen.find(line)) < 0 and len(seen) < limit:
+                data = self._channel.recv(1 << 16)
+                if not data:
+                    break
+                seen += data
+        if found < 0:
+            said = " ".join(bytes(seen[:200]).decode(errors="replace").split()) or "nothing"
+            raise TransferError(
+                f"{self.command!r} on {self._transport.host} printed no start line (it printed: {said}); "
+                "check that the command runs there.",
+                host=self._transport.host,
+            )
+        self._pending = bytes(seen[found + len(line) :])
+
     def read(self, size: int = -1) -> bytes:
         """Reads up to ``size`` bytes of stdout (fewer only at the end)."""
-        chunks = bytearray()
+        chunks = bytearray(self._pending[: None if size < 0 else size])
+        self._pending = self._pending[len(chunks) :]
         with self._transport.translated(f"stream from {self.command!r}"):
             while size < 0 or len(chunks) < size:
                 data = self._channel.recv(1 << 20 if size < 0 else min(size - len(chunks), 1 << 20))

@@ -12,11 +12,12 @@ import base64
 import hashlib
 import logging
 import os
+import shlex
 from pathlib import Path
 
 import paramiko
 
-from sl_pipelines.adapters.ssh.settings import SSHSettings
+from sl_pipelines.adapters.ssh.settings import USER_KNOWN_HOSTS, SSHSettings
 from sl_pipelines.errors import HostKeyMismatchError, UnknownHostKeyError
 
 _log = logging.getLogger("sl_pipelines")
@@ -29,12 +30,50 @@ def fingerprint(key: paramiko.PKey) -> str:
 
 
 def record_host_key(known_hosts: Path, name: str, key: paramiko.PKey) -> None:
-    """Appends ``key`` for ``name`` to a known_hosts file (created with mode 0600)."""
+    """Appends ``key`` for ``name`` to a known_hosts file, as OpenSSH writes it (a plain host line).
+
+    A missing file is created with mode 0600 (and a missing ``~/.ssh`` with mode 0700).
+    """
     path = known_hosts.expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
         handle.write(f"{name} {key.get_name()} {key.get_base64()}\n")
+
+
+def trust_target(settings: SSHSettings) -> Path:
+    """Where a trusted key is recorded: the profile's known_hosts file, else ``~/.ssh/known_hosts``."""
+    return settings.known_hosts or USER_KNOWN_HOSTS
+
+
+def recorded_key(settings: SSHSettings, name: str, key: paramiko.PKey) -> tuple[Path, paramiko.PKey] | None:
+    """The key of ``key``'s type recorded for ``name`` in a known_hosts file that connections read.
+
+    Returns the file and the recorded key (equal to ``key``, or a changed one), or None when the host
+    is unknown. Hashed and plain host lines are both found.
+    """
+    files = [*settings.system_known_hosts, *([settings.known_hosts] if settings.known_hosts else [])]
+    for path in (file.expanduser() for file in files):
+        if not path.is_file():
+            continue
+        entry = paramiko.HostKeys(str(path)).lookup(name)
+        if entry is not None and key.get_name() in entry:
+            return path, entry[key.get_name()]
+    return None
+
+
+def changed_key_refusal(
+    name: str, path: Path, recorded: paramiko.PKey, offered: paramiko.PKey
+) -> HostKeyMismatchError:
+    """The error of ``trust`` for a host whose recorded key differs from the one it offers now."""
+    return HostKeyMismatchError(
+        f"Not recorded: the host key of {name} has CHANGED ({path} holds {fingerprint(recorded)}, the "
+        f"server now offers {fingerprint(offered)}), and a changed key is always refused; ask whoever runs "
+        "the server whether it was reinstalled and which fingerprint is right, and only then remove the old "
+        f"line with 'ssh-keygen -R {shlex.quote(name)} -f {shlex.quote(str(path))}' and trust it again.",
+        host=name,
+    )
 
 
 def load_known_hosts(client: paramiko.SSHClient, settings: SSHSettings) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import paramiko
 
-SYSTEM_KNOWN_HOSTS = (Path("/etc/ssh/ssh_known_hosts"), Path("~/.ssh/known_hosts"))
+USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
+SYSTEM_KNOWN_HOSTS = (Path("/etc/ssh/ssh_known_hosts"), USER_KNOWN_HOSTS)
 
 
 @dataclass(frozen=True)
