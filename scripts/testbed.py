@@ -460,7 +460,9 @@ def slurm_conf(name: str, accounting: bool, first_job_id: int) -> str:
         "ReturnToService=2",
         "SchedulerParameters=batch_sched_delay=0",
         "DependencyParameters=kill_invalid_depend",
-        "SlurmdTimeout=10",
+        # Slurm's default. With 10 s, a munge outage of a minute marks the node DOWN, Slurm requeues the
+        # jobs that finished meanwhile and drains the node ("Duplicate jobid") when it relaunches them.
+        "SlurmdTimeout=300",
         "MailProg=/bin/true",
         "MpiDefault=none",
         # Bind to 127.0.0.1 (the controller's and the node's address) instead of every interface.

@@ -300,3 +300,16 @@ def test_paths_in_the_fake_are_the_pipelines_paths(cluster: FakeCluster) -> None
     assert p.remote_tracker_path == PurePosixPath(
         "/fake/storage/p/A1/s1/tracking_data/checksum_resolution_tracker.yaml"
     )
+
+
+def test_a_job_requeued_after_reporting_is_not_run_again(cluster: FakeCluster, clock: Clock) -> None:
+    p = make(cluster)
+    cycle(cluster, clock, p)
+    (name,) = names(p, 1)
+    cluster.finish(name, p.remote_tracker_path)
+    cluster.job(name).state = JobState.REQUEUE_HOLD  # its completion message was lost; Slurm requeued it
+    cycle(cluster, clock, p)
+    assert p.stage == 2
+    assert ("cancel", cluster.job(name).job_id) in cluster.log
+    drive_to_success(cluster, clock, p)
+    assert submitted_once(cluster, p)

@@ -31,6 +31,7 @@ import functools
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,3 +311,22 @@ def remote_scratch(
     for server, folder in made:
         with contextlib.suppress(Exception):
             server.remove(folder)
+
+
+@pytest.fixture
+def private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run journals and local tracker copies go to the test's own user-data folder."""
+    folder = tmp_path / "user-data"
+    monkeypatch.setenv("SL_PIPELINES_DATA_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def project(make_server: Callable[..., Server]) -> Iterator[str]:
+    """A fresh project name; its folders on every cluster are removed afterwards."""
+    name = f"itest-{uuid.uuid4().hex[:8]}"
+    yield name
+    for key in ("acct", "noacct"):
+        server = make_server(key)
+        server.remove(server.storage_root / name)
+        server.remove(server.working_root / name)

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
 from conftest import Testbed
+from pipeline_helpers import configs_with, generate, run_to_end, tracker_of
 
 from sl_pipelines.adapters.locks import LockKind
 from sl_pipelines.adapters.profiles import ServerProfile, save_profile
 from sl_pipelines.adapters.server import Server
 from sl_pipelines.core.seams import ProbeRequest
-from sl_pipelines.core.tracker_text import parse_tracker_text
 from sl_pipelines.orchestration.journal import RunJournal, runs_dir
 from sl_pipelines.orchestration.manager import PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline, default_configs_dir
@@ -29,65 +27,7 @@ from sl_pipelines.vocabulary import ProcessingStatus
 
 HOSTILE = "day 1;$(touch pwned) `id`"
 
-
-@pytest.fixture(autouse=True)
-def private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "user-data"
-    monkeypatch.setenv("SL_PIPELINES_DATA_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
-def project(make_server: Callable[..., Server]) -> Iterator[str]:
-    """A fresh project name; its folders on both clusters are removed afterwards."""
-    name = f"itest-{uuid.uuid4().hex[:8]}"
-    yield name
-    for key in ("acct", "noacct"):
-        server = make_server(key)
-        server.remove(server.storage_root / name)
-        server.remove(server.working_root / name)
-
-
-def generate(server: Server, project: str, session: str, *, planes: int = 2) -> str:
-    """Generates a demo session ON THE SERVER with its own sl-worker; returns project/animal/session."""
-    env = server.environment.value
-    command = (
-        f"source {shlex.quote(env)}/bin/activate && sl-worker generate -q"
-        f" --storage-root {shlex.quote(str(server.storage_root))} --project {shlex.quote(project)}"
-        f" --animal A1 --session {shlex.quote(session)} --planes {planes} --size-kb 16"
-    )
-    result = server.run(command, check=True)
-    assert result.ok, result.stderr
-    return f"{project}/A1/{session}"
-
-
-def run_to_end(server: Server, pipelines: list[ProcessingPipeline], timeout: float = 120) -> PipelineManager:
-    manager = PipelineManager(server, pipelines, poll_interval=0.5, max_interval=1.0)
-    deadline = time.monotonic() + timeout
-    while not manager.finished:
-        assert time.monotonic() < deadline, [p.describe() for p in pipelines]
-        manager.cycle()
-        time.sleep(0.5)
-    return manager
-
-
-def configs_with(tmp_path: Path, pipeline: str, extra: dict[str, str], **job_changes: object) -> Path:
-    folder = tmp_path / "configs"
-    folder.mkdir(exist_ok=True)
-    data = yaml.safe_load((default_configs_dir() / f"{pipeline}.yaml").read_text())
-    for stage in data["stages"]:
-        for job in stage["jobs"]:
-            if job["name"] in extra:
-                job["command"] += " " + extra[job["name"]]
-                job.update(job_changes)
-    (folder / f"{pipeline}.yaml").write_text(yaml.safe_dump(data))
-    return folder
-
-
-def tracker_of(server: Server, pipeline: ProcessingPipeline):  # type: ignore[no-untyped-def]
-    text = server.read_text(pipeline.remote_tracker_path)
-    assert text is not None
-    return parse_tracker_text(text, path=pipeline.remote_tracker_path)
+pytestmark = pytest.mark.usefixtures("private_data_dir")
 
 
 def test_session_lifecycle_on_real_slurm(slurm_server: Server, project: str) -> None:

@@ -231,3 +231,13 @@ def test_latest_by_name_prefers_the_newest_submission() -> None:
     latest = latest_by_name(statuses)
     assert latest["x"].job_id == "101"
     assert latest["y"].job_id == "99"
+
+
+def test_a_requeued_copy_of_a_job_that_reported_is_done_and_cancelled() -> None:
+    held = {"b": JobStatus(IDS["b"], "b", JobState.PENDING, reason="launch failed requeued held")}
+    decision = run(1, held, tracker(("b",)))
+    assert decision.action is Action.SUBMIT and decision.stage == 2
+    assert decision.stale == (IDS["b"],)
+    unreported = run(1, held, tracker())
+    assert unreported.action is Action.WAIT and unreported.stale == ()
+    assert "launch failed requeued held" in unreported.reason

@@ -129,6 +129,8 @@ class Decision:
         record: the failure must be written into the tracker (it does not hold one yet).
         found_ids: jobs found by name whose ids were not known: journal them.
         since: the run's timers after this cycle.
+        stale: ids of requeued copies of jobs that already reported completion: cancel them, whatever
+            the action, so that finished work never runs twice.
     """
 
     action: Action
@@ -141,6 +143,13 @@ class Decision:
     record: bool = False
     found_ids: Mapping[str, str] = field(default_factory=dict)
     since: Mapping[str, float] = field(default_factory=dict)
+    stale: tuple[str, ...] = ()
+
+
+_REQUEUED = frozenset(
+    {JobState.PENDING, JobState.REQUEUED, JobState.REQUEUE_HOLD, JobState.REQUEUE_FED, JobState.SPECIAL_EXIT}
+)
+"""Waiting states of a job that has run before: after a completion report, a requeued copy."""
 
 
 def latest_by_name(jobs: Sequence[JobStatus]) -> dict[str, JobStatus]:
@@ -165,7 +174,21 @@ def decide(spec: RunSpec, state: RunState, facts: Facts, patience: Patience = Pa
         if name not in state.job_ids and status.state not in (JobState.NOT_FOUND, JobState.UNKNOWN)
     }
     decision = _decide(spec, state, facts, patience)
-    return replace(decision, found_ids=found)
+    return replace(decision, found_ids=found, stale=_stale(spec, state, facts))
+
+
+def _stale(spec: RunSpec, state: RunState, facts: Facts) -> tuple[str, ...]:
+    """Requeued copies of jobs that reported completion (Slurm requeued them, e.g. after a munge outage
+    lost their completion message): the work is done, and a second run must not happen."""
+    if state.stage == 0 or facts.tracker is None or not facts.slurm_answered:
+        return ()
+    reported = set(facts.tracker.completed_jobs)
+    names = spec.stages.get(state.stage, ())
+    return tuple(
+        status.job_id
+        for name, status in facts.jobs.items()
+        if name in names and name in reported and status.state in _REQUEUED
+    )
 
 
 def _decide(spec: RunSpec, state: RunState, facts: Facts, patience: Patience) -> Decision:
@@ -300,7 +323,11 @@ def _judge_stage(
         name, reason, status = survey.expired[0]
         return _fail(stage, reason, job=name, state=status.state, cancel=cancel, since=survey.since)
     if survey.waiting:
-        return Decision(Action.WAIT, stage, reason=f"waiting for {survey.waiting[0]}", since=survey.since)
+        first = facts.jobs.get(survey.waiting[0])
+        detail = f" ({first.describe()})" if first is not None else ""
+        return Decision(
+            Action.WAIT, stage, reason=f"waiting for {survey.waiting[0]}{detail}", since=survey.since
+        )
     return _stage_finished(spec, stage, survey, patience)
 
 
@@ -323,6 +350,8 @@ def _survey(names: tuple[str, ...], state: RunState, facts: Facts, patience: Pat
             survey.wait_out(f"settle:{name}", patience.settle, status, reason)
         elif status.state.is_failure:
             survey.failed.append((name, status))
+        elif status.state in _REQUEUED and name in reported:
+            continue  # a requeued copy of a job that finished its work: cancelled, never waited for
         elif status.state.is_active:
             survey.waiting.append(name)
         elif name not in reported:

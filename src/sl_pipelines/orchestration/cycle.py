@@ -69,6 +69,7 @@ def run_cycle(
     result = backend.probe(merge_requests(active))
     now = clock()
     decisions = [(run, run.decide(result, now)) for run in active]
+    _cancel_stale(backend, decisions)
     conclude_failures(backend, [(r, d) for r, d in decisions if d.action in (Action.FAIL, Action.ABORT)])
     for run, decision in decisions:
         if decision.action is Action.SUCCEED:
@@ -77,6 +78,18 @@ def run_cycle(
     if submissions:
         _submit(backend, submissions)
     return CycleReport(result.slurm_problems, result.round_trips)
+
+
+def _cancel_stale(backend: Backend, decisions: Sequence[tuple[PipelineRun, Decision]]) -> None:
+    """Cancels requeued copies of jobs that already reported completion (their work must not run twice)."""
+    stale = [job_id for _, decision in decisions for job_id in decision.stale]
+    if not stale:
+        return
+    logger.warning("Cancelling requeued copies of finished jobs: %s", ", ".join(stale))
+    try:
+        backend.cancel(stale)
+    except SlPipelinesError as exc:
+        logger.warning("Could not cancel %s yet (%s); trying again next cycle.", ", ".join(stale), exc)
 
 
 def conclude_failures(backend: Backend, items: Sequence[tuple[PipelineRun, Decision]]) -> None:

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -133,6 +134,17 @@ def find_unfinished(pipeline: str, backend: str, sessions: tuple[str, ...]) -> R
     return None
 
 
+def _holder(handle: Any) -> str:
+    """Who holds a run lock: its file's text, which the holder writes right after it locked the file."""
+    for _ in range(20):
+        handle.seek(0)
+        text = str(handle.read()).strip()
+        if text:
+            return text
+        time.sleep(0.1)
+    return "another manager"
+
+
 class RunLock:
     """Makes sure one manager process at a time drives a run on this PC.
 
@@ -164,8 +176,7 @@ class RunLock:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another manager"
+            holder = _holder(handle)
             handle.close()
             raise RunLockedError(
                 f"Run {self.token} is already driven by {holder}; watch that manager or stop it first "
