@@ -12,7 +12,13 @@ import paramiko
 from sl_pipelines.adapters.ssh.connection import CommandTimeout, ConnectionLost, SSHConnection
 from sl_pipelines.adapters.ssh.deadlines import exit_status_within, request_within
 from sl_pipelines.core.seams import CommandResult
-from sl_pipelines.errors import HostUnreachableError, RemoteCommandError, RemoteTimeoutError, TransferError
+from sl_pipelines.errors import (
+    HostUnreachableError,
+    RemoteCommandError,
+    RemoteTimeoutError,
+    SlPipelinesError,
+    TransferError,
+)
 
 
 class RemoteStream:
@@ -101,6 +107,8 @@ class RemoteStream:
         try:
             with self._transport.translated(f"{what} {_short(self.command)}"):
                 yield
+        except SlPipelinesError:
+            raise  # translated by an inner step already (finish reads the rest)
         except (TimeoutError, CommandTimeout) as exc:
             self._channel.close()
             raise RemoteTimeoutError(

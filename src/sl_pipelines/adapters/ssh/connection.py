@@ -38,6 +38,7 @@ from sl_pipelines.errors import (
     AuthenticationFailedError,
     HostUnreachableError,
     ServerError,
+    SlPipelinesError,
     TransferError,
 )
 
@@ -227,8 +228,8 @@ class SSHConnection:
         """
         try:
             yield
-        except (TimeoutError, CommandTimeout):
-            raise
+        except (SlPipelinesError, TimeoutError, CommandTimeout):
+            raise  # already ours (some are OSErrors: HostUnreachableError), or a timeout for the caller
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if not self._still_connected(exc):
                 raise ConnectionLost(what) from exc
