@@ -96,24 +96,27 @@ class Testbed:
         finally:
             self.start_daemons()
 
-    def sshd_session_pids(self) -> list[int]:
-        """The per-connection sshd processes of THIS testbed's sshd (children of its listener, and theirs).
+    def sshd_sessions(self) -> dict[int, list[int]]:
+        """Each per-connection sshd process of THIS testbed's sshd (a child of its listener) and the
+        processes below it (the session's own sshd, the shell and the command).
 
-        Signal them to break (SIGKILL) or stall (SIGSTOP, then SIGCONT) the open SSH sessions; new
-        connections still work because the listener is left alone.
+        Kill a session's processes all at once: a session sshd whose parent died runs on, orphaned.
         """
         listener = int((self.state_dir / "run" / "sshd.pid").read_text().split()[0])
-        found: list[int] = []
-        parents = [listener]
-        while parents:
-            parent = parents.pop()
-            children_file = Path(f"/proc/{parent}/task/{parent}/children")
-            children = (
-                [int(pid) for pid in children_file.read_text().split()] if children_file.exists() else []
-            )
-            found += children
-            parents += children
-        return found
+        return {session: [session, *_descendants(session)] for session in _children(listener)}
+
+    def sshd_session_pids(self, client_port: int | None = None) -> list[int]:
+        """The per-connection sshd processes of THIS testbed's sshd (below its listener, never it).
+
+        With ``client_port`` only those of the connection from that local port: the sshd processes that
+        hold its socket. Signal them to break (SIGKILL) or stall (SIGSTOP, then SIGCONT) open sessions;
+        new connections still work because the listener is left alone.
+        """
+        found = [pid for pids in self.sshd_sessions().values() for pid in pids]
+        if client_port is None:
+            return found
+        sockets = {f"socket:[{inode}]" for inode in _tcp_inodes(self.port, client_port)}
+        return [pid for pid in found if sockets & _open_files(pid)]
 
     def cluster(self, name: str) -> TestbedCluster:
         """The cluster by key ("acct", "noacct") or by Slurm cluster name ("slacct", "slnoacct").
@@ -145,6 +148,38 @@ class Testbed:
             clusters=MappingProxyType(clusters),
             chatty=_cluster_from_info("chatty", chatty) if isinstance(chatty, dict) else None,
         )
+
+
+def _children(pid: int) -> list[int]:
+    listing = Path(f"/proc/{pid}/task/{pid}/children")
+    with contextlib.suppress(OSError):
+        return [int(child) for child in listing.read_text().split()]
+    return []
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], _children(pid)
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += _children(child)
+    return found
+
+
+def _tcp_inodes(local_port: int, remote_port: int) -> set[str]:
+    """Socket inodes of the TCP connections from ``local_port`` to ``remote_port`` (on 127.0.0.1)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == local_port and int(fields[2].split(":")[1], 16) == remote_port:
+            inodes.add(fields[9])
+    return inodes
+
+
+def _open_files(pid: int) -> set[str]:
+    with contextlib.suppress(OSError):
+        return {os.readlink(entry) for entry in Path(f"/proc/{pid}/fd").iterdir()}
+    return set()
 
 
 def _cluster_from_info(key: str, c: dict[str, object]) -> TestbedCluster:

@@ -7,6 +7,7 @@ framed and parsed between markers, never taken as the whole output.
 
 from __future__ import annotations
 
+import shlex
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +24,10 @@ from sl_pipelines.core.job import Job, Resources
 from sl_pipelines.core.seams import ProbeRequest
 from sl_pipelines.core.slurm import AccountingMode
 from sl_pipelines.core.states import JobState
+from sl_pipelines.core.tracker_text import parse_tracker_text
+from sl_pipelines.orchestration.manager import PipelineManager
+from sl_pipelines.orchestration.pipeline import ProcessingPipeline
+from sl_pipelines.vocabulary import ProcessingStatus
 
 BANNER = "Welcome to the cluster"
 
@@ -68,7 +73,9 @@ def test_submit_probe_and_status_work_through_the_banner(
         )
         for index in range(3)
     ]
-    job_ids = server.submit_jobs(jobs)
+    report = server.submit_jobs(jobs)
+    assert (dict(report.refused), dict(report.deferred), report.unknown) == ({}, {}, ())
+    job_ids = [report.submitted[job.name] for job in jobs]
     assert len(set(job_ids)) == 3 and all(job_id.isdigit() for job_id in job_ids)
     deadline = time.monotonic() + 90
     states = server.status(list(job_ids))
@@ -94,3 +101,29 @@ def test_trees_travel_through_the_banner(
     assert server.pull_tree(remote, tmp_path / "back", verify=Verify.HASH).files == 2
     assert (tmp_path / "back" / "sub" / "a.txt").read_text() == "alpha\n"
     assert (tmp_path / "back" / "b.bin").read_bytes() == bytes(range(256)) * 10
+
+
+def test_a_whole_pipeline_runs_for_a_chatty_login(
+    make_server: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SL_PIPELINES_DATA_DIR", str(tmp_path / "user-data"))
+    server = make_server("chatty")
+    project = f"chatty-{uuid.uuid4().hex[:8]}"
+    env, storage = shlex.quote(server.environment.value), shlex.quote(str(server.storage_root))
+    generate = f"source {env}/bin/activate && sl-worker generate -q --storage-root {storage}"
+    server.run(f"{generate} --project {project} --animal A1 --session s1 --planes 2 --size-kb 16", check=True)
+    try:
+        pipeline = ProcessingPipeline.create("suite2p", [f"{project}/A1/s1"], server)
+        manager = PipelineManager(server, [pipeline], poll_interval=0.5, max_interval=1.0)
+        deadline = time.monotonic() + 120
+        while not manager.finished:
+            assert time.monotonic() < deadline, pipeline.describe()
+            manager.cycle()
+            time.sleep(0.5)
+        assert pipeline.status is ProcessingStatus.SUCCEEDED, pipeline.describe()
+        tracker = server.read_text(pipeline.remote_tracker_path)
+        assert tracker is not None
+        assert parse_tracker_text(tracker, path=pipeline.remote_tracker_path).is_complete
+    finally:
+        server.remove(server.storage_root / project)
+        server.remove(server.working_root / project)

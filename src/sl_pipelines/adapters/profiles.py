@@ -56,7 +56,8 @@ class ServerProfile:
         accounting: ``auto`` (detect), ``sacct`` or ``scontrol``.
         tracker_lock: the tracker lock type on the server.
         connect_timeout: seconds to wait for the connection and authentication.
-        command_timeout: default seconds a remote command may take.
+        command_timeout: default seconds a remote command may take, and how long an SFTP request or a
+            transfer stream may wait without progress before giving up (RemoteTimeoutError).
     """
 
     name: str

@@ -11,6 +11,8 @@ once, into the :mod:`sl_pipelines.errors` tree. The package's modules, one respo
 - :mod:`.connection` — connect, authenticate, keep alive, reconnect with backoff, translate errors,
   and :func:`fetch_host_key`; a dropped connection is re-established before an idempotent operation
   is retried, a non-idempotent one is never retried;
+- :mod:`.deadlines` — limits for paramiko's own unlimited waits (channel requests, exit status), so a
+  stalled server gives RemoteTimeoutError after the command timeout instead of hanging;
 - :mod:`.commands` — running remote commands and streaming one (:class:`RemoteStream`);
 - :mod:`.files` — single files, folders and small texts over the SFTP client;
 - :mod:`.transport` — :class:`SSHTransport`, all of the above plus folder-tree transfers.

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import select
 import time
+from collections.abc import Iterator
 
 import paramiko
 
 from sl_pipelines.adapters.ssh.connection import CommandTimeout, ConnectionLost, SSHConnection
+from sl_pipelines.adapters.ssh.deadlines import exit_status_within, request_within
 from sl_pipelines.core.seams import CommandResult
-from sl_pipelines.errors import RemoteCommandError, RemoteTimeoutError, TransferError
+from sl_pipelines.errors import (
+    HostUnreachableError,
+    RemoteCommandError,
+    RemoteTimeoutError,
+    SlPipelinesError,
+    TransferError,
+)
 
 
 class RemoteStream:
     """A remote command whose stdin and stdout are streamed (used for tar transfers).
 
-    Obtained from :meth:`SSHTransport.open_stream`; errors are translated like every transport call.
+    Obtained from :meth:`SSHTransport.open_stream`. Every read and write gives up after the settings'
+    ``command_timeout`` seconds without progress (RemoteTimeoutError); a dropped connection is a
+    HostUnreachableError (a stream is never retried: the caller repeats the whole transfer).
     """
 
     def __init__(self, transport: SSHConnection, channel: paramiko.Channel, command: str) -> None:
@@ -26,7 +37,7 @@ class RemoteStream:
 
     def write(self, data: bytes) -> int:
         """Sends bytes to the command's stdin."""
-        with self._transport.translated(f"stream to {self.command!r}"):
+        with self._guard("stream to"):
             self._channel.sendall(data)
         return len(data)
 
@@ -37,9 +48,9 @@ class RemoteStream:
             TransferError: the output ended, or went on for ``limit`` bytes, without that line.
         """
         seen = bytearray(self._pending)
-        with self._transport.translated(f"stream from {self.command!r}"):
+        with self._guard("stream from"):
             while (found := seen.find(line)) < 0 and len(seen) < limit:
-                data = self._channel.recv(1 << 16)
+                data = self._receive(1 << 16)
                 if not data:
                     break
                 seen += data
@@ -56,9 +67,9 @@ class RemoteStream:
         """Reads up to ``size`` bytes of stdout (fewer only at the end)."""
         chunks = bytearray(self._pending[: None if size < 0 else size])
         self._pending = self._pending[len(chunks) :]
-        with self._transport.translated(f"stream from {self.command!r}"):
+        with self._guard("stream from"):
             while size < 0 or len(chunks) < size:
-                data = self._channel.recv(1 << 20 if size < 0 else min(size - len(chunks), 1 << 20))
+                data = self._receive(1 << 20 if size < 0 else min(size - len(chunks), 1 << 20))
                 if not data:
                     break
                 chunks += data
@@ -66,20 +77,53 @@ class RemoteStream:
 
     def close_input(self) -> None:
         """Signals the end of stdin to the command."""
-        with self._transport.translated(f"stream to {self.command!r}"):
+        with self._guard("stream to"):
             self._channel.shutdown_write()
 
     def finish(self) -> CommandResult:
         """Closes stdin, reads what is left and returns the command's result."""
-        with self._transport.translated(f"finish {self.command!r}"):
+        with self._guard("finish"):
             self._channel.shutdown_write()
             rest = self.read()
             stderr = self._channel.makefile_stderr("rb").read()
-            code = self._channel.recv_exit_status()
+            code = exit_status_within(self._channel, self._transport.settings.command_timeout)
+            if code == -1 and not self._transport.connected:
+                raise ConnectionLost(self.command)
             self._channel.close()
         return CommandResult(
             self.command, code, rest.decode(errors="replace"), stderr.decode(errors="replace")
         )
+
+    def _receive(self, size: int) -> bytes:
+        data = self._channel.recv(size)
+        if not data and not self._transport.connected:  # the end of the output, or of the connection?
+            raise ConnectionLost(self.command)
+        return data
+
+    @contextlib.contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """Translates errors of one stream operation: a stall, a dropped connection, paramiko's own."""
+        host, limit = self._transport.host, self._transport.settings.command_timeout
+        try:
+            with self._transport.translated(f"{what} {_short(self.command)}"):
+                yield
+        except SlPipelinesError:
+            raise  # translated by an inner step already (finish reads the rest)
+        except (TimeoutError, CommandTimeout) as exc:
+            self._channel.close()
+            raise RemoteTimeoutError(
+                f"{_short(self.command)} on {host} made no progress for {limit:g} s; check the server's "
+                "load and the network, then repeat the transfer.",
+                host=host,
+                command=self.command,
+                timeout=limit,
+            ) from exc
+        except ConnectionLost as exc:
+            raise HostUnreachableError(
+                f"The connection to {host} dropped during {_short(self.command)}; the transfer did not "
+                "finish, repeat it once the server answers again.",
+                host=host,
+            ) from exc
 
 
 class RemoteCommands(SSHConnection):
@@ -141,10 +185,12 @@ class RemoteCommands(SSHConnection):
 
     def _exec(self, command: str, timeout: float, stdin: bytes | None = None) -> CommandResult:
         deadline = time.monotonic() + timeout
-        channel = self.open_channel()
+        channel = self.open_channel(timeout)
         self.exec_count += 1
         try:
-            channel.exec_command(command)
+            request_within(
+                channel, lambda: channel.exec_command(command), max(0.0, deadline - time.monotonic())
+            )
             stdout, stderr = _drain(channel, deadline, stdin or b"")
             code = channel.recv_exit_status()
             if code == -1 and not self.connected:  # paramiko's "no exit status": the connection died
@@ -159,10 +205,19 @@ class RemoteCommands(SSHConnection):
         def start() -> RemoteStream:
             channel = self.open_channel()
             self.exec_count += 1
-            channel.exec_command(command)
+            request_within(channel, lambda: channel.exec_command(command), self.settings.command_timeout)
             return RemoteStream(self, channel, command)
 
-        return self.call(f"start {_short(command)}", start)
+        try:
+            return self.call(f"start {_short(command)}", start)
+        except TimeoutError as exc:
+            raise RemoteTimeoutError(
+                f"{_short(command)} did not start within {self.settings.command_timeout:g} s on {self.host}; "
+                "check the server's load and the network.",
+                host=self.host,
+                command=command,
+                timeout=self.settings.command_timeout,
+            ) from exc
 
 
 def _drain(channel: paramiko.Channel, deadline: float, stdin: bytes = b"") -> tuple[bytes, bytes]:

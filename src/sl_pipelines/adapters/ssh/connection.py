@@ -18,6 +18,7 @@ from typing import Self, TypeVar
 
 import paramiko
 
+from sl_pipelines.adapters.ssh.deadlines import request_within
 from sl_pipelines.adapters.ssh.hostkeys import (
     UnknownHost,
     host_key_mismatch_error,
@@ -37,6 +38,7 @@ from sl_pipelines.errors import (
     AuthenticationFailedError,
     HostUnreachableError,
     ServerError,
+    SlPipelinesError,
     TransferError,
 )
 
@@ -226,16 +228,30 @@ class SSHConnection:
         """
         try:
             yield
-        except (TimeoutError, CommandTimeout):
-            raise
+        except (SlPipelinesError, TimeoutError, CommandTimeout):
+            raise  # already ours (some are OSErrors: HostUnreachableError), or a timeout for the caller
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            if not self.connected:
+            if not self._still_connected(exc):
                 raise ConnectionLost(what) from exc
             if isinstance(exc, OSError) and not isinstance(exc, paramiko.SSHException):
                 raise TransferError(f"Could not {what} on {self.host}: {exc}.", host=self.host) from exc
             raise ServerError(
                 f"SSH error while trying to {what} on {self.host}: {exc}.", host=self.host
             ) from exc
+
+    def _still_connected(self, error: BaseException) -> bool:
+        """False when ``error`` came from a connection that is gone.
+
+        paramiko's reader thread may notice a dead connection a moment after the caller's read or write
+        failed; so unless the error is an answer of the server (an SFTP status with an errno), wait up
+        to half a second for it to tell.
+        """
+        if isinstance(error, OSError) and error.errno is not None and not isinstance(error, ConnectionError):
+            return self.connected
+        deadline = time.monotonic() + 0.5
+        while self.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.connected
 
     def call(self, what: str, operation: Callable[[], _T], *, idempotent: bool = True) -> _T:
         """Runs ``operation`` on a live connection; re-establishes a dropped one with backoff.
@@ -258,14 +274,15 @@ class SSHConnection:
                 ) from exc
             _log.warning("Connection to %s dropped during %s; reconnecting", self.host, what)
         self._reconnect()
-        with self.translated(what):
-            try:
+        try:
+            with self.translated(what):
                 return operation()
-            except ConnectionLost as exc:
-                raise HostUnreachableError(
-                    f"The connection to {self.host} dropped twice during '{what}'; check the network.",
-                    host=self.host,
-                ) from exc
+        except ConnectionLost as exc:
+            raise HostUnreachableError(
+                f"The connection to {self.host} dropped twice during '{what}'; check the network and the "
+                "server, then repeat it.",
+                host=self.host,
+            ) from exc
 
     def _ensure_connected(self) -> None:
         if self._client is not None and not self.connected:
@@ -273,7 +290,10 @@ class SSHConnection:
         elif self._client is None:
             self.connect()
         elif self._bytes_since_rekey > REKEY_AFTER_BYTES:
-            self._rekey()
+            try:
+                self._rekey()
+            except ConnectionLost:
+                self._reconnect()
 
     def _reconnect(self) -> None:
         delay = self._delay
@@ -309,17 +329,45 @@ class SSHConnection:
             raise ConnectionLost("the connection is closed")
         return transport
 
-    def open_channel(self) -> paramiko.Channel:
-        """A new session channel with the large window of this connection."""
-        return self._transport().open_session(window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE)
+    def open_channel(self, timeout: float | None = None) -> paramiko.Channel:
+        """A new session channel with the large window of this connection.
+
+        Opening it, and every read and write on it, gives up with :class:`TimeoutError` after ``timeout``
+        seconds (default: the settings' ``command_timeout``) without progress.
+        """
+        limit = self.settings.command_timeout if timeout is None else timeout
+        transport = self._transport()
+        try:
+            channel = transport.open_session(
+                window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE, timeout=limit
+            )
+        except paramiko.ChannelException:
+            raise
+        except paramiko.SSHException as exc:
+            if transport.is_active() and str(exc).startswith("Timeout"):
+                raise TimeoutError(f"no channel within {limit:g} s") from exc
+            raise
+        channel.settimeout(limit)
+        return channel
 
     def sftp(self) -> paramiko.SFTPClient:
-        """The one SFTP client (opened on first use, with the large window of this transport)."""
+        """The one SFTP client (opened on first use, with the large window of this transport).
+
+        Every request gives up after ``command_timeout`` seconds without an answer (:class:`TimeoutError`);
+        the client is then dropped (:meth:`drop_sftp`) and the next operation opens a new one.
+        """
         if self._sftp is None or self._sftp.sock.closed:
             channel = self.open_channel()
-            channel.invoke_subsystem("sftp")
+            request_within(channel, lambda: channel.invoke_subsystem("sftp"), self.settings.command_timeout)
             self._sftp = paramiko.SFTPClient(channel)
         return self._sftp
+
+    def drop_sftp(self) -> None:
+        """Closes the SFTP client after a request went unanswered: its replies may still arrive later."""
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):  # best effort: the channel may already be gone
+                self._sftp.close()
+        self._sftp = None
 
     def count_bytes(self, amount: int) -> None:
         """Records transferred bytes so that keys are renegotiated between operations."""

@@ -21,7 +21,7 @@ import paramiko
 from sl_pipelines.adapters import transfer
 from sl_pipelines.adapters.ssh.commands import RemoteCommands
 from sl_pipelines.adapters.ssh.tuning import PREFETCH_REQUESTS, SFTP_REQUEST_SIZE
-from sl_pipelines.errors import ServerError, TransferError
+from sl_pipelines.errors import RemoteTimeoutError, ServerError, TransferError
 
 _T = TypeVar("_T")
 
@@ -57,7 +57,7 @@ class RemoteFiles(RemoteCommands):
                 source.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE
                 attributes = source.stat()
                 size = attributes.st_size or 0
-                source.prefetch(size, PREFETCH_REQUESTS)
+                _quiet_prefetch(source).prefetch(size, PREFETCH_REQUESTS)
                 with partial.open("wb") as target:
                     _copy(source, target)
             if preserve_mtime and attributes.st_mtime is not None:
@@ -71,6 +71,16 @@ class RemoteFiles(RemoteCommands):
     def _file_call(self, what: str, operation: Callable[[], _T], path: PurePosixPath | Path) -> _T:
         try:
             return self.call(what, operation)
+        except TimeoutError as exc:
+            self.drop_sftp()
+            limit = self.settings.command_timeout
+            raise RemoteTimeoutError(
+                f"Could not {what} on {self.host}: the server did not answer for {limit:g} s; check its load "
+                "and the network, then repeat it.",
+                host=self.host,
+                command=what,
+                timeout=limit,
+            ) from exc
         except ServerError as exc:
             # Connection, authentication and host-key errors keep their own type and sentence.
             if type(exc) is not ServerError:
@@ -138,7 +148,7 @@ class RemoteFiles(RemoteCommands):
                     if tail_bytes is not None:
                         size = handle.stat().st_size or 0
                         handle.seek(max(0, size - tail_bytes))
-                    handle.prefetch()
+                    _quiet_prefetch(handle).prefetch()
                     return bytes(handle.read()).decode(errors="replace")
             except FileNotFoundError:
                 return None
@@ -155,6 +165,22 @@ class RemoteFiles(RemoteCommands):
                 return ()
 
         return self._file_call(f"list {path}", listing, path)
+
+
+def _quiet_prefetch(handle: paramiko.SFTPFile) -> paramiko.SFTPFile:
+    """Keeps paramiko's prefetch thread from dying with a traceback on stderr when the connection drops.
+
+    The thread only sends read requests; the reading thread meets the same failure (a dropped
+    connection, or no answer within the channel's timeout) and reports it as an error of this package.
+    """
+    send_requests = handle._prefetch_thread  # type: ignore[attr-defined]
+
+    def quietly(*arguments: object) -> None:
+        with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
+            send_requests(*arguments)
+
+    handle._prefetch_thread = quietly  # type: ignore[attr-defined]
+    return handle
 
 
 def _sftp_makedirs(sftp: paramiko.SFTPClient, path: PurePosixPath) -> None:

@@ -27,7 +27,8 @@ class SSHSettings:
         known_hosts: the profile's known_hosts file (read with the system files; new keys go here).
         trust_unknown_hosts: accept and record an unknown host key instead of refusing it.
         connect_timeout: seconds for TCP connect, banner and authentication.
-        command_timeout: default seconds a remote command may take.
+        command_timeout: default seconds a remote command may take; also the longest wait without
+            progress of an SFTP request, a stream or a channel opening.
         ssh_config: the OpenSSH client configuration to honour (None: ignore it).
         system_known_hosts: the system/user known_hosts files to read.
         remote_python: the Python used on the server to list and hash trees.
