@@ -1,6 +1,6 @@
 """The manager under real faults on the testbed: a controller or munge outage longer than every grace
-period, two managers on one run, a job folder that cannot be written, a login shell that prints, the
-wrong job blamed, an operator's failure record, and a dataset of two animals.
+period, two managers on one run, a job folder that cannot be written, the wrong job blamed, an
+operator's failure record, and a dataset of two animals.
 
 Every test runs real ``sl-process`` managers (or the library) against real Slurm over real SSH, and
 checks what Slurm itself recorded: no job is ever submitted twice.
@@ -9,7 +9,6 @@ checks what Slurm itself recorded: no job is ever submitted twice.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import signal
 import subprocess
@@ -136,23 +135,6 @@ def test_two_resumes_of_one_run_the_second_is_refused_naming_the_first(
     (journal,) = _journal()
     _submitted_once(server, journal)
     server.close()
-
-
-def test_a_login_shell_that_prints_does_not_disturb_a_whole_pipeline(
-    make_server: Callable[..., Server], tmp_path: Path
-) -> None:
-    server = make_server("chatty")
-    assert "Welcome" in server.run("true").stdout, "the banner really prints into every command"
-    name = f"chatty-{os.getpid()}"
-    try:
-        spec = generate(server, name, "s1", planes=2)
-        pipeline = ProcessingPipeline.create("suite2p", [spec], server)
-        run_to_end(server, [pipeline])
-        assert pipeline.status is ProcessingStatus.SUCCEEDED, pipeline.describe()
-        assert tracker_of(server, pipeline).is_complete
-    finally:
-        server.remove(server.storage_root / name)
-        server.remove(server.working_root / name)
 
 
 def test_a_job_folder_that_cannot_be_written_fails_only_its_pipeline(
