@@ -1,0 +1,405 @@
+"""Archiving and preparation that cannot lose data: writers, full and read-only volumes, refusals, durability.
+
+Each test reproduces one way data was lost or a message misled (issue 8) and checks what a user relies
+on: every byte written is somewhere, the message names the complete copy, the tracker's reason leads
+with the OS error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kill_support import (
+    SL_WORKER,
+    argv,
+    hashes,
+    hidden,
+    make_session,
+    needs_strace,
+    rerun,
+    strace_prefix,
+    tracker_path,
+    wait_for,
+)
+
+from sl_pipelines.adapters.tracker_store import ProcessingTracker
+from sl_pipelines.core.layout import SessionPaths
+from sl_pipelines.errors import VerificationError, WorkerError
+from sl_pipelines.vocabulary import ProcessingPipelines
+from sl_pipelines.workers.archive_record import read_record, record_path, write_record
+from sl_pipelines.workers.archiving import archive_session
+from sl_pipelines.workers.preparation import prepare_session
+from sl_pipelines.workers.protocol import MAX_REASON
+
+Mount = Callable[[Path, str], Path]
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Mount]:
+    """Mounts small tmpfs volumes (root only); unmounts them afterwards."""
+    mounted: list[Path] = []
+
+    def mount(folder: Path, size: str) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs ({done.stderr.strip()}); these tests need root")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def _remount(folder: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(folder)], check=True)
+
+
+def _reason(paths: SessionPaths, command: str) -> str:
+    failure = ProcessingTracker(tracker_path(paths, command)).read().failure
+    assert failure is not None
+    return failure.reason
+
+
+def _everything(*folders: Path) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for folder in folders:
+        for path in folder.rglob("*") if folder.is_dir() else ():
+            if path.is_file():
+                found[path.relative_to(folder).as_posix()] = path.read_bytes()
+    return found
+
+
+# --- writers after the verification (issue 8, 2) -----------------------------------------------------
+
+
+@needs_strace
+def test_writes_after_the_verification_are_kept_never_deleted(tmp_path: Path) -> None:
+    """Appends through open files and a new file by path, while the worker is about to delete."""
+    paths = make_session(tmp_path)
+    working = Path(paths.processed_data)
+    original = _everything(working)
+    appended = ["behavior/runtime/résultat 00.bin", "suite2p/plane 0/résultat 01.bin", "résultat 04.bin"]
+    streams = [(working / name).open("ab") for name in appended]
+    prefix = strace_prefix(["unlinkat:delay_enter=1500000:when=1"], trace="unlinkat")
+    worker = subprocess.Popen([*prefix, SL_WORKER, *argv("archive", paths, 1)])
+    wait_for(lambda: bool(hidden(working, ".archived-")) or worker.poll() is not None)
+    for stream in streams:  # the writer that opened its files before the archive started
+        stream.write(b"+late")
+        stream.close()
+    (working / "late").mkdir(parents=True)  # a writer that starts after the verification
+    (working / "late" / "new.bin").write_bytes(b"new")
+    by_path_appended = False
+    try:
+        with (working / "vidéo/カメラ/résultat 03.bin").open("ab") as late:
+            late.write(b"+by path")
+        by_path_appended = True
+    except FileNotFoundError:
+        pass
+    assert worker.wait(timeout=60) == 1
+    assert _everything(Path(paths.archived_processed_data)) == original
+    left = _everything(working, *hidden(working, ".archived-"))
+    for name in appended:
+        assert left[name] == original[name] + b"+late", f"{name}: appended bytes lost"
+    assert left["late/new.bin"] == b"new"
+    if by_path_appended:
+        assert left["vidéo/カメラ/résultat 03.bin"].endswith(b"+by path")
+    assert "3 files of the working copy appeared or changed after the archive was verified" in _reason(
+        paths, "archive"
+    )
+    assert rerun("archive", paths, 2) == 1, "a re-run must refuse: the working copy holds new data"
+    assert _reason(paths, "archive").startswith(
+        "VerificationError: Archived data differs from the working copy and neither is complete"
+    )
+    assert _everything(working, *hidden(working, ".archived-")) == left
+
+
+# --- durability (issue 8, 3) ---------------------------------------------------------------------------
+
+
+def _strace_paths(log: Path) -> list[tuple[str, str, list[str]]]:
+    """(syscall, its decoded string arguments, the decoded paths of its descriptors) of an ``-y -xx`` log."""
+    calls = []
+    for line in log.read_text().splitlines():
+        match = re.match(r"^\d+\s+(\w+)\((.*)\)\s+=", line)
+        if match:
+            strings = " ".join(_decode(s) for s in re.findall(r'"((?:\\x[0-9a-f]{2})*)"', match.group(2)))
+            fds = [_decode(p) for p in re.findall(r"<((?:\\x[0-9a-f]{2})+)>", match.group(2))]
+            flags = re.sub(r'"[^"]*"|<[^>]*>', "", match.group(2))
+            calls.append((match.group(1), f"{strings} {flags}", fds))
+    return calls
+
+
+def _decode(escaped: str) -> str:
+    return bytes(int(h, 16) for h in re.findall(r"\\x([0-9a-f]{2})", escaped)).decode("utf-8", "replace")
+
+
+@needs_strace
+def test_every_archived_file_and_folder_is_synced_and_read_back_from_disk_before_any_delete(
+    tmp_path: Path,
+) -> None:
+    paths = make_session(tmp_path)
+    files = set(hashes(Path(paths.processed_data)))
+    folders = {
+        str(p.relative_to(paths.processed_data)) for p in Path(paths.processed_data).rglob("*") if p.is_dir()
+    }
+    log = tmp_path / "strace.log"
+    prefix = [*strace_prefix([], log=log, trace="fsync,fadvise64,unlinkat,rename"), "-y", "-xx"]
+    assert subprocess.run([*prefix, SL_WORKER, *argv("archive", paths, 1)], check=False).returncode == 0
+    calls = _strace_paths(log)
+    first_delete = next(
+        i for i, (name, _, fds) in enumerate(calls) if name == "unlinkat" and ".archived-" in fds[0]
+    )
+    before = calls[:first_delete]
+    partial = re.compile(r"/\.partial-processed_data-[^/]+(?:/(.*))?$")
+    synced = {
+        m.group(1) or "." for n, _, fds in before if n == "fsync" for m in [partial.search(fds[0])] if m
+    }
+    dropped = {
+        m.group(1)
+        for n, a, fds in before
+        if n == "fadvise64" and "DONTNEED" in a
+        for m in [partial.search(fds[0])]
+        if m
+    }
+    assert files <= synced, f"not fsynced before the delete: {sorted(files - synced)}"
+    assert folders | {"."} <= synced, f"folders not fsynced: {sorted(folders - synced)}"
+    assert files <= dropped, "the read-back must not come from the page cache"
+    renamed = max(
+        i
+        for i, (name, args, _) in enumerate(before)
+        if name == "rename" and ".partial-processed_data" in args
+    )
+    session = str(paths.storage_session)
+    assert any(n == "fsync" and fds[0] == session for n, _, fds in before[renamed:]), (
+        "rename not made durable"
+    )
+
+
+# --- full and read-only volumes (issue 8, 5) ----------------------------------------------------------
+
+
+def test_a_full_storage_volume_is_one_sentence_in_the_tracker_and_nothing_is_lost(
+    tmp_path: Path, tmpfs: Mount
+) -> None:
+    tmpfs(tmp_path / "storage", "1m")
+    paths = make_session(tmp_path, files=40)
+    for index in range(6):  # 6 x 300 kB of processed data: more than the volume holds
+        (Path(paths.processed_data) / f"big {index}.bin").write_bytes(os.urandom(300_000))
+    original = hashes(Path(paths.processed_data))
+    assert rerun("archive", paths, 1) == 1
+    reason = _reason(paths, "archive")
+    assert reason.startswith("WorkerError: No space left on device: "), reason
+    assert re.search(r": \d+ of 46 files could not be copied \(first: /.*/processed_data/big", reason), reason
+    assert len(reason) <= MAX_REASON and "[(" not in reason
+    assert hashes(Path(paths.processed_data)) == original
+    assert not Path(paths.archived_processed_data).exists()
+    assert not hidden(Path(paths.archived_processed_data), ".partial-")
+    assert not record_path(Path(paths.archived_processed_data)).exists()
+
+
+def test_a_full_working_volume_fails_preparation_in_one_sentence_and_leaves_no_partial(
+    tmp_path: Path, tmpfs: Mount
+) -> None:
+    tmpfs(tmp_path / "working", "64k")
+    paths = make_session(tmp_path / "elsewhere", files=0)
+    paths = SessionPaths(paths.storage_root, paths.working_root.parent.parent / "working", *_names(paths))
+    assert rerun("prepare", paths, 1) == 1
+    reason = _reason(paths, "prepare")
+    assert reason.startswith("WorkerError: No space left on device: "), reason
+    assert re.search(r": \d+ of 13 files could not be copied \(first: /.*/raw_data/", reason), reason
+    assert not (Path(paths.working_session) / "raw_data").exists()
+    assert not hidden(Path(paths.working_session) / "raw_data", ".partial-")
+
+
+def _names(paths: SessionPaths) -> tuple[str, str, str]:
+    return paths.project, paths.animal, paths.session
+
+
+def test_a_read_only_working_volume_keeps_the_working_copy_whole_and_a_rerun_finishes(
+    tmp_path: Path, tmpfs: Mount
+) -> None:
+    tmpfs(tmp_path / "working", "16m")
+    paths = make_session(tmp_path, files=20)
+    original = hashes(Path(paths.processed_data))
+    _remount(tmp_path / "working", "ro")
+    with pytest.raises(WorkerError) as info:
+        archive_session(paths)
+    message = str(info.value)
+    assert message.startswith("Read-only file system: cannot move the working copy")
+    assert f"the archive {paths.archived_processed_data} is complete and verified" in message
+    assert hashes(Path(paths.archived_processed_data)) == hashes(Path(paths.processed_data)) == original
+    _remount(tmp_path / "working", "rw")
+    assert not archive_session(paths).copied
+    assert not Path(paths.processed_data).exists()
+    assert hashes(Path(paths.archived_processed_data)) == original
+
+
+def test_a_read_only_storage_volume_changes_nothing_and_says_so_first(tmp_path: Path, tmpfs: Mount) -> None:
+    tmpfs(tmp_path / "storage", "16m")
+    paths = make_session(tmp_path, files=10)
+    original = hashes(Path(paths.processed_data))
+    _remount(tmp_path / "storage", "ro")
+    with pytest.raises(WorkerError, match=r"^Read-only file system: cannot copy processed data to "):
+        archive_session(paths)
+    assert hashes(Path(paths.processed_data)) == original
+    assert not Path(paths.archived_processed_data).exists()
+
+
+# --- refusing while a writer runs (issue 8, 2) --------------------------------------------------------
+
+WRITERS = ["behavior", "suite2p", "video", "multiday", "forging"]
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_archiving_refuses_while_a_pipeline_writes_the_working_data(tmp_path: Path, writer: str) -> None:
+    paths = make_session(tmp_path, files=5)
+    original = hashes(Path(paths.processed_data))
+    pipeline = ProcessingPipelines.from_name(writer)
+    ProcessingTracker(Path(paths.tracker(pipeline.tracker_file))).start(4242, 3)
+    with pytest.raises(
+        WorkerError, match=rf"while another pipeline runs on it: {pipeline.value} \(manager 4242"
+    ):
+        archive_session(paths)
+    assert hashes(Path(paths.processed_data)) == original
+    assert not Path(paths.archived_processed_data).exists()
+
+
+@pytest.mark.parametrize("writer", ["behavior", "archiving"])
+def test_preparation_refuses_while_a_pipeline_uses_the_working_folder(tmp_path: Path, writer: str) -> None:
+    paths = make_session(tmp_path, files=0)
+    pipeline = ProcessingPipelines.from_name(writer)
+    ProcessingTracker(Path(paths.tracker(pipeline.tracker_file))).start(77, 1)
+    with pytest.raises(WorkerError, match=rf"{pipeline.value} \(manager 77"):
+        prepare_session(paths)
+    assert not (Path(paths.working_session) / "raw_data").exists()
+
+
+def test_finished_or_failed_writers_do_not_block_archiving(tmp_path: Path) -> None:
+    paths = make_session(tmp_path, files=5)
+    behavior = ProcessingTracker(Path(paths.tracker(ProcessingPipelines.BEHAVIOR.tracker_file)))
+    behavior.start(1, 1)
+    behavior.error(1, job="x", reason="crashed")
+    assert archive_session(paths).copied
+
+
+# --- preparation cleans up after itself (issue 8, 4) --------------------------------------------------
+
+
+def test_preparation_removes_its_leftover_folders_even_when_the_copy_is_verified(tmp_path: Path) -> None:
+    paths = make_session(tmp_path, files=0)
+    prepare_session(paths)
+    prepared = Path(paths.working_session) / "raw_data"
+    leftover = prepared.with_name(".partial-raw_data-4242-deadbeef")
+    shutil.copytree(prepared, leftover)
+    result = prepare_session(paths)
+    assert not result.copied
+    assert not leftover.exists()
+    assert hashes(prepared) == hashes(Path(paths.raw_data))
+
+
+# --- a re-run names the complete copy (issue 8, 1) ----------------------------------------------------
+
+
+def test_an_interrupted_delete_by_an_older_version_is_finished(tmp_path: Path) -> None:
+    """No record, no aside: the working copy is part of the archive (the old rmtree was cut short)."""
+    paths = make_session(tmp_path, files=30)
+    working, archive = Path(paths.processed_data), Path(paths.archived_processed_data)
+    original = hashes(working)
+    shutil.copytree(working, archive)
+    for path in sorted(p for p in working.rglob("*") if p.is_file())[:12]:
+        path.unlink()
+    result = archive_session(paths)
+    assert not result.copied and not working.exists()
+    assert hashes(archive) == original
+
+
+def test_a_newer_working_copy_is_kept_and_the_old_archive_is_never_advised_away(tmp_path: Path) -> None:
+    paths = make_session(tmp_path, files=10)
+    working, archive = Path(paths.processed_data), Path(paths.archived_processed_data)
+    shutil.copytree(working, archive)
+    (working / "behavior" / "rerun.bin").write_bytes(b"a newer result")
+    before = hashes(working), hashes(archive)
+    with pytest.raises(VerificationError) as info:
+        archive_session(paths)
+    message = str(info.value)
+    assert message.startswith("Archived data differs from the working copy, which is complete and newer")
+    assert "move the old archive aside" in message and "delete it," not in message
+    assert (hashes(working), hashes(archive)) == before
+
+
+def test_when_neither_copy_is_complete_both_are_kept_and_the_message_says_so(tmp_path: Path) -> None:
+    paths = make_session(tmp_path, files=10)
+    working, archive = Path(paths.processed_data), Path(paths.archived_processed_data)
+    shutil.copytree(working, archive)
+    next(p for p in working.rglob("*.bin")).unlink()
+    (working / "new.bin").write_bytes(b"new")
+    before = hashes(working), hashes(archive)
+    with pytest.raises(VerificationError, match="neither is complete") as info:
+        archive_session(paths)
+    assert "and lacks 1 files of the archive" in str(info.value) and "keep both" in str(info.value)
+    assert (hashes(working), hashes(archive)) == before
+
+
+def test_an_archive_that_no_longer_matches_its_record_is_reported_with_the_complete_copy(
+    tmp_path: Path,
+) -> None:
+    paths = make_session(tmp_path, files=10)
+    working, archive = Path(paths.processed_data), Path(paths.archived_processed_data)
+    archive_session(paths)
+    shutil.copytree(archive, working)  # as if killed before the working copy was set aside
+    victim = next(p for p in archive.rglob("*.bin"))
+    victim.write_bytes(b"damaged later")
+    with pytest.raises(
+        VerificationError, match=r"^The archive no longer matches the record of its verification"
+    ) as info:
+        archive_session(paths)
+    assert f"the working copy {working} is complete" in str(info.value)
+    assert working.is_dir() and victim.read_bytes() == b"damaged later"
+
+
+def test_an_aside_copy_without_its_archive_is_put_back_and_archived(tmp_path: Path) -> None:
+    paths = make_session(tmp_path, files=10)
+    working = Path(paths.processed_data)
+    original = hashes(working)
+    working.rename(working.with_name(".archived-processed_data-1-feedbeef"))
+    assert archive_session(paths).copied
+    assert hashes(Path(paths.archived_processed_data)) == original and not hidden(working, ".archived-")
+
+
+# --- the record and what cannot be archived ------------------------------------------------------------
+
+
+def test_the_record_lists_every_file_and_survives_awkward_names(tmp_path: Path) -> None:
+    archive = tmp_path / "processed_data"
+    files = {
+        "a b/c.bin": "0" * 32,
+        "new\nline.bin": "1" * 32,
+        "back\\slash.bin": "2" * 32,
+        "é/ü.bin": "3" * 32,
+    }
+    write_record(archive, files)
+    text = record_path(archive).read_bytes()
+    assert b"00000000000000000000000000000000  processed_data/a b/c.bin\n" in text
+    assert b"\\11111111111111111111111111111111  processed_data/new\\nline.bin\n" in text
+    assert read_record(archive) == files
+
+
+def test_entries_that_are_not_files_are_refused_before_anything_is_copied(tmp_path: Path) -> None:
+    paths = make_session(tmp_path, files=5)
+    (Path(paths.processed_data) / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(WorkerError, match=r"1 entries are neither files nor folders \(first: .*dangling"):
+        archive_session(paths)
+    assert not Path(paths.archived_processed_data).exists() and Path(paths.processed_data).is_dir()
