@@ -122,8 +122,11 @@ def strace_prefix(inject: Sequence[str], log: Path | None = None, trace: str = "
     return [STRACE, "-f", "-qq", "-s", "512", *out, *traced, *[f"--inject={spec}" for spec in inject]]
 
 
-def run_killed(command: str, paths: SessionPaths, manager_id: int, kill: Kill) -> int:
-    """Runs the worker in its own process and kills it as ``kill`` says; returns its exit status."""
+def run_killed(command: str, paths: SessionPaths, manager_id: int, kill: Kill) -> int | None:
+    """Runs the worker in its own process and kills it as ``kill`` says; returns its exit status.
+
+    None: a timer fired after the worker had finished (the signal was not sent).
+    """
     args = [SL_WORKER, *argv(command, paths, manager_id)]
     if kill.syscall:
         spec = f"{kill.syscall}:signal={kill.signal.name}:when={kill.when}"
@@ -133,6 +136,8 @@ def run_killed(command: str, paths: SessionPaths, manager_id: int, kill: Kill) -
     process = subprocess.Popen(args, stderr=subprocess.DEVNULL)
     wait_for(lambda: process.poll() is not None or (tracker.exists() and tracker.read_text() != before))
     time.sleep(kill.delay)
+    if process.poll() is not None:
+        return None
     process.send_signal(kill.signal)
     return process.wait(timeout=60)
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,27 +115,45 @@ def prepare_bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     yield _bench(tmp_path_factory.mktemp("prepare-trials"), "prepare", damaged=True)
 
 
-def _check_archive_after_kill(bench: Bench, kill: Kill) -> None:
-    """No file lost or changed, nothing half-written at the final path, every state recognisable."""
+def _archive_after_kill(bench: Bench, kill: Kill) -> str:
+    """No file lost or changed, nothing half-written at the final path; returns the state left."""
     working, archive = Path(bench.paths.processed_data), Path(bench.paths.archived_processed_data)
     archived = hashes(archive)
     assert archived in ({}, bench.working), f"{kill}: a partial or wrong archive is in place"
     if not archived:
         assert hashes(working) == bench.working, f"{kill}: no archive, and the working copy is not whole"
         assert not hidden(working, ".archived-"), f"{kill}: working files set aside before the archive"
-        return
+        return "no archive, working copy whole"
     assert sorted((read_record(archive) or {}).keys()) == sorted(bench.working), f"{kill}: no record"
     left = [hashes(working), *(hashes(aside) for aside in hidden(working, ".archived-"))]
     for copy in left:
         assert all(bench.working.get(path) == digest for path, digest in copy.items()), f"{kill}: changed"
+    kept = sum(len(copy) for copy in left)
+    if kept == len(bench.working):
+        return "archived, working copy whole"
+    return "archived, working copy partly deleted" if kept else "archived, working copy deleted"
 
 
-def _check_archived(bench: Bench, kill: Kill) -> None:
+def _archive_done(bench: Bench, kill: Kill) -> None:
     working, archive = Path(bench.paths.processed_data), Path(bench.paths.archived_processed_data)
     assert hashes(archive) == bench.working, f"{kill}: the re-run did not leave the whole archive"
     assert sorted((read_record(archive) or {}).keys()) == sorted(bench.working)
     assert not working.exists(), f"{kill}: the working copy is still there"
     assert not hidden(working, ".archived-") and not hidden(archive, ".partial-"), f"{kill}: leftovers"
+
+
+def _prepare_after_kill(bench: Bench, kill: Kill) -> str:
+    prepared = Path(bench.paths.working_session) / "raw_data"
+    assert hashes(Path(bench.paths.raw_data)) == bench.raw, f"{kill}: the raw data changed"
+    found = hashes(prepared)
+    assert found in ({}, bench.raw, bench.damaged), f"{kill}: a partial copy is in place"
+    return {0: "no working copy", 1: "old working copy"}.get(len(found), "verified working copy")
+
+
+def _prepare_done(bench: Bench, kill: Kill) -> None:
+    prepared = Path(bench.paths.working_session) / "raw_data"
+    assert hashes(prepared) == bench.raw, f"{kill}: the re-run did not leave a verified copy"
+    assert not hidden(prepared, ".partial-"), f"{kill}: temporary folders left behind"
 
 
 def _rerun(bench: Bench, command: str, kill: Kill, index: int) -> int:
@@ -147,38 +166,33 @@ def _rerun(bench: Bench, command: str, kill: Kill, index: int) -> int:
     return code
 
 
-def test_archive_killed_anywhere_loses_nothing_and_a_rerun_finishes(archive_bench: Bench) -> None:
-    bench = archive_bench
-    assert len(bench.kills) >= 30, [str(k) for k in bench.kills]
-    outcomes: dict[str, int] = {}
+def _trials(
+    bench: Bench, command: str, after_kill: Callable[[Bench, Kill], str], done: Callable[[Bench, Kill], None]
+) -> None:
+    """Kills, checks, re-runs and checks again at every kill point; prints the tally."""
+    states: Counter[str] = Counter()
+    exits: Counter[str] = Counter()
     for index, kill in enumerate(bench.kills):
         reset(bench.root, bench.template)
-        outcomes[str(kill)] = run_killed("archive", bench.paths, 1, kill)
-        _check_archive_after_kill(bench, kill)
-        assert _rerun(bench, "archive", kill, index) == 0, f"{kill}: the re-run failed"
-        _check_archived(bench, kill)
-    print(f"\narchive kill trials: {len(outcomes)}: {outcomes}")
+        code = run_killed(command, bench.paths, 1, kill)
+        states[after_kill(bench, kill)] += 1
+        assert _rerun(bench, command, kill, index) == 0, f"{kill}: the re-run failed"
+        done(bench, kill)
+        outcome = "finished before the signal" if code is None else f"exit {code}"
+        exits[f"{kill.signal.name}/{kill.syscall or 'timer'}: {outcome}"] += 1
+    print(
+        f"\n{command}: {len(bench.kills)} trials, every re-run verified; left {dict(states)}; {dict(exits)}"
+    )
 
 
-def _check_prepared_after_kill(bench: Bench, kill: Kill) -> None:
-    prepared = Path(bench.paths.working_session) / "raw_data"
-    assert hashes(Path(bench.paths.raw_data)) == bench.raw, f"{kill}: the raw data changed"
-    assert hashes(prepared) in ({}, bench.raw, bench.damaged), f"{kill}: a partial copy is in place"
+def test_archive_killed_anywhere_loses_nothing_and_a_rerun_finishes(archive_bench: Bench) -> None:
+    assert len(archive_bench.kills) >= 30, [str(k) for k in archive_bench.kills]
+    _trials(archive_bench, "archive", _archive_after_kill, _archive_done)
 
 
 def test_prepare_killed_anywhere_loses_nothing_and_a_rerun_cleans_up(prepare_bench: Bench) -> None:
-    bench = prepare_bench
-    prepared = Path(bench.paths.working_session) / "raw_data"
-    assert len(bench.kills) >= 20, [str(k) for k in bench.kills]
-    outcomes: dict[str, int] = {}
-    for index, kill in enumerate(bench.kills):
-        reset(bench.root, bench.template)
-        outcomes[str(kill)] = run_killed("prepare", bench.paths, 1, kill)
-        _check_prepared_after_kill(bench, kill)
-        assert _rerun(bench, "prepare", kill, index) == 0, f"{kill}: the re-run failed"
-        assert hashes(prepared) == bench.raw, f"{kill}: the re-run did not leave a verified copy"
-        assert not hidden(prepared, ".partial-"), f"{kill}: temporary folders left behind"
-    print(f"\nprepare kill trials: {len(outcomes)}: {outcomes}")
+    assert len(prepare_bench.kills) >= 20, [str(k) for k in prepare_bench.kills]
+    _trials(prepare_bench, "prepare", _prepare_after_kill, _prepare_done)
 
 
 def test_issue_8_sigterm_at_the_25th_unlinkat_then_a_new_run_finishes_without_loss(tmp_path: Path) -> None:

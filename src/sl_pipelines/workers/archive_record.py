@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
 from sl_pipelines.errors import VerificationError
+from sl_pipelines.workers.files import atomic_write_bytes
 
 #: The record's suffix: the archive folder's name plus this.
 RECORD_SUFFIX = ".xxh128"
@@ -44,17 +44,7 @@ def write_record(archive: Path, files: Mapping[str, str]) -> Path:
     """
     path = record_path(archive)
     lines = [_line(archive.name, relative, digest) for relative, digest in sorted(files.items())]
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(b"".join(lines))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, b"".join(lines))
     return path
 
 

@@ -41,14 +41,19 @@ def os_errors(action: str, path: Path) -> Iterator[None]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a flushed temporary file in the same folder and ``os.replace``.
+    """Writes ``text`` (UTF-8) to ``path`` as :func:`atomic_write_bytes` does."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a fsynced temporary file in the same folder and ``os.replace``.
 
     A reader sees the old content or the new one, never half a file.
     """
     temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with temp.open("w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
+        with temp.open("wb") as stream:
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp, path)
