@@ -144,7 +144,7 @@ def run_killed(command: str, paths: SessionPaths, manager_id: int, kill: Kill) -
 
 def calibrate(command: str, paths: SessionPaths, log: Path) -> list[tuple[str, str]]:
     """Runs the worker once under strace; returns its (syscall, arguments) of interest, in order."""
-    prefix = strace_prefix([], log=log, trace="openat,rename,unlinkat,rmdir")
+    prefix = strace_prefix([], log=log, trace="openat,rename,unlinkat,rmdir,syncfs,fadvise64")
     result = subprocess.run([*prefix, SL_WORKER, *argv(command, paths, 1)], check=False)
     assert result.returncode == 0, log.read_text()[-2000:]
     calls = []

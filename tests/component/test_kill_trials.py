@@ -84,19 +84,26 @@ def _bench(root: Path, command: str, *, damaged: bool) -> Bench:
 
 
 def _chosen(calls: list[tuple[str, str]], command: str) -> list[Kill]:
-    """Every rename, the phases' first openat calls, and the first, 25th and last unlinkat and rmdir."""
+    """Every rename; the first openat of the copy, a middle one, the first of the delete; the first
+    syncfs and the middle fadvise64 (the read-back); the first, 25th and last unlinkat and rmdir."""
     data = "processed_data" if command == "archive" else "raw_data"
     positions = [i for i, (name, _) in enumerate(calls) if name == "rename"]
     opens = [i for i, (name, args) in enumerate(calls) if name == "openat" and data in args]
     creates = [i for i in opens if "O_CREAT" in calls[i][1] and ".partial-" in calls[i][1]]
-    reads = [i for i in opens if ".partial-" in calls[i][1] and "O_CREAT" not in calls[i][1]]
     relative = [i for i, (name, args) in enumerate(calls) if name == "openat" and not args.startswith("AT_")]
-    positions += [opens[0], creates[len(creates) // 2], reads[-1] if reads else opens[-1]]
-    positions += relative[:1] if command == "archive" else []
-    for syscall in ("unlinkat", "rmdir"):
+    positions += [opens[0], creates[len(creates) // 2], *relative[:1]]
+    for syscall, picks in (
+        ("unlinkat", (0, 24, -1)),
+        ("rmdir", (0, -1)),
+        ("syncfs", (0,)),
+        ("fadvise64", None),
+    ):
         found = [i for i, (name, _) in enumerate(calls) if name == syscall]
-        positions += sorted({found[0], found[min(24, len(found) - 1)], found[-1]}) if found else []
-    return [Kill(sig, calls[p][0], nth(calls, calls[p][0], p)) for p in sorted(positions) for sig in SIGNALS]
+        chosen = (len(found) // 2,) if picks is None else picks
+        positions += sorted({found[min(p, len(found) - 1)] for p in chosen}) if found else []
+    return [
+        Kill(sig, calls[p][0], nth(calls, calls[p][0], p)) for p in sorted(set(positions)) for sig in SIGNALS
+    ]
 
 
 def _timers(duration: float, seed: int) -> list[Kill]:

@@ -3,7 +3,6 @@ OS-error translation and one-sentence summaries of many failed files."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import secrets
 import shutil
@@ -15,8 +14,6 @@ from sl_pipelines.errors import SlPipelinesError, WorkerError
 
 #: Prefix of the temporary folders a worker copies into before renaming them into place.
 PARTIAL_PREFIX = ".partial-"
-#: The C library, for ``syncfs`` (None where it cannot be loaded).
-_LIBC = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
 #: Prefix of a working copy moved aside by data archiving to be deleted file by file.
 ASIDE_PREFIX = ".archived-"
 
@@ -111,37 +108,6 @@ def fsync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def drop_cached_pages(fd: int) -> None:
-    """Drops the file's clean pages from the page cache and starts writing its dirty ones (Linux).
-
-    A later read then comes from the volume. Where ``posix_fadvise`` is missing this does nothing.
-    """
-    if hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-
-
-def sync_volume(folder: Path) -> None:
-    """Writes out everything still cached for the volume that holds ``folder`` (``syncfs``).
-
-    It batches the durability of many files into one journal commit; the per-file ``fsync`` that must
-    follow (it alone reports each file's errors) then has nothing left to write. Where ``syncfs`` is
-    missing this does nothing and the per-file ``fsync`` does the work.
-
-    Raises:
-        OSError: the volume reported a write error.
-    """
-    syncfs = getattr(_LIBC, "syncfs", None)
-    if syncfs is None:
-        return
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        if syncfs(fd) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code), str(folder))
     finally:
         os.close(fd)
 

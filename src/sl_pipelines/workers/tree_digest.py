@@ -17,7 +17,6 @@ from pathlib import Path
 import xxhash
 
 from sl_pipelines.errors import WorkerError
-from sl_pipelines.workers.files import drop_cached_pages
 
 #: Bytes read at a time while hashing or copying.
 CHUNK = 4 * 1024 * 1024
@@ -143,11 +142,7 @@ def new_buffer() -> memoryview:
 
 
 def hash_tree(
-    folder: Path,
-    *,
-    exclude: Collection[str] = (),
-    listing: TreeListing | None = None,
-    from_disk: bool = False,
+    folder: Path, *, exclude: Collection[str] = (), listing: TreeListing | None = None
 ) -> TreeDigest:
     """Reads every file under ``folder`` once and returns its digests.
 
@@ -155,12 +150,10 @@ def hash_tree(
         folder: the root of the tree.
         exclude: relative paths left out of the tree checksum.
         listing: the tree's listing, when the caller has it already.
-        from_disk: fsync each file and drop its cached pages before reading it, so the digest is of
-            what the volume holds rather than of what is still in memory.
 
     Raises:
         WorkerError: a file changed size while it was read.
-        OSError: the tree cannot be read (or synced).
+        OSError: the tree cannot be read.
     """
     files = (listing or list_tree(folder)).files
     hasher = TreeHasher(folder, exclude)
@@ -168,9 +161,6 @@ def hash_tree(
     for relative in files:
         fd = os.open(folder / relative, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            if from_disk:
-                os.fsync(fd)
-                drop_cached_pages(fd)
             hasher.add(relative, fd, view)
         finally:
             os.close(fd)
@@ -178,7 +168,7 @@ def hash_tree(
 
 
 def hash_open_file(fd: int, view: memoryview) -> str:
-    """The XXH3-128 hex digest of the rest of the open file ``fd``.
+    """The XXH3-128 hex digest of the open file ``fd`` from its current offset to its end.
 
     Raises:
         OSError: reading failed.
