@@ -381,6 +381,17 @@ def test_an_archive_that_no_longer_matches_its_record_is_reported_with_the_compl
     assert working.is_dir() and victim.read_bytes() == b"damaged later"
 
 
+def test_a_rerun_over_a_complete_archive_removes_a_temporary_copy_left_beside_it(tmp_path: Path) -> None:
+    paths = make_session(tmp_path, files=10)
+    working, archive = Path(paths.processed_data), Path(paths.archived_processed_data)
+    original = hashes(working)
+    shutil.copytree(working, archive)
+    stale = archive.with_name(".partial-processed_data-1-dead")
+    shutil.copytree(working, stale)
+    assert not archive_session(paths).copied
+    assert not stale.exists() and hashes(archive) == original and not working.exists()
+
+
 def test_an_aside_copy_without_its_archive_is_put_back_and_archived(tmp_path: Path) -> None:
     paths = make_session(tmp_path, files=10)
     working = Path(paths.processed_data)

@@ -92,10 +92,15 @@ def _check_session(paths: SessionPaths, source: Path, destination: Path) -> None
 
 
 def _existing_archive(source: Path, destination: Path) -> TreeDigest:
-    """Verifies an archive found in place (against its record) and that it holds the working files."""
+    """Verifies an archive found in place (against its record) and that it holds the working files.
+
+    A temporary copy beside it is the remains of a copy killed before the archive was made from the
+    working copy: it is removed.
+    """
     with os_errors("verify the archive", destination):
         archived = hash_tree(destination)
         recorded = read_record(destination)
+        remove_stale_partials(destination)
     if recorded is not None and recorded != archived.files:
         raise damaged_archive(source, destination, recorded, archived)
     if recorded is None:
