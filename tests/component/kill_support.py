@@ -181,6 +181,13 @@ def rerun(command: str, paths: SessionPaths, manager_id: int) -> int:
     return main(argv(command, paths, manager_id))
 
 
+def tracker_reason(paths: SessionPaths, command: str) -> str:
+    """The failure reason the command's tracker recorded (the test fails when there is none)."""
+    failure = ProcessingTracker(tracker_path(paths, command)).read().failure
+    assert failure is not None
+    return failure.reason
+
+
 def record_failure_if_running(paths: SessionPaths, command: str, manager_id: int) -> None:
     """What a manager does for a job that died without a word: record its failure."""
     tracker = ProcessingTracker(tracker_path(paths, command))
