@@ -23,6 +23,7 @@ import pytest
 from sl_pipelines.adapters.tracker_store import ProcessingTracker
 from sl_pipelines.cli.worker import main
 from sl_pipelines.core.layout import SessionPaths
+from sl_pipelines.core.tracker_text import parse_tracker_text
 from sl_pipelines.vocabulary import TrackerFileNames
 from sl_pipelines.workers.demo_data import generate_session
 
@@ -138,8 +139,11 @@ def run_killed(command: str, paths: SessionPaths, manager_id: int, kill: Kill) -
     time.sleep(kill.delay)
     if process.poll() is not None:
         return None
+    done = parse_tracker_text(tracker.read_text(), path=tracker).is_complete
     process.send_signal(kill.signal)
-    return process.wait(timeout=60)
+    code = process.wait(timeout=60)
+    assert code != 0 or done, f"{kill}: the worker swallowed the signal and exited 0 before its work was done"
+    return code
 
 
 def calibrate(command: str, paths: SessionPaths, log: Path) -> list[tuple[str, str]]:

@@ -185,7 +185,9 @@ def _trials(
         states[after_kill(bench, kill)] += 1
         assert _rerun(bench, command, kill, index) == 0, f"{kill}: the re-run failed"
         done(bench, kill)
-        outcome = "finished before the signal" if code is None else f"exit {code}"
+        outcome = {None: "finished before the signal", 0: "exit 0, work done as the signal came"}.get(
+            code, f"exit {code}"
+        )
         exits[f"{kill.signal.name}/{kill.syscall or 'timer'}: {outcome}"] += 1
     print(
         f"\n{command}: {len(bench.kills)} trials, every re-run verified; left {dict(states)}; {dict(exits)}"
