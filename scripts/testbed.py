@@ -88,6 +88,7 @@ PACKAGES = [
     "slurmdbd",
     "mariadb-server",
     "python3-venv",
+    "strace",
 ]
 SYSTEM_PYTHON = "/usr/bin/python3"
 GROUP = "sltest"

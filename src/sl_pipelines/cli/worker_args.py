@@ -244,16 +244,19 @@ def _add_data_management(
         parents=[tracker, session],
         help="copy raw data to the working volume, verified",
         description="Copy raw_data from the storage volume to <working_root>/<project>/<animal>/<session>/"
-        "raw_data, verified against the stored checksum before it is put in place. Refuses while data "
-        "archiving runs on the session.",
+        "raw_data, synced and verified against the stored checksum before it is put in place; removes the "
+        "temporary folders of an interrupted run. Refuses while archiving or a processing pipeline runs on "
+        "the session.",
     )
     commands.add_parser(
         "archive",
         parents=[tracker, session],
         help="move processed data to the storage volume, verified",
-        description="Copy processed_data from the working volume to the storage volume, verify the copy "
-        "against the working data, and only then delete the working copy. Refuses to overwrite an "
-        "archived copy that differs, and refuses while processing preparation runs on the session.",
+        description="Copy processed_data from the working volume to the storage volume, sync it and verify "
+        "it file by file (processed_data.xxh128 beside it records the verified files), then move the working "
+        "copy aside and delete exactly the verified files. A re-run finishes an interrupted archive. Refuses "
+        "to overwrite an archive that differs, and refuses while preparation or a processing pipeline runs "
+        "on the session.",
     )
     project = argparse.ArgumentParser(add_help=False)
     _root_options(project)

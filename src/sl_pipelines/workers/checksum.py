@@ -9,24 +9,19 @@ stored checksum file (``raw_data/ax_checksum.txt``) is excluded from its own che
 from __future__ import annotations
 
 import logging
-import os
-import struct
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-import xxhash
-
 from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.errors import SessionNotFoundError, VerificationError, WorkerError
 from sl_pipelines.workers.files import atomic_write_text, os_errors
+from sl_pipelines.workers.tree_digest import hash_tree
 
 _LOG = logging.getLogger("sl_pipelines")
 
 #: The stored checksum of a session's raw data, inside ``raw_data``.
 CHECKSUM_FILE = "ax_checksum.txt"
-#: Bytes read at a time while hashing.
-_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -56,40 +51,10 @@ def calculate_checksum(folder: Path, *, exclude: Collection[str] = (CHECKSUM_FIL
     Raises:
         WorkerError: the folder cannot be read, or a file changed size while it was hashed.
     """
-    digest = xxhash.xxh3_128()
     with os_errors("hash", folder):
         if not folder.is_dir():
             raise WorkerError(f"Cannot hash {folder} because it is not a folder; check the session path.")
-        for relative in _sorted_files(folder):
-            if relative not in exclude:
-                _hash_file(digest, folder, relative)
-    return str(digest.hexdigest())
-
-
-def _sorted_files(folder: Path) -> list[str]:
-    """The relative POSIX paths of every file under ``folder`` (following file symlinks), sorted."""
-    found: list[str] = []
-    for root, dirs, names in os.walk(folder):
-        dirs.sort()
-        base = Path(root).relative_to(folder)
-        found.extend((base / name).as_posix() for name in names if (Path(root) / name).is_file())
-    return sorted(found)
-
-
-def _hash_file(digest: xxhash.xxh3_128, folder: Path, relative: str) -> None:
-    name = relative.encode("utf-8", "surrogateescape")
-    with (folder / relative).open("rb") as stream:
-        size = os.fstat(stream.fileno()).st_size
-        digest.update(struct.pack("<Q", len(name)) + name + struct.pack("<Q", size))
-        read = 0
-        while chunk := stream.read(_CHUNK):
-            read += len(chunk)
-            digest.update(chunk)
-    if read != size:
-        raise WorkerError(
-            f"File {folder / relative} changed size while it was hashed ({size} then {read} bytes); "
-            "wait until nothing writes into the folder and run the checksum again."
-        )
+        return hash_tree(folder, exclude=exclude).checksum
 
 
 def read_stored_checksum(raw_data: Path) -> str | None:

@@ -1,25 +1,34 @@
 """Processing preparation: copy a session's raw data to the working volume, verified.
 
-The copy goes into a temporary folder beside the destination, is hashed with the checksum of
-:mod:`sl_pipelines.workers.checksum` and compared with the stored checksum, and only then renamed to
-``<working_session>/raw_data``. A copy that does not verify is deleted, so the working volume never
-holds a partial or wrong ``raw_data`` folder.
+The copy goes into a temporary folder beside the destination; the raw data is hashed as it is read and
+compared with the stored checksum, the copy is fsynced and read back from the volume to be verified
+file by file, and only then is it renamed to ``<working_session>/raw_data``. A copy that does not
+verify is deleted, so the working volume never holds a partial or wrong ``raw_data`` folder. Temporary
+folders a killed run left behind (``.partial-raw_data-…``) are removed by the next run, first thing:
+the storage volume always holds the original.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from sl_pipelines.adapters.locks import LockKind
-from sl_pipelines.adapters.tracker_store import ProcessingTracker
 from sl_pipelines.core.layout import RAW_DATA, SessionPaths
-from sl_pipelines.errors import SessionNotFoundError, VerificationError, WorkerError
-from sl_pipelines.vocabulary import TrackerFileNames
-from sl_pipelines.workers.checksum import CHECKSUM_FILE, calculate_checksum, read_stored_checksum
-from sl_pipelines.workers.files import copy_tree, os_errors, partial_sibling, remove_stale_partials, tree_size
+from sl_pipelines.errors import SessionNotFoundError, VerificationError
+from sl_pipelines.vocabulary import ProcessingPipelines
+from sl_pipelines.workers.checksum import CHECKSUM_FILE, read_stored_checksum
+from sl_pipelines.workers.files import (
+    fsync_folder,
+    os_errors,
+    partial_sibling,
+    remove_stale_partials,
+    remove_tree,
+)
+from sl_pipelines.workers.session_guard import refuse_while_writers_run
+from sl_pipelines.workers.tree_copy import copy_verified
+from sl_pipelines.workers.tree_digest import TreeDigest, hash_tree
 
 _LOG = logging.getLogger("sl_pipelines")
 
@@ -45,25 +54,6 @@ class TransferResult:
     copied: bool
 
 
-def refuse_while_running(
-    paths: SessionPaths, tracker_file: TrackerFileNames, action: str, lock_kind: LockKind | str | None = None
-) -> None:
-    """Raises :class:`WorkerError` when the session's ``tracker_file`` shows a running pipeline.
-
-    Raises:
-        WorkerError: the other pipeline is running.
-        TrackerError: its tracker is corrupt or its lock could not be had.
-    """
-    tracker = ProcessingTracker(Path(paths.tracker(tracker_file)), lock_kind=lock_kind)
-    state = tracker.read()
-    if state.is_running:
-        raise WorkerError(
-            f"Cannot {action} session {paths.session!r} while another pipeline runs on it (tracker "
-            f"{tracker.path}, manager {state.manager_id}); wait for it to finish or abort it with "
-            f"'sl-tracker abort'."
-        )
-
-
 def prepare_session(paths: SessionPaths, *, lock_kind: LockKind | str | None = None) -> TransferResult:
     """Copies the session's raw data from the storage volume to the working volume and verifies it.
 
@@ -75,7 +65,9 @@ def prepare_session(paths: SessionPaths, *, lock_kind: LockKind | str | None = N
     Raises:
         SessionNotFoundError: the session has no raw data on the storage volume.
         VerificationError: no checksum is stored, or the copy does not match it; no copy is left.
-        WorkerError: data archiving runs on the session, or the copy failed (full volume, permissions).
+        WorkerError: another pipeline that writes the session's working data runs (archiving, the
+            processing pipelines), or files could not be copied (one sentence: the OS error, how many
+            files, the first one).
     """
     source = Path(paths.raw_data)
     destination = Path(paths.working_session) / RAW_DATA
@@ -85,7 +77,7 @@ def prepare_session(paths: SessionPaths, *, lock_kind: LockKind | str | None = N
             "session names and the storage root.",
             session=paths.session,
         )
-    refuse_while_running(paths, TrackerFileNames.ARCHIVING, "prepare", lock_kind)
+    refuse_while_writers_run(paths, ProcessingPipelines.PREPARATION, "prepare", lock_kind)
     stored = read_stored_checksum(source)
     if stored is None:
         raise VerificationError(
@@ -93,46 +85,63 @@ def prepare_session(paths: SessionPaths, *, lock_kind: LockKind | str | None = N
             "run checksum resolution first (sl-worker checksum --create-missing).",
             path=source,
         )
-    if destination.is_dir() and calculate_checksum(destination) == stored:
+    with os_errors("clear an interrupted copy beside", destination):
+        remove_stale_partials(destination)
+        present = _digest(destination) if destination.is_dir() else None
+    if present is not None and present.checksum == stored:
         _LOG.info("Working copy %s already matches checksum %s; nothing to copy.", destination, stored)
-        return _result(source, destination, stored, copied=False)
+        return _result(source, destination, present, copied=False)
     with os_errors("copy raw data to", destination):
-        _copy_verified(source, destination, stored)
-    return _result(source, destination, stored, copied=True)
+        digest = _copy_verified(source, destination, stored)
+    return _result(source, destination, digest, copied=True)
 
 
-def _copy_verified(source: Path, destination: Path, stored: str) -> None:
+def _digest(folder: Path) -> TreeDigest | None:
+    """The digest of an existing working copy, or None when it cannot be read whole (it is replaced)."""
+    try:
+        return hash_tree(folder, exclude=(CHECKSUM_FILE,))
+    except OSError as exc:
+        _LOG.warning("Working copy %s cannot be verified (%s); it will be replaced.", folder, exc)
+        return None
+
+
+def _copy_verified(source: Path, destination: Path, stored: str) -> TreeDigest:
     """Copies into a temporary sibling, verifies it against ``stored``, then renames it into place."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(destination)
     partial = partial_sibling(destination)
+    advice = (
+        "the partial copy was removed: make room or fix permissions on the working volume, then prepare again"
+    )
     try:
-        copy_tree(source, partial)
-        copied = calculate_checksum(partial)
-        if copied != stored:
+        digest = copy_verified(source, partial, advice=advice, exclude=(CHECKSUM_FILE,))
+        if digest.checksum != stored:
             raise VerificationError(
                 f"The copy of {source} does not match the stored checksum (stored {stored}, copy "
-                f"{copied}); the copy was deleted: run checksum resolution to check the raw data.",
+                f"{digest.checksum}); the copy was deleted: run checksum resolution to check the raw data.",
                 path=source,
             )
         _replace_folder(partial, destination)
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        remove_tree(partial)
         raise
     _LOG.info("Copied %s to %s and verified checksum %s.", source, destination, stored)
+    return digest
 
 
 def _replace_folder(new: Path, destination: Path) -> None:
-    """Renames ``new`` to ``destination``, moving an existing (unverified) folder aside first."""
-    if not destination.exists():
-        new.rename(destination)
-        return
-    old = partial_sibling(destination)
-    destination.rename(old)
+    """Renames ``new`` to ``destination``, moving an existing (unverified) folder aside first.
+
+    A kill between the renames leaves only temporary folders, which the next run removes: the storage
+    volume holds the original.
+    """
+    old = partial_sibling(destination) if destination.exists() else None
+    if old is not None:
+        destination.rename(old)
     new.rename(destination)
-    shutil.rmtree(old, ignore_errors=True)
+    fsync_folder(destination.parent)
+    if old is not None:
+        remove_tree(old)
 
 
-def _result(source: Path, destination: Path, checksum: str, *, copied: bool) -> TransferResult:
-    files, size = tree_size(destination)
-    return TransferResult(source, destination, checksum, files, size, copied)
+def _result(source: Path, destination: Path, digest: TreeDigest, *, copied: bool) -> TransferResult:
+    return TransferResult(source, destination, digest.checksum, len(digest.files), digest.size_bytes, copied)
