@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.job import Environment, Job
 from sl_pipelines.core.seams import (
     ProbeRequest,
@@ -66,6 +67,7 @@ class FakeCluster:
     unremovable: set[PurePosixPath] = field(default_factory=set)
     unreadable: set[PurePosixPath] = field(default_factory=set)
     probes: int = 0
+    arrays: int = 0
 
     # --------------------------------------------------------------------------------- Backend seam
     name = "fake"
@@ -97,7 +99,12 @@ class FakeCluster:
         jobs += [s for s in found if s.name in request.job_names and s.job_id not in request.job_ids]
         return ProbeResult(jobs=tuple(jobs), trackers=trackers, round_trips=1)
 
-    def submit_jobs(self, jobs: Sequence[Job]) -> SubmissionReport:
+    max_array_size = 1001
+
+    def submit_jobs(self, items: Sequence[Job | Submission]) -> SubmissionReport:
+        """Arrays are taken apart: each task is submitted on its own, under its own name."""
+        jobs = [job for item in items for job in (item.jobs if isinstance(item, Submission) else (item,))]
+        self.arrays += sum(1 for item in items if isinstance(item, Submission) and item.is_array)
         submitted: dict[str, str] = {}
         refused: dict[str, str] = {}
         deferred: dict[str, str] = {}

@@ -313,3 +313,14 @@ def test_a_job_requeued_after_reporting_is_not_run_again(cluster: FakeCluster, c
     assert ("cancel", cluster.job(name).job_id) in cluster.log
     drive_to_success(cluster, clock, p)
     assert submitted_once(cluster, p)
+
+
+def test_a_stage_goes_out_as_one_array_per_resource_group(cluster: FakeCluster, clock: Clock) -> None:
+    behavior = make(cluster, "behavior")
+    cycle(cluster, clock, behavior)
+    assert cluster.arrays == 2  # runtime and face camera ask for 2 CPUs, the other five for 1
+    suite2p = make(cluster, "suite2p", "s2", planes=6)
+    cycle(cluster, clock, suite2p)
+    finish_stage(cluster, suite2p, 1)
+    cycle(cluster, clock, suite2p)
+    assert suite2p.stage == 2 and cluster.arrays == 3  # the six planes: one array

@@ -16,6 +16,7 @@ from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Protocol
 
+from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.job import Environment, Job
 from sl_pipelines.core.states import JobStatus
 
@@ -181,8 +182,14 @@ class Backend(Protocol):
         """Answers everything one polling cycle needs, in one round trip."""
         ...
 
-    def submit_jobs(self, jobs: Sequence[Job]) -> SubmissionReport:
-        """Writes each job's script and submits the jobs; says per job what became of it.
+    @property
+    def max_array_size(self) -> int:
+        """Array task indexes must stay below this (the cluster's ``MaxArraySize``)."""
+        ...
+
+    def submit_jobs(self, jobs: Sequence[Job | Submission]) -> SubmissionReport:
+        """Writes each job's script and submits the jobs (arrays as one sbatch); says per job what became
+        of it (an array task's id is ``<array id>_<index>``).
 
         Not idempotent: callers look up the names of jobs whose outcome is unknown before submitting
         them again.

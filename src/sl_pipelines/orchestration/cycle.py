@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from sl_pipelines.adapters.tracker_ops import MANAGER_JOB
+from sl_pipelines.core.arrays import Submission, plan_stage
 from sl_pipelines.core.decisions import Action, Decision
 from sl_pipelines.core.job import Job
 from sl_pipelines.core.seams import Backend, ProbeRequest, SubmissionReport, TrackerAction, TrackerOperation
@@ -176,15 +177,25 @@ def _succeed(backend: Backend, run: PipelineRun) -> None:
 def _submit(backend: Backend, submissions: list[tuple[PipelineRun, Decision]]) -> None:
     claimed = _claim(backend, [run for run, _ in submissions if run.stage == 0])
     batch: list[tuple[PipelineRun, Job]] = []
+    plan: list[Submission] = []
     for run, decision in submissions:
         if run.stage == 0 and id(run) not in claimed:
             continue
         run.apply(stage=decision.stage, since={})  # the intent is journaled BEFORE sbatch
         batch.extend((run, run.job(name)) for name in decision.to_submit)
+        plan.extend(_plan(backend, run, decision.to_submit))
     if not batch:
         return
-    report = backend.submit_jobs([job for _, job in batch])
+    report = backend.submit_jobs(plan)
     _apply_submission(backend, batch, report)
+
+
+def _plan(backend: Backend, run: PipelineRun, names: Sequence[str]) -> tuple[Submission, ...]:
+    """The stage's jobs to submit as arrays (one per resource group) and single jobs."""
+    positions = {name: index for index, name in enumerate(run.spec.stages[run.stage])}
+    jobs = [(positions[name], run.job(name)) for name in names]
+    folder = run.resolved.jobs_folder
+    return plan_stage(jobs, name=run.stage_array_name, folder=folder, max_array_size=backend.max_array_size)
 
 
 def _claim(backend: Backend, runs: list[PipelineRun]) -> set[int]:
