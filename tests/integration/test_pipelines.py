@@ -19,9 +19,11 @@ from pipeline_helpers import configs_with, generate, jobs_in_slurm, run_to_end, 
 from sl_pipelines.adapters.locks import LockKind
 from sl_pipelines.adapters.profiles import ServerProfile, save_profile
 from sl_pipelines.adapters.server import Server
+from sl_pipelines.errors import SessionNotFoundError
 from sl_pipelines.orchestration.journal import RunJournal, runs_dir
 from sl_pipelines.orchestration.manager import PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline, default_configs_dir
+from sl_pipelines.orchestration.sessions import find_sessions
 from sl_pipelines.vocabulary import ProcessingStatus
 
 HOSTILE = "day 1;$(touch pwned) `id`"
@@ -237,3 +239,23 @@ def test_a_fan_out_stage_runs_as_one_array_and_a_failing_task_is_named_with_its_
     others = [server.read_text(pipeline.job(name).stdout_path) for name in (planes[0], planes[2])]
     assert all(text is not None for text in others), "every task logs into its own job folder"
     assert sorted(jobs_in_slurm(server, pipeline.resolved, stages=(2,))) == sorted(planes)
+
+
+def test_many_sessions_are_found_with_their_session_data_in_one_command(
+    make_server: Callable[..., Server], project: str
+) -> None:
+    server = make_server("noacct")
+    specs = [generate(server, project, f"day {i};x", planes=i + 1) for i in range(5)]
+    bare = specs[0].rsplit("/", 1)[1]
+    as_path = str(server.storage_root / specs[1])
+    server.connect()
+    before = server.round_trips
+    found = find_sessions(server, [bare, as_path, *specs[2:]])
+    assert server.round_trips == before + 1
+    assert [f"{f.paths.project}/{f.paths.animal}/{f.paths.session}" for f in found] == specs
+    assert all(f.session_data is not None and "planes" in f.session_data for f in found)
+    pipelines = [ProcessingPipeline.create("suite2p", [f], server, dry_run=True) for f in found]
+    assert server.round_trips == before + 1, "building pipelines from found sessions costs nothing more"
+    assert [len(p.resolved.stages[2]) for p in pipelines] == [1, 2, 3, 4, 5]
+    with pytest.raises(SessionNotFoundError, match="'nope' was not found"):
+        find_sessions(server, [specs[0], "nope"])

@@ -25,6 +25,7 @@ from filelock import FileLock
 from sl_pipelines.adapters.tracker_ops import apply_operations
 from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.job import Environment, EnvironmentKind, Job
+from sl_pipelines.core.layout import RAW_DATA
 from sl_pipelines.core.seams import (
     ProbeRequest,
     ProbeResult,
@@ -32,6 +33,7 @@ from sl_pipelines.core.seams import (
     TrackerOperation,
     TrackerOutcome,
 )
+from sl_pipelines.core.session_query import SESSION_DATA_FILE, FoundSession, candidates, found_sessions
 from sl_pipelines.core.states import JobState, JobStatus
 
 KILL_GRACE_SECONDS = 10.0
@@ -201,6 +203,23 @@ class LocalBackend:
         """Applies tracker operations in-process, under each tracker's lock."""
         return apply_operations(operations)
 
+    def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
+        """Finds every session and reads its session data, with the same rules as the Server.
+
+        Raises:
+            SessionNotFoundError, ConfigurationError: the first spec that names no single session.
+        """
+        root = self.storage_root
+        wanted = [candidates(spec, root, self.name) for spec in specs]
+        answers = []
+        for spec in wanted:
+            names = [spec.exact] if spec.exact is not None else _sessions_named(Path(root), str(spec.search))
+            found = [p for p in names if (Path(root).joinpath(*p) / RAW_DATA).is_dir()]
+            answers.append(
+                [(p, self.read_text(root.joinpath(*p) / RAW_DATA / SESSION_DATA_FILE)) for p in found]
+            )
+        return found_sessions(wanted, answers, root, self.working_root, self.name)
+
     # ------------------------------------------------------------------------------------------- files
     def read_text(self, path: PurePosixPath, *, tail_bytes: int | None = None) -> str | None:
         """A file's text (or its last ``tail_bytes``), or None when it does not exist."""
@@ -358,3 +377,16 @@ def _signal_group(record: _Record, sig: signal.Signals) -> None:
         os.killpg(record.pid, sig)
     except ProcessLookupError:
         return
+
+
+def _sessions_named(root: Path, name: str) -> list[tuple[str, str, str]]:
+    """``(project, animal, name)`` of every folder ``<root>/*/*/<name>``."""
+    if not root.is_dir():
+        return []
+    return [
+        (project.name, animal.name, name)
+        for project in sorted(root.iterdir())
+        if project.is_dir()
+        for animal in sorted(project.iterdir())
+        if animal.is_dir() and (animal / name).is_dir()
+    ]

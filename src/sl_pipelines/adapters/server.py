@@ -21,6 +21,7 @@ from sl_pipelines.adapters.ssh import SSHSettings, SSHTransport
 from sl_pipelines.adapters.transfer import TransferReport, Verify
 from sl_pipelines.core import sbatch
 from sl_pipelines.core.arrays import Submission
+from sl_pipelines.core.framing import MARKER, split_sections
 from sl_pipelines.core.job import Environment, EnvironmentKind, Job
 from sl_pipelines.core.probe import build_probe, parse_probe_output
 from sl_pipelines.core.script import activation_prefix
@@ -32,9 +33,10 @@ from sl_pipelines.core.seams import (
     TrackerOperation,
     TrackerOutcome,
 )
-from sl_pipelines.core.slurm import AccountingMode, split_sections
+from sl_pipelines.core.session_query import FoundSession, build_find, candidates, found_sessions, parse_find
+from sl_pipelines.core.slurm import AccountingMode
 from sl_pipelines.core.states import JobStatus
-from sl_pipelines.core.wire import MARKER, decode_outcomes, encode_operations
+from sl_pipelines.core.wire import decode_outcomes, encode_operations
 from sl_pipelines.errors import RemoteCommandError, SchedulerError, ServerError, SubmissionError
 
 _log = logging.getLogger("sl_pipelines")
@@ -352,6 +354,20 @@ class Server:
     def write_text(self, path: PurePosixPath, text: str) -> None:
         """Writes a text file atomically (temporary name + rename)."""
         self.transport.write_text_atomic(path, text)
+
+    def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
+        """Finds every session (ids, project/animal/session or paths) and reads its session data: ONE command.
+
+        Raises:
+            SessionNotFoundError, ConfigurationError: the first spec that names no single session.
+        """
+        if not specs:
+            return ()
+        wanted = [candidates(spec, self.storage_root, self.name) for spec in specs]
+        command, data = build_find(wanted, self.storage_root)
+        result = self.transport.run(command, stdin=data)
+        answers = parse_find(result.stdout, len(wanted))
+        return found_sessions(wanted, answers, self.storage_root, self.working_root, self.name)
 
     def read_text(self, path: PurePosixPath, *, tail_bytes: int | None = None) -> str | None:
         """A file's text (or its last ``tail_bytes``), or None when it does not exist."""

@@ -23,9 +23,9 @@ import shlex
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
+from sl_pipelines.core.framing import MARKER, split_sections
 from sl_pipelines.core.seams import ProbeRequest, ProbeResult
-from sl_pipelines.core.slurm import AccountingMode, parse_status_output, split_sections
-from sl_pipelines.core.wire import MARKER
+from sl_pipelines.core.slurm import AccountingMode, parse_status_output
 from sl_pipelines.errors import ConfigurationError
 
 CHUNK = 400

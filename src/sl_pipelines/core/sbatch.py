@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 
 from sl_pipelines.core.arrays import Submission
+from sl_pipelines.core.framing import MARKER, Section, split_sections
 from sl_pipelines.core.seams import SubmissionReport
-from sl_pipelines.core.slurm import Section, split_sections
-from sl_pipelines.core.wire import MARKER
 from sl_pipelines.errors import SubmissionError
 
 _SBATCH_PARSABLE = re.compile(r"^(\d+(?:_\d+)?)(?:;\S+)?$")

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.job import Environment, Job
+from sl_pipelines.core.session_query import FoundSession
 from sl_pipelines.core.states import JobStatus
 
 
@@ -205,6 +206,14 @@ class Backend(Protocol):
 
     def update_trackers(self, operations: Sequence[TrackerOperation]) -> tuple[TrackerOutcome, ...]:
         """Applies tracker operations where the trackers live: one outcome per operation, in order."""
+        ...
+
+    def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
+        """Finds sessions (ids, ``project/animal/session`` or paths) with their session data, in one call.
+
+        Raises:
+            SessionNotFoundError, ConfigurationError: the first spec that names no single session.
+        """
         ...
 
     def read_text(self, path: PurePosixPath, *, tail_bytes: int | None = None) -> str | None:

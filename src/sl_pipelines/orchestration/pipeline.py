@@ -24,7 +24,7 @@ from sl_pipelines.errors import ConfigurationError
 from sl_pipelines.orchestration.cycle import run_cycle
 from sl_pipelines.orchestration.journal import RunJournal
 from sl_pipelines.orchestration.run import FailureReport, PipelineRun
-from sl_pipelines.orchestration.sessions import find_session, session_parameters
+from sl_pipelines.orchestration.sessions import FoundSession, find_sessions, session_parameters
 from sl_pipelines.vocabulary import ProcessingPipelines, ProcessingStatus, generate_manager_id
 
 __all__ = ["FailureReport", "ProcessingPipeline", "default_configs_dir"]
@@ -81,7 +81,7 @@ class ProcessingPipeline(PipelineRun):
     def create(
         cls,
         pipeline: ProcessingPipelines | str,
-        sessions: Sequence[str | SessionPaths],
+        sessions: Sequence[str | SessionPaths | FoundSession],
         server: Backend,
         *,
         manager_id: int | None = None,
@@ -105,8 +105,9 @@ class ProcessingPipeline(PipelineRun):
         )
         folder = configs_dir or default_configs_dir()
         definition = load_definition(folder / f"{kind.short_name}.yaml")
-        paths = _find_sessions(server, kind, definition.scope, sessions)
-        params = session_parameters(server, paths[0], definition.parameters)
+        found = _find_sessions(server, kind, definition.scope, sessions)
+        paths = tuple(f.paths for f in found)
+        params = session_parameters(found[0], definition.parameters)
         for key, value in (parameters or {}).items():
             default = definition.parameters.get(key)
             params[key] = conform_parameter(key, value, default, "--param")
@@ -174,13 +175,15 @@ class ProcessingPipeline(PipelineRun):
 
 
 def _find_sessions(
-    server: Backend, kind: ProcessingPipelines, scope: str, sessions: Sequence[str | SessionPaths]
-) -> tuple[SessionPaths, ...]:
-    paths = tuple(s if isinstance(s, SessionPaths) else find_session(server, s) for s in sessions)
-    if not paths:
+    server: Backend,
+    kind: ProcessingPipelines,
+    scope: str,
+    sessions: Sequence[str | SessionPaths | FoundSession],
+) -> tuple[FoundSession, ...]:
+    if not sessions:
         raise ConfigurationError(f"The {kind.short_name} pipeline needs at least one session.")
-    if scope == "session" and len(paths) > 1:
+    if scope == "session" and len(sessions) > 1:
         raise ConfigurationError(
             f"The {kind.short_name} pipeline runs on one session at a time; build one pipeline per session."
         )
-    return paths
+    return find_sessions(server, sessions)
