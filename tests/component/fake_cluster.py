@@ -63,6 +63,7 @@ class FakeCluster:
     unwritable: set[str] = field(default_factory=set)  # job names whose script cannot be written
     defer_all: str = ""  # sbatch cannot reach the controller: nothing submitted
     drop_after: int | None = None  # the link drops after this many sbatch calls: the rest is unknown
+    submit_limit: int | None = None  # the user may have this many jobs queued or running at once
     busy_locks: set[PurePosixPath] = field(default_factory=set)  # trackers whose lock cannot be had
     unremovable: set[PurePosixPath] = field(default_factory=set)
     unreadable: set[PurePosixPath] = field(default_factory=set)
@@ -102,7 +103,19 @@ class FakeCluster:
     max_array_size = 1001
 
     def submit_jobs(self, items: Sequence[Job | Submission]) -> SubmissionReport:
-        """Arrays are taken apart: each task is submitted on its own, under its own name."""
+        """Arrays are taken apart: each task is submitted on its own, under its own name. Under a submit
+        limit an array that does not fit as a whole is refused whole, as Slurm does."""
+        if self.submit_limit is not None:
+            room = self.submit_limit - self._queued()
+            too_big = [i for i in items if isinstance(i, Submission) and i.is_array and len(i.jobs) > room]
+            if too_big:
+                reason = "sbatch said: Job violates accounting/QOS policy (job submit limit)"
+                names = [
+                    job.name
+                    for item in items
+                    for job in (item.jobs if isinstance(item, Submission) else (item,))
+                ]
+                return SubmissionReport(deferred=dict.fromkeys(names, reason), round_trips=1)
         jobs = [job for item in items for job in (item.jobs if isinstance(item, Submission) else (item,))]
         self.arrays += sum(1 for item in items if isinstance(item, Submission) and item.is_array)
         submitted: dict[str, str] = {}
@@ -118,6 +131,8 @@ class FakeCluster:
                 refused[job.name] = f"Could not write job script {job.script_path}: Permission denied"
             elif self.defer_all:
                 deferred[job.name] = self.defer_all
+            elif self.submit_limit is not None and self._queued() >= self.submit_limit:
+                deferred[job.name] = "sbatch said: Job violates accounting/QOS policy (job submit limit)"
             elif job.name in self.refuse:
                 refused[job.name] = f"Slurm refused job {job.name}: {self.refuse[job.name]}"
             else:
@@ -172,6 +187,9 @@ class FakeCluster:
     def fail(self, name: str, state: JobState = JobState.FAILED, exit_code: int = 1) -> None:
         job = self.job(name)
         job.state, job.exit_code = state, exit_code
+
+    def _queued(self) -> int:
+        return sum(1 for job in self.jobs.values() if job.state.is_active)
 
     def _status(self, job: FakeJob) -> JobStatus:
         return JobStatus(job.job_id, job.name, job.state, job.exit_code)

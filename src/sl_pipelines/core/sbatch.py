@@ -28,15 +28,19 @@ from sl_pipelines.errors import SubmissionError
 _SBATCH_PARSABLE = re.compile(r"^(\d+(?:_\d+)?)(?:;\S+)?$")
 _SBATCH_SENTENCE = re.compile(r"Submitted batch job (\d+)")
 
-NOT_SUBMITTED = (
-    "Unable to contact slurm controller",
-    "Slurm temporarily unable to accept job",
-    "Resource temporarily unavailable",
+SUBMIT_LIMITS = (
     "Job violates accounting/QOS policy",
     "AssocMaxSubmitJobLimit",
     "QOSMaxSubmitJobPerUserLimit",
     "MaxSubmitJobs",
-    "Too many jobs",
+)
+"""sbatch messages of a submit limit (association or QOS): jobs are held back until others finish."""
+
+NOT_SUBMITTED = (
+    "Unable to contact slurm controller",
+    "Slurm temporarily unable to accept job",
+    "Resource temporarily unavailable",
+    *SUBMIT_LIMITS,
 )
 """sbatch messages after which the job was certainly not submitted, for a passing reason: try later."""
 
@@ -93,6 +97,12 @@ done
     .replace("@@PARALLEL@@", str(PARALLEL))
     .replace("@@STOP@@", _STOP_PATTERN.replace("'", "'\\''"))
 )
+
+
+def is_submit_limit(reason: str) -> bool:
+    """True when a deferral's reason is a submit limit (then arrays go out as single jobs: an array of
+    more tasks than the limit allows would never fit)."""
+    return any(text in reason for text in SUBMIT_LIMITS)
 
 
 def build_submit(submissions: Sequence[Submission]) -> tuple[str, bytes]:

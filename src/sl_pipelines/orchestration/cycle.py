@@ -19,6 +19,7 @@ from sl_pipelines.adapters.tracker_ops import MANAGER_JOB
 from sl_pipelines.core.arrays import Submission, plan_stage
 from sl_pipelines.core.decisions import Action, Decision
 from sl_pipelines.core.job import Job
+from sl_pipelines.core.sbatch import is_submit_limit
 from sl_pipelines.core.seams import Backend, ProbeRequest, SubmissionReport, TrackerAction, TrackerOperation
 from sl_pipelines.errors import SlPipelinesError
 from sl_pipelines.orchestration.run import FailureReport, PipelineRun
@@ -195,7 +196,8 @@ def _plan(backend: Backend, run: PipelineRun, names: Sequence[str]) -> tuple[Sub
     positions = {name: index for index, name in enumerate(run.spec.stages[run.stage])}
     jobs = [(positions[name], run.job(name)) for name in names]
     folder = run.resolved.jobs_folder
-    return plan_stage(jobs, name=run.stage_array_name, folder=folder, max_array_size=backend.max_array_size)
+    size = 0 if run.state.limited else backend.max_array_size  # under a submit limit: one job at a time
+    return plan_stage(jobs, name=run.stage_array_name, folder=folder, max_array_size=size)
 
 
 def _claim(backend: Backend, runs: list[PipelineRun]) -> set[int]:
@@ -238,7 +240,8 @@ def _apply_submission(
         if held:
             why = report.deferred.get(held[0], "the outcome is unknown; it is looked up by name next cycle")
             logger.info("%s: %d job(s) not submitted yet (%s)", run.describe(), len(held), why)
-            run.apply(note=f"{len(held)} job(s) held back: {why}")
+            limited = run.state.limited or any(is_submit_limit(report.deferred.get(n, "")) for n in held)
+            run.apply(note=f"{len(held)} job(s) held back: {why}", limited=limited)
         bad = next((n for n in names if n in report.refused), None)
         if bad is not None:
             cancel = tuple(run.state.job_ids[n] for n in run.spec.stages[run.stage] if n in run.state.job_ids)
