@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from sl_pipelines.core.arrays import Submission
+from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Environment, Job
 from sl_pipelines.core.seams import (
     ProbeRequest,
@@ -23,6 +24,7 @@ from sl_pipelines.core.seams import (
     TrackerOperation,
     TrackerOutcome,
 )
+from sl_pipelines.core.session_query import FoundSession
 from sl_pipelines.core.states import JobState, JobStatus
 from sl_pipelines.core.tracker_state import (
     IDLE_STATE,
@@ -156,6 +158,22 @@ class FakeCluster:
 
     def list_dir(self, path: PurePosixPath) -> tuple[str, ...]:
         return ()
+
+    def change_files(self, changes: Sequence[FileChange]) -> tuple[str, ...]:
+        results = []
+        for change in changes:
+            if change.text is not None:
+                self.files[change.path] = change.text
+                results.append("")
+            elif change.path in self.unremovable:
+                results.append(f"Could not remove {change.path} (test)")
+            else:
+                self.log.append(("remove", str(change.path), *change.keep))
+                results.append("")
+        return tuple(results)
+
+    def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
+        raise NotImplementedError("tests give the fake cluster SessionPaths")
 
     def remove(self, path: PurePosixPath) -> None:
         if path in self.unremovable:

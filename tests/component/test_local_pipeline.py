@@ -69,7 +69,15 @@ def test_behavior_runs_seven_parallel_jobs_and_cleans_up(local_backend: LocalBac
     assert sorted(p.name for p in outputs.iterdir()) == sorted(
         ["runtime", "face_camera", "left_camera", "right_camera", "actor", "sensor", "encoder"]
     )
-    assert not Path(pipeline.resolved.jobs_folder).exists()
+    folder = Path(pipeline.resolved.jobs_folder)
+    assert [p.name for p in folder.iterdir()] == ["run.json"], "job folders go, the run's record stays"
+    record = RunJournal.load(folder / "run.json")
+    assert (record.status, record.token, record.job_ids) == (
+        "SUCCEEDED",
+        pipeline.resolved.token,
+        pipeline.state.job_ids,
+    )
+    assert "pipeline: behavior" in record.definition
     assert sorted(_submitted_names(local_backend)) == sorted(r.name for r in pipeline.resolved.all_jobs())
 
 

@@ -39,7 +39,8 @@ def test_session_lifecycle_on_real_slurm(slurm_server: Server, project: str) -> 
         run_to_end(slurm_server, [pipeline])
         assert pipeline.status is ProcessingStatus.SUCCEEDED, pipeline.describe()
         assert tracker_of(slurm_server, pipeline).is_complete
-        assert not slurm_server.exists(pipeline.resolved.jobs_folder), "job folders are removed on success"
+        remaining = slurm_server.list_dir(pipeline.resolved.jobs_folder)
+        assert remaining == ("run.json",), "job folders are removed on success, the run's record stays"
     session = pipeline.resolved.session
     assert len(pipeline.jobs[2]) == 3
     outputs = set(slurm_server.list_dir(session.processed_data / "behavior"))

@@ -24,6 +24,7 @@ from filelock import FileLock
 
 from sl_pipelines.adapters.tracker_ops import apply_operations
 from sl_pipelines.core.arrays import Submission
+from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Environment, EnvironmentKind, Job
 from sl_pipelines.core.layout import RAW_DATA
 from sl_pipelines.core.seams import (
@@ -221,6 +222,10 @@ class LocalBackend:
         return found_sessions(wanted, answers, root, self.working_root, self.name)
 
     # ------------------------------------------------------------------------------------------- files
+    def change_files(self, changes: Sequence[FileChange]) -> tuple[str, ...]:
+        """Writes files atomically and removes paths (keeping the names asked for)."""
+        return tuple(_change(change) for change in changes)
+
     def read_text(self, path: PurePosixPath, *, tail_bytes: int | None = None) -> str | None:
         """A file's text (or its last ``tail_bytes``), or None when it does not exist."""
         try:
@@ -390,3 +395,23 @@ def _sessions_named(root: Path, name: str) -> list[tuple[str, str, str]]:
         for animal in sorted(project.iterdir())
         if animal.is_dir() and (animal / name).is_dir()
     ]
+
+
+def _change(change: FileChange) -> str:
+    path = Path(change.path)
+    try:
+        if change.text is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temp.write_text(change.text, encoding="utf-8")
+            temp.replace(path)
+        elif not change.keep:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+        elif path.is_dir():
+            for entry in path.iterdir():
+                if entry.name not in change.keep:
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    except OSError as exc:
+        verb = "write" if change.text is not None else "remove"
+        return f"Could not {verb} {exc.filename or path}: {exc.strerror or exc}"
+    return ""

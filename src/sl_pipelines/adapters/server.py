@@ -21,6 +21,7 @@ from sl_pipelines.adapters.ssh import SSHSettings, SSHTransport
 from sl_pipelines.adapters.transfer import TransferReport, Verify
 from sl_pipelines.core import sbatch
 from sl_pipelines.core.arrays import Submission
+from sl_pipelines.core.file_changes import FileChange, build_changes, parse_changes
 from sl_pipelines.core.framing import MARKER, split_sections
 from sl_pipelines.core.job import Environment, EnvironmentKind, Job
 from sl_pipelines.core.probe import build_probe, parse_probe_output
@@ -354,6 +355,14 @@ class Server:
     def write_text(self, path: PurePosixPath, text: str) -> None:
         """Writes a text file atomically (temporary name + rename)."""
         self.transport.write_text_atomic(path, text)
+
+    def change_files(self, changes: Sequence[FileChange]) -> tuple[str, ...]:
+        """Writes files atomically and removes paths (run records, job folders): ONE command."""
+        if not changes:
+            return ()
+        command, data = build_changes(changes)
+        result = self.transport.run(command, stdin=data)
+        return parse_changes(result.stdout, changes)
 
     def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
         """Finds every session (ids, project/animal/session or paths) and reads its session data: ONE command.

@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from typing import Protocol
 
 from sl_pipelines.core.arrays import Submission
+from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Environment, Job
 from sl_pipelines.core.session_query import FoundSession
 from sl_pipelines.core.states import JobStatus
@@ -214,6 +215,10 @@ class Backend(Protocol):
         Raises:
             SessionNotFoundError, ConfigurationError: the first spec that names no single session.
         """
+        ...
+
+    def change_files(self, changes: Sequence[FileChange]) -> tuple[str, ...]:
+        """Writes files atomically and removes paths, in one call; per change "" or why it failed."""
         ...
 
     def read_text(self, path: PurePosixPath, *, tail_bytes: int | None = None) -> str | None:

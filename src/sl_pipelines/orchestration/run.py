@@ -24,6 +24,7 @@ from sl_pipelines.core.decisions import (
     decide,
     latest_by_name,
 )
+from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Job
 from sl_pipelines.core.resolve import JOB_PREFIX, ResolvedJob, ResolvedPipeline
 from sl_pipelines.core.seams import Backend, ProbeRequest, ProbeResult
@@ -37,6 +38,8 @@ from sl_pipelines.vocabulary import ProcessingPipelines, ProcessingStatus
 logger = logging.getLogger("sl_pipelines")
 
 _PERSISTENT = ("stage", "status", "job_ids", "reason")
+RECORD_NAME = "run.json"
+"""The run's record on the server: ``<working_root>/sl_jobs/<token>/run.json`` (the journal's JSON)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ class PipelineRun:
         self.tracker: TrackerState | None = None
         self._last_tracker_text: str | None = None
         self._durable = durable
+        self.record_dirty = durable  # the server's record is written with the first submission
+        self.pending_changes: list[FileChange] = []  # cleanups to make with the next record write
         self._lock = RunLock(resolved.token)
         if durable and self.is_running:
             self._lock.acquire()
@@ -145,6 +150,15 @@ class PipelineRun:
         if resolved is None:
             raise KeyError(name)
         return resolved.job
+
+    @property
+    def record_path(self) -> PurePosixPath:
+        """The run's record on the server."""
+        return self.resolved.jobs_folder / RECORD_NAME
+
+    def record_changes(self) -> list[FileChange]:
+        """What to write on the server now: pending cleanups, then the record as the journal has it."""
+        return [*self.pending_changes, FileChange(self.record_path, self.journal.to_json())]
 
     def describe(self) -> str:
         """One line: pipeline, session, stage and status."""
@@ -240,6 +254,7 @@ class PipelineRun:
                 job_ids=dict(updated.job_ids),
                 reason=updated.reason,
             )
+            self.record_dirty = True
         self.state = updated
 
     def finish(self, status: ProcessingStatus, report: FailureReport | None) -> None:
