@@ -22,11 +22,13 @@ from pathlib import Path, PurePosixPath
 
 from filelock import FileLock
 
+from sl_pipelines.adapters.lease_files import renew_leases, take_lease
+from sl_pipelines.adapters.local_files import change_local_file, find_local_sessions
 from sl_pipelines.adapters.tracker_ops import apply_operations
 from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Environment, EnvironmentKind, Job
-from sl_pipelines.core.layout import RAW_DATA
+from sl_pipelines.core.lease import LeaseOutcome, LeaseRequest
 from sl_pipelines.core.seams import (
     ProbeRequest,
     ProbeResult,
@@ -34,7 +36,7 @@ from sl_pipelines.core.seams import (
     TrackerOperation,
     TrackerOutcome,
 )
-from sl_pipelines.core.session_query import SESSION_DATA_FILE, FoundSession, candidates, found_sessions
+from sl_pipelines.core.session_query import FoundSession
 from sl_pipelines.core.states import JobState, JobStatus
 
 KILL_GRACE_SECONDS = 10.0
@@ -193,7 +195,10 @@ class LocalBackend:
                 trackers[path] = self.read_text(path)
             except OSError as exc:
                 unreadable[path] = f"reading it failed ({exc.strerror or exc})"
-        return ProbeResult(jobs=tuple(jobs), trackers=trackers, unreadable=unreadable, round_trips=0)
+        lost = renew_leases(request.leases)
+        return ProbeResult(
+            jobs=tuple(jobs), trackers=trackers, unreadable=unreadable, round_trips=0, lost_leases=lost
+        )
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """The state of each job id (NOT_FOUND for ids the scheduler never had)."""
@@ -204,27 +209,28 @@ class LocalBackend:
         """Applies tracker operations in-process, under each tracker's lock."""
         return apply_operations(operations)
 
+    def take_leases(self, requests: Sequence[LeaseRequest]) -> tuple[LeaseOutcome, ...]:
+        """Takes (or keeps) the leases of runs, each under a lock file."""
+        return tuple(take_lease(request) for request in requests)
+
     def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
         """Finds every session and reads its session data, with the same rules as the Server.
 
         Raises:
             SessionNotFoundError, ConfigurationError: the first spec that names no single session.
         """
-        root = self.storage_root
-        wanted = [candidates(spec, root, self.name) for spec in specs]
-        answers = []
-        for spec in wanted:
-            names = [spec.exact] if spec.exact is not None else _sessions_named(Path(root), str(spec.search))
-            found = [p for p in names if (Path(root).joinpath(*p) / RAW_DATA).is_dir()]
-            answers.append(
-                [(p, self.read_text(root.joinpath(*p) / RAW_DATA / SESSION_DATA_FILE)) for p in found]
-            )
-        return found_sessions(wanted, answers, root, self.working_root, self.name)
+        return find_local_sessions(self.storage_root, self.working_root, specs, self.name)
 
     # ------------------------------------------------------------------------------------------- files
+    def read_files(self, folder: PurePosixPath, name: str) -> dict[PurePosixPath, str]:
+        """The text of every ``<folder>/*/<name>`` (the runs' records)."""
+        return {
+            PurePosixPath(p): p.read_text(encoding="utf-8") for p in sorted(Path(folder).glob(f"*/{name}"))
+        }
+
     def change_files(self, changes: Sequence[FileChange]) -> tuple[str, ...]:
         """Writes files atomically and removes paths (keeping the names asked for)."""
-        return tuple(_change(change) for change in changes)
+        return tuple(change_local_file(change) for change in changes)
 
     def read_text(self, path: PurePosixPath, *, tail_bytes: int | None = None) -> str | None:
         """A file's text (or its last ``tail_bytes``), or None when it does not exist."""
@@ -382,36 +388,3 @@ def _signal_group(record: _Record, sig: signal.Signals) -> None:
         os.killpg(record.pid, sig)
     except ProcessLookupError:
         return
-
-
-def _sessions_named(root: Path, name: str) -> list[tuple[str, str, str]]:
-    """``(project, animal, name)`` of every folder ``<root>/*/*/<name>``."""
-    if not root.is_dir():
-        return []
-    return [
-        (project.name, animal.name, name)
-        for project in sorted(root.iterdir())
-        if project.is_dir()
-        for animal in sorted(project.iterdir())
-        if animal.is_dir() and (animal / name).is_dir()
-    ]
-
-
-def _change(change: FileChange) -> str:
-    path = Path(change.path)
-    try:
-        if change.text is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            temp.write_text(change.text, encoding="utf-8")
-            temp.replace(path)
-        elif not change.keep:
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
-        elif path.is_dir():
-            for entry in path.iterdir():
-                if entry.name not in change.keep:
-                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    except OSError as exc:
-        verb = "write" if change.text is not None else "remove"
-        return f"Could not {verb} {exc.filename or path}: {exc.strerror or exc}"
-    return ""

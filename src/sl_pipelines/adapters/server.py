@@ -21,9 +21,10 @@ from sl_pipelines.adapters.ssh import SSHSettings, SSHTransport
 from sl_pipelines.adapters.transfer import TransferReport, Verify
 from sl_pipelines.core import sbatch
 from sl_pipelines.core.arrays import Submission
-from sl_pipelines.core.file_changes import FileChange, build_changes, parse_changes
+from sl_pipelines.core.file_changes import FileChange, build_changes, build_read, parse_changes, parse_read
 from sl_pipelines.core.framing import MARKER, split_sections
 from sl_pipelines.core.job import Environment, EnvironmentKind, Job
+from sl_pipelines.core.lease import LeaseOutcome, LeaseRequest, build_take, parse_take
 from sl_pipelines.core.probe import build_probe, parse_probe_output
 from sl_pipelines.core.script import activation_prefix
 from sl_pipelines.core.seams import (
@@ -356,6 +357,10 @@ class Server:
         """Writes a text file atomically (temporary name + rename)."""
         self.transport.write_text_atomic(path, text)
 
+    def read_files(self, folder: PurePosixPath, name: str) -> dict[PurePosixPath, str]:
+        """The text of every ``<folder>/*/<name>`` (the runs' records): ONE command."""
+        return parse_read(self.transport.run(build_read(folder, name)).stdout)
+
     def change_files(self, changes: Sequence[FileChange]) -> tuple[str, ...]:
         """Writes files atomically and removes paths (run records, job folders): ONE command."""
         if not changes:
@@ -363,6 +368,14 @@ class Server:
         command, data = build_changes(changes)
         result = self.transport.run(command, stdin=data)
         return parse_changes(result.stdout, changes)
+
+    def take_leases(self, requests: Sequence[LeaseRequest]) -> tuple[LeaseOutcome, ...]:
+        """Takes (or keeps) the leases of runs under ``flock`` on the server: ONE command."""
+        if not requests:
+            return ()
+        command, data = build_take(requests)
+        result = self.transport.run(command, idempotent=False, stdin=data)
+        return parse_take(result.stdout, len(requests))
 
     def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
         """Finds every session (ids, project/animal/session or paths) and reads its session data: ONE command.

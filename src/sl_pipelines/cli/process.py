@@ -18,11 +18,13 @@ from sl_pipelines.cli.backends import close_backend, open_backend
 from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.cli.render import failure_details, pipeline_json, pipelines_table, progress_caption
 from sl_pipelines.core.definition import ParameterValue
+from sl_pipelines.core.layout import JOB_FOLDERS
 from sl_pipelines.core.seams import Backend
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError
-from sl_pipelines.orchestration.journal import find_unfinished
+from sl_pipelines.orchestration.journal import RunJournal, find_unfinished, unfinished_records
 from sl_pipelines.orchestration.manager import PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
+from sl_pipelines.orchestration.run import RECORD_NAME
 from sl_pipelines.orchestration.sessions import find_sessions
 from sl_pipelines.vocabulary import ProcessingPipelines, ProcessingStatus
 
@@ -71,7 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-parallel", type=int, default=4, metavar="N", help="pipelines in flight at once"
     )
     parser.add_argument(
-        "--resume", action="store_true", help="reattach to the unfinished run of these sessions"
+        "--resume",
+        action="store_true",
+        help="reattach to the unfinished run of these sessions (from this PC's journal, or from the run's "
+        "record on the server when it was started on another PC)",
+    )
+    parser.add_argument(
+        "--take-over",
+        action="store_true",
+        help="with --resume: take the run over even from a manager that still drives it (it then stops)",
     )
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON (no live view)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the manager does")
@@ -130,14 +140,10 @@ def _build(
     pipelines = []
     for group in groups:
         if args.resume:
-            ids = tuple(f"{f.paths.project}/{f.paths.animal}/{f.paths.session}" for f in group)
-            journal = find_unfinished(kind.short_name, backend.name, ids)
-            if journal is None:
-                raise ConfigurationError(
-                    f"No unfinished {kind.short_name} run of {', '.join(ids)} on {backend.name} to resume; "
-                    "run without --resume to start one."
-                )
-            pipelines.append(ProcessingPipeline.resume(journal, backend))
+            journal = _unfinished(
+                kind, backend, tuple(f"{f.paths.project}/{f.paths.animal}/{f.paths.session}" for f in group)
+            )
+            pipelines.append(ProcessingPipeline.resume(journal, backend, take_over=args.take_over))
             continue
         pipelines.append(
             ProcessingPipeline.create(
@@ -151,6 +157,21 @@ def _build(
             )
         )
     return pipelines
+
+
+def _unfinished(kind: ProcessingPipelines, backend: Backend, ids: tuple[str, ...]) -> RunJournal:
+    """The unfinished run of these sessions: this PC's journal, else the newest record on the server."""
+    journal = find_unfinished(kind.short_name, backend.name, ids)
+    if journal is not None:
+        return journal
+    records = backend.read_files(backend.working_root / JOB_FOLDERS, RECORD_NAME)
+    found = unfinished_records(records, kind.short_name, ids)
+    if not found:
+        raise ConfigurationError(
+            f"No unfinished {kind.short_name} run of {', '.join(ids)} on {backend.name} to resume; "
+            "run without --resume to start one."
+        )
+    return found[0]
 
 
 def _print_dry_run(pipelines: Sequence[ProcessingPipeline]) -> None:

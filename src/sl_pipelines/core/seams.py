@@ -19,6 +19,7 @@ from typing import Protocol
 from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Environment, Job
+from sl_pipelines.core.lease import LeaseOutcome, LeaseRequest
 from sl_pipelines.core.session_query import FoundSession
 from sl_pipelines.core.states import JobStatus
 
@@ -48,11 +49,14 @@ class ProbeRequest:
         job_ids: jobs to look up by id: the cheap query, filtered by Slurm whatever else the cluster holds.
         tracker_paths: tracker files whose text to read (without the lock: writes are atomic). They are read
             after the job states, so a job Slurm reports finished has its tracker report visible.
+        leases: (lease file, holder id) of the runs this manager drives: each is renewed (touched) if it
+            still names the holder, else reported lost.
     """
 
     job_names: tuple[str, ...] = ()
     job_ids: tuple[str, ...] = ()
     tracker_paths: tuple[PurePosixPath, ...] = ()
+    leases: tuple[tuple[PurePosixPath, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class ProbeResult:
         slurm_problems: why a Slurm query did not answer; when not empty, a job's absence from ``jobs``
             means nothing ("no answer" is never "no job").
         round_trips: how many remote commands the probe cost (1 for the Server, 0 locally).
+        lost_leases: leases that name another holder now (the run was taken over), mapped to its id.
     """
 
     jobs: tuple[JobStatus, ...] = ()
@@ -74,6 +79,7 @@ class ProbeResult:
     unreadable: Mapping[PurePosixPath, str] = field(default_factory=dict)
     slurm_problems: tuple[str, ...] = ()
     round_trips: int = 0
+    lost_leases: Mapping[PurePosixPath, str] = field(default_factory=dict)
 
     @property
     def slurm_answered(self) -> bool:
@@ -209,12 +215,20 @@ class Backend(Protocol):
         """Applies tracker operations where the trackers live: one outcome per operation, in order."""
         ...
 
+    def take_leases(self, requests: Sequence[LeaseRequest]) -> tuple[LeaseOutcome, ...]:
+        """Takes (or keeps) the leases of runs, under a lock, in one call: who drives each run."""
+        ...
+
     def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
         """Finds sessions (ids, ``project/animal/session`` or paths) with their session data, in one call.
 
         Raises:
             SessionNotFoundError, ConfigurationError: the first spec that names no single session.
         """
+        ...
+
+    def read_files(self, folder: PurePosixPath, name: str) -> Mapping[PurePosixPath, str]:
+        """The text of every ``<folder>/*/<name>`` (the runs' records), in one call."""
         ...
 
     def change_files(self, changes: Sequence[FileChange]) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,6 +151,21 @@ def iter_journals() -> Iterator[RunJournal]:
             yield RunJournal.load(path)
         except JournalError:
             continue
+
+
+def unfinished_records(
+    records: Mapping[Any, str], pipeline: str, sessions: tuple[str, ...]
+) -> list[RunJournal]:
+    """The unfinished runs of this pipeline on these sessions among run records (newest first)."""
+    found = []
+    for where, text in records.items():
+        try:
+            record = RunJournal.from_json(text, where=str(where))
+        except JournalError:
+            continue
+        if record.pipeline == pipeline and record.sessions == sessions and record.status == "RUNNING":
+            found.append(record)
+    return sorted(found, key=lambda r: r.updated_at, reverse=True)
 
 
 def find_unfinished(pipeline: str, backend: str, sessions: tuple[str, ...]) -> RunJournal | None:
