@@ -126,3 +126,42 @@ def test_a_stale_lease_of_another_computer_is_taken(root: Path, slow_configs: Pa
     out, err = stale.communicate(timeout=120)
     assert stale.returncode == 0, err
     assert json.loads(out)[0]["status"] == "SUCCEEDED"
+
+
+def test_status_attach_and_cancel_from_another_pc(root: Path, slow_configs: Path, tmp_path: Path) -> None:
+    first = manager(root, tmp_path / "pc1", "--json", configs=slow_configs)
+    wait_for(lambda: any(r.job_ids for r in records(root)), "stage 1")
+    pc2 = dict(os.environ, SL_PIPELINES_DATA_DIR=str(tmp_path / "pc2"))
+    base = [sys.executable, "-c", CODE]
+    status = subprocess.run(
+        [*base, "status", "--local-root", str(root), "--json"],
+        env=pc2,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    (row,) = json.loads(status.stdout)
+    assert row["pipeline"] == "suite2p" and row["status"] == "RUNNING" and row["stages"] == 3
+    assert f"pid {first.pid}" in row["driver"]
+    assert not list((tmp_path / "pc2").glob("runs/*.json")), "looking in writes nothing"
+    cancel = subprocess.run(
+        [*base, "cancel", "--local-root", str(root), SESSION, "--yes"],
+        env=pc2,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert cancel.returncode == 0, cancel.stderr
+    out, _ = first.communicate(timeout=60)
+    assert json.loads(out)[0]["status"] == "ABORTED", "the first manager stops driving the cancelled run"
+    (record,) = records(root)
+    assert record.status == "FAILED" and "sl-process cancel" in record.reason
+    attach = subprocess.run(
+        [*base, "attach", "--local-root", str(root), record.token],
+        env=pc2,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert attach.returncode == 1 and "FAILED" in attach.stdout

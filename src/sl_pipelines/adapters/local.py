@@ -24,6 +24,7 @@ from filelock import FileLock
 
 from sl_pipelines.adapters.lease_files import renew_leases, take_lease
 from sl_pipelines.adapters.local_files import change_local_file, find_local_sessions
+from sl_pipelines.adapters.run_listing import collect_runs
 from sl_pipelines.adapters.tracker_ops import apply_operations
 from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.file_changes import FileChange
@@ -32,6 +33,7 @@ from sl_pipelines.core.lease import LeaseOutcome, LeaseRequest
 from sl_pipelines.core.seams import (
     ProbeRequest,
     ProbeResult,
+    RunSnapshot,
     SubmissionReport,
     TrackerOperation,
     TrackerOutcome,
@@ -212,6 +214,10 @@ class LocalBackend:
     def take_leases(self, requests: Sequence[LeaseRequest]) -> tuple[LeaseOutcome, ...]:
         """Takes (or keeps) the leases of runs, each under a lock file."""
         return tuple(take_lease(request) for request in requests)
+
+    def list_runs(self) -> tuple[RunSnapshot, ...]:
+        """Every run recorded here, with its lease, tracker and jobs (read-only)."""
+        return collect_runs(Path(self.working_root), self.probe)
 
     def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
         """Finds every session and reads its session data, with the same rules as the Server.

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 
 from sl_pipelines.adapters.profiles import AccountingChoice, ServerProfile
+from sl_pipelines.adapters.run_listing import decode_snapshots
 from sl_pipelines.adapters.ssh import SSHSettings, SSHTransport
 from sl_pipelines.adapters.transfer import TransferReport, Verify
 from sl_pipelines.core import sbatch
@@ -31,6 +32,7 @@ from sl_pipelines.core.seams import (
     CommandResult,
     ProbeRequest,
     ProbeResult,
+    RunSnapshot,
     SubmissionReport,
     TrackerOperation,
     TrackerOutcome,
@@ -376,6 +378,29 @@ class Server:
         command, data = build_take(requests)
         result = self.transport.run(command, idempotent=False, stdin=data)
         return parse_take(result.stdout, len(requests))
+
+    def list_runs(self) -> tuple[RunSnapshot, ...]:
+        """Every run recorded on the server, with its lease, tracker and jobs: ONE command (read-only).
+
+        Raises:
+            SchedulerError: sl-tracker gave no answer (not installed, or too old, in the environment).
+        """
+        root = shlex.quote(str(self.working_root))
+        command = (
+            f"{activation_prefix(self.environment)}sl-tracker runs --working-root {root} "
+            f"--mode {self.accounting_mode.value}"
+        )
+        result = self.transport.run(command)
+        snapshots = decode_snapshots(result.stdout)
+        if snapshots is None:
+            said = " ".join((result.stderr or result.stdout).split())[-300:] or f"exit {result.exit_code}"
+            raise SchedulerError(
+                f"Listing the runs on {self.name} gave no answer ({said}); check that the profile's "
+                "environment has this version of sl_pipelines (sl-server profile check).",
+                command=command,
+                output=result.stdout + result.stderr,
+            )
+        return snapshots
 
     def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
         """Finds every session (ids, project/animal/session or paths) and reads its session data: ONE command.

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from sl_pipelines.cli import process_runs
 from sl_pipelines.cli.backends import close_backend, open_backend
 from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.cli.render import failure_details, pipeline_json, pipelines_table, progress_caption
@@ -36,6 +37,9 @@ Each session gets its own pipeline run (dataset pipelines such as multiday and f
 sessions as one dataset). Jobs run on the Slurm server of a profile (--server, see `sl-server profile`)
 or, by default, on this machine through the embedded local backend. Runs are journaled, so a run
 whose manager was interrupted is finished with --resume, without submitting anything twice.
+
+Runs live on the server too: `sl-process status|attach|cancel --server P ...` looks at them from any PC
+(see `sl-process status --help`).
 
 Exit status: 0 when every pipeline succeeded, 1 when any failed or was aborted, 2 for bad input,
 130 when interrupted."""
@@ -90,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sl-process``."""
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in process_runs.COMMANDS:
+        return process_runs.main(arguments)
+    args = build_parser().parse_args(arguments)
     console = make_console(stderr=True)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:

@@ -21,9 +21,11 @@ from rich.table import Table
 from rich.text import Text
 
 from sl_pipelines.adapters.locks import LockKind
+from sl_pipelines.adapters.run_listing import bash_probe, collect_runs, encode_snapshots
 from sl_pipelines.adapters.tracker_ops import apply_operations
 from sl_pipelines.adapters.tracker_store import ProcessingTracker
 from sl_pipelines.cli.consoles import make_console
+from sl_pipelines.core.slurm import AccountingMode
 from sl_pipelines.core.tracker_state import TrackerPhase, TrackerState
 from sl_pipelines.core.wire import decode_operations, encode_outcomes
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError, TrackerCorruptError
@@ -42,6 +44,7 @@ commands:
   stop    record that one job of the run completed (the job defaults to the Slurm job of the caller)
   error   mark the run failed by one job, with a short reason
   abort   reset the tracker to idle whoever owns it: the emergency unlock, also for a corrupt file
+  runs    every run recorded under a working root with its lease, tracker and jobs (sl-process status)
   batch   apply a manager's claims, failure records and aborts, read as JSON from stdin (one framed
           result line on stdout): what a manager runs on the server, one command per cycle
 
@@ -134,7 +137,27 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         parents=[_global_options()],
     )
+    _add_runs(commands)
     return parser
+
+
+def _add_runs(commands: Any) -> None:
+    runs = commands.add_parser(
+        "runs",
+        help="every run recorded under a working root, with its lease, tracker and jobs (framed JSON)",
+        description="List the runs recorded under WORKING_ROOT/sl_jobs (what `sl-process status` shows).",
+    )
+    runs.add_argument("--working-root", type=Path, required=True, metavar="DIR", help="the working volume")
+    runs.add_argument(
+        "--mode", choices=[m.value for m in AccountingMode], default="scontrol", help="sacct or scontrol"
+    )
+
+
+def handle_runs(args: argparse.Namespace, streams: CliStreams) -> int:
+    """Prints every run recorded under the working root, with its lease, tracker and jobs (framed JSON)."""
+    snapshots = collect_runs(args.working_root, bash_probe(AccountingMode(args.mode)))
+    streams.out.file.write(encode_snapshots(snapshots) + "\n")
+    return EXIT_OK
 
 
 def handle_batch(args: argparse.Namespace, streams: CliStreams) -> int:
@@ -171,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "batch":
         return handle_batch(args, streams)
+    if args.command == "runs":
+        return handle_runs(args, streams)
     try:
         tracker = ProcessingTracker(
             args.path,

@@ -109,6 +109,26 @@ class SubmissionReport:
     round_trips: int = 0
 
 
+@dataclass(frozen=True)
+class RunSnapshot:
+    """One run as the server shows it now (read-only): what ``status`` and ``attach`` display.
+
+    Attributes:
+        record: the run's record (its JSON text).
+        lease: the lease file's text ("" when nobody holds the run), and ``lease_age`` its age in seconds.
+        tracker: the tracker's text (None when missing).
+        jobs: Slurm's view of the run's jobs (by id).
+        slurm_problems: why Slurm did not answer, if it did not.
+    """
+
+    record: str
+    lease: str = ""
+    lease_age: float | None = None
+    tracker: str | None = None
+    jobs: tuple[JobStatus, ...] = ()
+    slurm_problems: tuple[str, ...] = ()
+
+
 class TrackerAction(StrEnum):
     """What a manager (or an operator) does to a tracker where it lives."""
 
@@ -217,6 +237,10 @@ class Backend(Protocol):
 
     def take_leases(self, requests: Sequence[LeaseRequest]) -> tuple[LeaseOutcome, ...]:
         """Takes (or keeps) the leases of runs, under a lock, in one call: who drives each run."""
+        ...
+
+    def list_runs(self) -> tuple[RunSnapshot, ...]:
+        """Every run recorded on the server, with its lease, tracker and jobs: one call (read-only)."""
         ...
 
     def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:

@@ -58,6 +58,7 @@ class RunJournal:
         definition: the pipeline definition's YAML text, so that any PC can rebuild the run exactly.
         started_by: who started the run: user, host, pid and time.
         mode: ``attached`` (a manager drives the run) or ``detached`` (the cluster carries it).
+        tracker: the run's tracker file on the server.
 
     The same JSON is the run's record on the server (``<working_root>/sl_jobs/<token>/run.json``);
     the file in the user data folder is this PC's cache of it.
@@ -79,6 +80,7 @@ class RunJournal:
     definition: str = ""
     started_by: dict[str, str] = field(default_factory=dict)
     mode: str = "attached"
+    tracker: str = ""
 
     @property
     def path(self) -> Path:

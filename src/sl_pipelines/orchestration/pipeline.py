@@ -143,6 +143,7 @@ class ProcessingPipeline(PipelineRun):
             keep_job_logs=keep_job_logs,
             definition=source.read_text(encoding="utf-8"),
             started_by=_who(),
+            tracker=str(resolved.tracker_path),
         )
         if not dry_run:
             journal = journal.save()
