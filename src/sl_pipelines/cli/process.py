@@ -22,6 +22,7 @@ from sl_pipelines.core.definition import ParameterValue
 from sl_pipelines.core.layout import JOB_FOLDERS
 from sl_pipelines.core.seams import Backend
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError
+from sl_pipelines.orchestration.detach import submit_detached
 from sl_pipelines.orchestration.journal import RunJournal, find_unfinished, unfinished_records
 from sl_pipelines.orchestration.manager import PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
@@ -83,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         "record on the server when it was started on another PC)",
     )
     parser.add_argument(
+        "--detach",
+        action="store_true",
+        help="submit every stage at once, chained by Slurm dependencies, and exit: the cluster finishes "
+        "the run by itself (watch it with `sl-process attach`)",
+    )
+    parser.add_argument(
         "--take-over",
         action="store_true",
         help="with --resume: take the run over even from a manager that still drives it (it then stops)",
@@ -113,15 +120,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         pipelines = _build(kind, args, backend, parameters)
-        if args.dry_run:
-            _print_dry_run(pipelines)
-            return EXIT_OK
-        return _run(args, backend, pipelines, console)
+        return _act(args, backend, pipelines, console)
     except SlPipelinesError as exc:
         console.print(f"[red]error:[/] {exc}")
         return EXIT_USAGE if isinstance(exc, ConfigurationError | LookupError) else EXIT_FAILED
     finally:
         close_backend(backend)
+
+
+def _act(
+    args: argparse.Namespace, backend: Backend, pipelines: list[ProcessingPipeline], console: Console
+) -> int:
+    """Prints the scripts (--dry-run), hands the runs to the cluster (--detach), or drives them."""
+    if args.dry_run:
+        _print_dry_run(pipelines)
+        return EXIT_OK
+    if args.detach:
+        return _detach(args, backend, pipelines, console)
+    return _run(args, backend, pipelines, console)
 
 
 def _parameters(items: Sequence[str]) -> dict[str, ParameterValue]:
@@ -150,6 +166,11 @@ def _build(
             journal = _unfinished(
                 kind, backend, tuple(f"{f.paths.project}/{f.paths.animal}/{f.paths.session}" for f in group)
             )
+            if journal.mode == "detached" and journal.stage > 0:
+                raise ConfigurationError(
+                    f"Run {journal.token} is detached: the cluster carries it. Watch it with 'sl-process "
+                    f"attach {journal.token}', or cancel it with 'sl-process cancel {journal.token}'."
+                )
             pipelines.append(ProcessingPipeline.resume(journal, backend, take_over=args.take_over))
             continue
         pipelines.append(
@@ -161,6 +182,7 @@ def _build(
                 parameters=parameters,
                 keep_job_logs=args.keep_logs,
                 dry_run=args.dry_run,
+                detached=args.detach,
             )
         )
     return pipelines
@@ -222,6 +244,24 @@ def _run(
     except KeyboardInterrupt:
         return _interrupted(manager, console)
     return _summarize(args, pipelines, console)
+
+
+def _detach(
+    args: argparse.Namespace, backend: Backend, pipelines: list[ProcessingPipeline], console: Console
+) -> int:
+    submit_detached(backend, pipelines)
+    where = f"--server {args.server}" if args.server else f"--local-root {args.local_root}"
+    if args.json:
+        print(json.dumps([pipeline_json(p) for p in pipelines], indent=2))  # noqa: T201 - the command's output
+    for p in pipelines:
+        if p.detached:
+            what = f"{p.pipeline.short_name} {p.project}/{p.animal}/{p.session}"
+            watch = f"sl-process attach {where} {p.resolved.token}"
+            message = f"Run {p.resolved.token} ({what}) is the cluster's now: watch it with '{watch}'."
+            console.print(message, markup=False, highlight=False)
+        else:
+            console.print(failure_details(p), markup=False, highlight=False)
+    return EXIT_OK if all(p.detached for p in pipelines) else EXIT_FAILED
 
 
 def _interrupted(manager: PipelineManager, console: Console) -> int:

@@ -24,6 +24,7 @@ from sl_pipelines.adapters.locks import LockKind
 from sl_pipelines.adapters.run_listing import bash_probe, collect_runs, encode_snapshots
 from sl_pipelines.adapters.tracker_ops import apply_operations
 from sl_pipelines.adapters.tracker_store import ProcessingTracker
+from sl_pipelines.cli import tracker_detached
 from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.core.slurm import AccountingMode
 from sl_pipelines.core.tracker_state import TrackerPhase, TrackerState
@@ -44,6 +45,8 @@ commands:
   stop    record that one job of the run completed (the job defaults to the Slurm job of the caller)
   error   mark the run failed by one job, with a short reason
   abort   reset the tracker to idle whoever owns it: the emergency unlock, also for a corrupt file
+  gate    detached runs: a later job works only when the previous stage completed (else exits 1)
+  settle  detached runs: the final job that decides how the run ended and records it
   runs    every run recorded under a working root with its lease, tracker and jobs (sl-process status)
   batch   apply a manager's claims, failure records and aborts, read as JSON from stdin (one framed
           result line on stdout): what a manager runs on the server, one command per cycle
@@ -138,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[_global_options()],
     )
     _add_runs(commands)
+    tracker_detached.add_commands(commands, _global_options())
     return parser
 
 
@@ -192,10 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         out=make_console(markup=False, highlight=False),
         err=make_console(stderr=True, markup=False, highlight=False),
     )
-    if args.command == "batch":
-        return handle_batch(args, streams)
-    if args.command == "runs":
-        return handle_runs(args, streams)
+    special: dict[str, Callable[[argparse.Namespace, CliStreams], int]] = {
+        "batch": handle_batch,
+        "runs": handle_runs,
+        "gate": lambda a, _: tracker_detached.handle(a),
+        "settle": lambda a, _: tracker_detached.handle(a),
+    }
+    if args.command in special:
+        return special[args.command](args, streams)
     try:
         tracker = ProcessingTracker(
             args.path,

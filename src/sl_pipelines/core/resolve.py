@@ -243,3 +243,26 @@ class _Context:
 
 def _text(value: ParameterValue) -> str:
     return ",".join(value) if isinstance(value, tuple) else str(value)
+
+
+def with_gates(resolved: ResolvedPipeline) -> ResolvedPipeline:
+    """The same run for detached mode: every job after stage 1 first runs a gate that lets it work only
+    when the previous stage completed (every job reported) and no failure is recorded; otherwise the
+    gate records why and the job exits without doing its work."""
+    stages: dict[int, tuple[ResolvedJob, ...]] = {}
+    previous: tuple[str, ...] = ()
+    for number in sorted(resolved.stages):
+        jobs = resolved.stages[number]
+        if previous:
+            jobs = tuple(
+                replace(r, job=replace(r.job, commands=(_gate(resolved, r.name, previous), *r.job.commands)))
+                for r in jobs
+            )
+        stages[number] = jobs
+        previous = tuple(r.name for r in resolved.stages[number])
+    return replace(resolved, stages=stages)
+
+
+def _gate(resolved: ResolvedPipeline, job: str, previous: tuple[str, ...]) -> tuple[str, ...]:
+    tracker, manager = str(resolved.tracker_path), str(resolved.manager_id)
+    return ("sl-tracker", "gate", tracker, "--manager-id", manager, "--job", job, "--after", *previous)

@@ -86,6 +86,8 @@ def _directives(job: Job) -> list[str]:
     for option, (value, pattern) in optional.items():
         if value is not None:
             pairs.append((option, _checked_token(option, value, pattern, job.name)))
+    if job.dependency is not None:  # a dependency that can never be met cancels the job, never strands it
+        pairs.append(("kill-on-invalid-dep", "yes"))
     return [f"#SBATCH --{option}={value}" for option, value in pairs]
 
 

@@ -258,7 +258,7 @@ def _succeed(backend: Backend, run: PipelineRun) -> None:
 
 
 def _submit(backend: Backend, submissions: list[tuple[PipelineRun, Decision]]) -> None:
-    claimed = _claim(backend, [run for run, _ in submissions if run.stage == 0])
+    claimed = claim_trackers(backend, [run for run, _ in submissions if run.stage == 0])
     batch: list[tuple[PipelineRun, Job]] = []
     plan: list[Submission] = []
     for run, decision in submissions:
@@ -271,7 +271,7 @@ def _submit(backend: Backend, submissions: list[tuple[PipelineRun, Decision]]) -
         return
     flush_records(backend, list({id(run): run for run, _ in batch}.values()))  # the server's record too
     report = backend.submit_jobs(plan)
-    _apply_submission(backend, batch, report)
+    apply_submission(backend, batch, report)
 
 
 def _plan(backend: Backend, run: PipelineRun, names: Sequence[str]) -> tuple[Submission, ...]:
@@ -283,7 +283,7 @@ def _plan(backend: Backend, run: PipelineRun, names: Sequence[str]) -> tuple[Sub
     return plan_stage(jobs, name=run.stage_array_name, folder=folder, max_array_size=size)
 
 
-def _claim(backend: Backend, runs: list[PipelineRun]) -> set[int]:
+def claim_trackers(backend: Backend, runs: list[PipelineRun]) -> set[int]:
     """Locks each new run's tracker to its manager before anything is submitted, in ONE call.
 
     Returns the ids of the runs whose tracker is now theirs. A refused claim fails its run (the tracker
@@ -308,7 +308,7 @@ def _claim(backend: Backend, runs: list[PipelineRun]) -> set[int]:
     return claimed
 
 
-def _apply_submission(
+def apply_submission(
     backend: Backend, batch: list[tuple[PipelineRun, Job]], report: SubmissionReport
 ) -> None:
     """Journals the ids (one write per run); a refused job fails its run (its other jobs cancelled)."""

@@ -66,7 +66,7 @@ class PipelineManager:
     @property
     def in_flight(self) -> list[ProcessingPipeline]:
         """The running pipelines allowed to advance now (started ones first)."""
-        running = [p for p in self.pipelines if p.is_running]
+        running = [p for p in self.pipelines if p.is_running and not p.detached]
         started = [p for p in running if p.stage > 0]
         waiting = [p for p in running if p.stage == 0]
         return (started + waiting)[: max(self.max_parallel, len(started))]
@@ -74,7 +74,7 @@ class PipelineManager:
     @property
     def finished(self) -> bool:
         """True when no pipeline is running any more."""
-        return not any(p.is_running for p in self.pipelines)
+        return not any(p.is_running and not p.detached for p in self.pipelines)
 
     def cycle(self) -> bool:
         """Runs one cycle over the pipelines in flight; True when any job or pipeline changed.

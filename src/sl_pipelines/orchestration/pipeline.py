@@ -30,7 +30,7 @@ from sl_pipelines.core.definition import (
 )
 from sl_pipelines.core.job import Job
 from sl_pipelines.core.layout import SessionPaths
-from sl_pipelines.core.resolve import ResolvedPipeline, resolve_pipeline
+from sl_pipelines.core.resolve import ResolvedPipeline, resolve_pipeline, with_gates
 from sl_pipelines.core.seams import Backend
 from sl_pipelines.errors import ConfigurationError, PipelineDefinitionError, RunLockedError
 from sl_pipelines.orchestration.cycle import run_cycle, take_leases
@@ -101,11 +101,13 @@ class ProcessingPipeline(PipelineRun):
         parameters: Mapping[str, ParameterValue] | None = None,
         keep_job_logs: bool = False,
         dry_run: bool = False,
+        detached: bool = False,
     ) -> ProcessingPipeline:
         """Builds a pipeline: loads its definition, finds the sessions, resolves every stage and job.
 
         The run is journaled in the user data folder (so that it can be resumed) and locked to this
-        manager unless ``dry_run``.
+        manager unless ``dry_run``. A ``detached`` run gates every job after stage 1 on the tracker, for
+        :func:`~sl_pipelines.orchestration.detach.submit_detached`.
 
         Raises:
             PipelineDefinitionError: the definition is invalid.
@@ -132,6 +134,8 @@ class ProcessingPipeline(PipelineRun):
             parameters=params,
             exports=server.job_exports,
         )
+        if detached:
+            resolved = with_gates(resolved)
         journal = RunJournal(
             token=resolved.token,
             pipeline=kind.short_name,
@@ -144,6 +148,7 @@ class ProcessingPipeline(PipelineRun):
             definition=source.read_text(encoding="utf-8"),
             started_by=_who(),
             tracker=str(resolved.tracker_path),
+            mode="detached" if detached else "attached",
         )
         if not dry_run:
             journal = journal.save()
@@ -178,6 +183,8 @@ class ProcessingPipeline(PipelineRun):
             parameters=params,
             exports=server.job_exports,
         )
+        if journal.mode == "detached":
+            resolved = with_gates(resolved)
         if resolved.token != journal.token:
             raise ConfigurationError(
                 f"Run journal {journal.path} no longer matches its pipeline definition; "

@@ -293,6 +293,22 @@ class PipelineRun:
         """Lets the run's lock go without ending the run (another manager may then resume it)."""
         self._lock.release()
 
+    @property
+    def detached(self) -> bool:
+        """True once the run was handed to the cluster: no manager drives it any more."""
+        return self.journal.mode == "detached" and self.stage > 0
+
+    def hand_to_cluster(self) -> None:
+        """The run is the cluster's now (every stage and its settling job submitted): record that, and let
+        the lease and the lock go; this manager stops watching it."""
+        if self._durable:
+            self.journal = self.journal.save(mode="detached")
+        self.record_dirty = True
+        if self.lease_held:
+            self.pending_changes.append(FileChange(self.lease_path))
+            self.lease_held = False
+        self._lock.release()
+
     def hand_over(self, holder: str) -> None:
         """Another manager took the run's lease: this one stops driving it and leaves the server alone."""
         reason = f"Another manager ({holder or 'unknown'}) took this run over; it goes on there"
