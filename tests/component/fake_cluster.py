@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from sl_pipelines.core.job import Environment, Job
+from sl_pipelines.core.job import Environment, Job, JobDefaults
 from sl_pipelines.core.seams import (
     ProbeRequest,
     ProbeResult,
@@ -72,6 +72,7 @@ class FakeCluster:
     environment = Environment()
     job_exports: tuple[tuple[str, str], ...] = ()
     report_grace_seconds = 0.0
+    job_defaults = JobDefaults()
 
     @property
     def storage_root(self) -> PurePosixPath:

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from filelock import FileLock
 
 from sl_pipelines.adapters.tracker_ops import apply_operations
-from sl_pipelines.core.job import Environment, EnvironmentKind, Job
+from sl_pipelines.core.job import Environment, EnvironmentKind, Job, JobDefaults
 from sl_pipelines.core.seams import (
     ProbeRequest,
     ProbeResult,
@@ -115,6 +115,11 @@ class LocalBackend:
     def report_grace_seconds(self) -> float:
         """A job's tracker write is visible at once on the local disk."""
         return 0.0
+
+    @property
+    def job_defaults(self) -> JobDefaults:
+        """None: local jobs have no partition, account, qos or gres."""
+        return JobDefaults()
 
     # ------------------------------------------------------------------------------------------- jobs
     def submit_jobs(self, jobs: Sequence[Job]) -> SubmissionReport:

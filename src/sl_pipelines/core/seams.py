@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Protocol
 
-from sl_pipelines.core.job import Environment, Job
+from sl_pipelines.core.job import Environment, Job, JobDefaults
 from sl_pipelines.core.states import JobStatus
 
 
@@ -175,6 +175,11 @@ class Backend(Protocol):
     @property
     def report_grace_seconds(self) -> float:
         """How long a job's tracker write may take to become visible to the manager (NFS caches)."""
+        ...
+
+    @property
+    def job_defaults(self) -> JobDefaults:
+        """Partition, account, qos and gres for jobs whose definition leaves them unset."""
         ...
 
     def probe(self, request: ProbeRequest) -> ProbeResult:

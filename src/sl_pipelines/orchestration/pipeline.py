@@ -117,6 +117,7 @@ class ProcessingPipeline(PipelineRun):
             environment=server.environment,
             parameters=params,
             exports=server.job_exports,
+            job_defaults=server.job_defaults,
         )
         journal = RunJournal(
             token=resolved.token,
@@ -153,6 +154,7 @@ class ProcessingPipeline(PipelineRun):
             environment=server.environment,
             parameters=params,
             exports=server.job_exports,
+            job_defaults=server.job_defaults,
         )
         if resolved.token != journal.token:
             raise ConfigurationError(
