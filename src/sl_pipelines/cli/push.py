@@ -158,8 +158,9 @@ class _Bar:
         self.stop()
 
     def stop(self) -> None:
-        """Removes the bar (it is transient)."""
-        self._progress.stop()
+        """Removes the bar (it is transient); without a terminal there is nothing to remove."""
+        if self.shown:
+            self._progress.stop()
 
     def stage(self, description: str, total: int, completed: int = 0) -> None:
         """Starts a new bar for the stage (the previous one is done)."""
