@@ -88,12 +88,17 @@ def plan_upload(
             verified.append(path)
         elif there is not None and there.size == facts.size and there.digest == facts.digest:
             unconfirmed.append(path)
-        elif there is not None and 0 < there.size < facts.size and prefixes.get(path) == there.digest:
+        elif there is not None and _is_prefix(there, facts, prefixes.get(path)):
             resume[path] = there.size
         else:
             send.append(path)
     extra = tuple(sorted(path for path in partial if path not in local))
     return UploadPlan(tuple(verified), tuple(unconfirmed), resume, tuple(send), extra)
+
+
+def _is_prefix(there: FileFacts, facts: FileFacts, local_prefix: str | None) -> bool:
+    """True when the server's shorter copy holds exactly the local file's first bytes."""
+    return there.digest is not None and 0 < there.size < facts.size and local_prefix == there.digest
 
 
 def prefix_candidates(
