@@ -17,7 +17,7 @@ import os
 import shlex
 import tarfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Protocol
@@ -122,7 +122,7 @@ def push_session(
     shown = progress or _Quiet()
     local = scan_local(source, shown)
     paths = UploadPaths.beside(target.raw_data)
-    state = upload_remote.inspect(transport, paths)
+    state = upload_remote.inspect(transport, paths, local.size_bytes)
     if state.final is not None:
         _accept_existing(transport, local, target, state, paths)
         return UploadReport(
@@ -179,23 +179,12 @@ def scan_local(source: Path, progress: UploadProgress) -> LocalSession:
             )
         if not data:
             raise TransferError(f"{source} holds no files to upload; check the folder.", path=source)
-        hasher = TreeHasher(source)
-        sizes = {path: (source / path).stat().st_size for path in data}
-        progress.stage("hashing", sum(sizes.values()))
-        view = new_buffer()
-        for path in data:
-            fd = os.open(source / path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                hasher.add(path, fd, view)
-            finally:
-                os.close(fd)
-            progress.advance(sizes[path])
+        digest = _hash_files(source, data, progress)
         stored = read_stored_checksum(source) if CHECKSUM_FILE in listing.files else None
     except OSError as exc:
         raise TransferError(
             f"Cannot read {exc.filename or source}: {exc.strerror or exc}; check the folder.", path=source
         ) from exc
-    digest = hasher.result()
     if stored is not None and stored != digest.checksum:
         raise VerificationError(
             f"The local raw data {source} does not match its own {CHECKSUM_FILE} (stored {stored}, "
@@ -203,8 +192,32 @@ def scan_local(source: Path, progress: UploadProgress) -> LocalSession:
             "that file if the change was deliberate.",
             path=source / CHECKSUM_FILE,
         )
-    files = {path: FileFacts(sizes[path], digest.files[path]) for path in data}
+    files = {path: FileFacts(digest.sizes[path], digest.files[path]) for path in data}
     return LocalSession(source, files, listing.folders, digest.checksum)
+
+
+@dataclass(frozen=True)
+class _Digests:
+    checksum: str
+    files: Mapping[str, str]
+    sizes: Mapping[str, int]
+
+
+def _hash_files(source: Path, data: list[str], progress: UploadProgress) -> _Digests:
+    """Hashes the files (in the tree checksum's order), reporting progress file by file."""
+    hasher = TreeHasher(source)
+    sizes = {path: (source / path).stat().st_size for path in data}
+    progress.stage("hashing", sum(sizes.values()))
+    view = new_buffer()
+    for path in data:
+        fd = os.open(source / path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            hasher.add(path, fd, view)
+        finally:
+            os.close(fd)
+        progress.advance(sizes[path])
+    digest = hasher.result()
+    return _Digests(digest.checksum, digest.files, sizes)
 
 
 def _accept_existing(

@@ -168,9 +168,17 @@ class UploadPaths:
         return cls(raw_data, partial, partial.with_name(f"{partial.name}.manifest.jsonl"))
 
 
-def inspect(transport: SSHTransport, paths: UploadPaths) -> RemoteState:
-    """The existing raw data, the partial folder and the manifest, in one remote command."""
-    data = _call(transport, paths, {"op": "inspect"})
+#: The slowest read a storage volume is expected to manage while the server hashes (bytes per second).
+SLOWEST_READ = 20e6
+
+
+def inspect(transport: SSHTransport, paths: UploadPaths, session_bytes: int) -> RemoteState:
+    """The existing raw data, the partial folder and the manifest, in one remote command.
+
+    An existing ``raw_data`` is hashed whole (about ``session_bytes``), so the command may take as long as
+    reading that much at :data:`SLOWEST_READ`.
+    """
+    data = _call(transport, paths, {"op": "inspect"}, reads=session_bytes)
     final = data["final"]
     return RemoteState(
         None if final is None else _facts(final),
@@ -187,7 +195,8 @@ def verify(
     Returns what the server found for each file (a file that is not there is left out).
     """
     files = {name: [facts.size, facts.digest] for name, facts in expected.items()}
-    return _facts(_call(transport, paths, {"op": "verify", "files": files})["files"])
+    reads = sum(facts.size for facts in expected.values())
+    return _facts(_call(transport, paths, {"op": "verify", "files": files}, reads=reads)["files"])
 
 
 def finalize(
@@ -197,7 +206,11 @@ def finalize(
     dirs: tuple[str, ...],
     checksum: tuple[str, str],
 ) -> None:
-    """Moves the complete partial folder into place with the checksum file ``(name, text)``."""
+    """Moves the complete partial folder into place with the checksum file ``(name, text)``.
+
+    Never retried blindly: if the connection drops during it, the next upload finds the session in
+    place (or the partial folder still there) and goes on from what it finds.
+    """
     request = {
         "op": "finalize",
         "files": {name: facts.size for name, facts in local.items()},
@@ -205,14 +218,23 @@ def finalize(
         "checksum_name": checksum[0],
         "checksum_text": checksum[1],
     }
-    _call(transport, paths, request)
+    _call(transport, paths, request, idempotent=False)
 
 
-def _call(transport: SSHTransport, paths: UploadPaths, request: dict[str, Any]) -> dict[str, Any]:
+def _call(
+    transport: SSHTransport,
+    paths: UploadPaths,
+    request: dict[str, Any],
+    *,
+    reads: int = 0,
+    idempotent: bool = True,
+) -> dict[str, Any]:
     python = transport.settings.remote_python
     command = f"{python} -c {shlex.quote(_PROGRAM)} {shlex.quote(MARKER)}"
     full = {"final": str(paths.final), "partial": str(paths.partial), "manifest": str(paths.manifest)}
-    result = transport.run(command, stdin=json.dumps({**full, **request}).encode())
+    timeout = transport.settings.command_timeout + reads / SLOWEST_READ
+    body = json.dumps({**full, **request}).encode()
+    result = transport.run(command, stdin=body, timeout=timeout, idempotent=idempotent)
     section = next((s for s in split_sections(result.stdout) if s.name == "upload"), None)
     try:
         data: dict[str, Any] = json.loads("\n".join(section.lines)) if section is not None else {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.filesize import decimal
@@ -33,6 +33,9 @@ from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.core.layout import RAW_DATA
 from sl_pipelines.errors import ConfigurationError
 from sl_pipelines.vocabulary import ProcessingPipelines
+
+if TYPE_CHECKING:
+    from sl_pipelines.adapters.upload import UploadReport
 
 EXIT_INTERRUPTED = 130
 
@@ -108,27 +111,29 @@ def handle_push(arguments: argparse.Namespace, out: Console) -> int:
                 )
             )
             return EXIT_INTERRUPTED
-    size = decimal(report.size_bytes)
-    if report.already_uploaded:
-        out.print(
-            f"Session {spec} is already on {server.name} at {report.destination} ({report.files} files, "
-            f"{size}), identical by xxHash; nothing was sent.",
-            markup=False,
-        )
-    else:
-        rate = decimal(round(report.sent_bytes / max(report.seconds, 1e-6)))
-        resumed = report.size_bytes - report.sent_bytes
-        out.print(
-            f"Uploaded {report.files} files ({size}) of {source} to {server.name}:{report.destination} in "
-            f"{report.seconds:.1f} s ({rate}/s), verified by xxHash; checksum {report.checksum} stored in "
-            f"ax_checksum.txt{f'; {decimal(resumed)} had arrived before' if resumed else ''}.",
-            markup=False,
-        )
+    out.print(summary(report, spec, server.name), markup=False)
     if arguments.then is None:
         return 0
     from sl_pipelines.cli import process  # noqa: PLC0415 - workflows will plug in here
 
     return process.main([arguments.then, spec, "--server", arguments.server])
+
+
+def summary(report: UploadReport, spec: str, server: str) -> str:
+    """The one line that says what the upload did."""
+    size = decimal(report.size_bytes)
+    if report.already_uploaded:
+        return (
+            f"Session {spec} is already on {server} at {report.destination} ({report.files} files, {size}), "
+            "identical by xxHash; nothing was sent."
+        )
+    rate = decimal(round(report.sent_bytes / max(report.seconds, 1e-6)))
+    resumed = report.size_bytes - report.sent_bytes
+    return (
+        f"Uploaded {report.files} files ({size}) of {report.source} to {server}:{report.destination} in "
+        f"{report.seconds:.1f} s ({rate}/s), verified by xxHash; checksum {report.checksum} stored in "
+        f"ax_checksum.txt{f'; {decimal(resumed)} had arrived before' if resumed else ''}."
+    )
 
 
 class _Bar:
