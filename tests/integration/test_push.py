@@ -249,3 +249,25 @@ def _run_with_terminal_stderr(argv: list[str]) -> tuple[int, str, str]:
     reader.join(10)
     os.close(controller)
     return done.returncode, done.stdout.decode(), b"".join(chunks).decode(errors="replace")
+
+
+def test_ctrl_c_says_how_to_resume_and_the_next_run_sends_the_rest(
+    tmp_path: Path, profile: ServerProfile, session: SessionPaths
+) -> None:
+    local = make_session(tmp_path / "acq", 256, smalls=5)
+    partial = Path(str(UploadPaths.beside(session.raw_data).partial))
+    as_from_a_terminal = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    argv = [sys.executable, "-c", as_from_a_terminal + SL_SERVER[2], *push(local, session)]
+    client = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while not partial.is_dir() or sum(files_of(partial).values()) < 64 * MIB:
+        assert client.poll() is None, client.communicate()
+        time.sleep(0.02)
+    client.send_signal(signal.SIGINT)
+    _, err = client.communicate(timeout=20)
+    assert client.returncode == 130, err
+    assert "Interrupted: run the same command again to resume the upload" in " ".join(err.decode().split())
+    assert not Path(str(session.raw_data)).exists()
+
+    again = subprocess.run([*SL_SERVER, *push(local, session)], capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stderr
+    assert "had arrived before" in again.stdout

@@ -11,8 +11,11 @@ one summary line goes to stdout. The upload itself is :mod:`sl_pipelines.adapter
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -98,9 +101,10 @@ def handle_push(arguments: argparse.Namespace, out: Console) -> int:
     err = make_console(stderr=True)
     with Server(profiles.load_profile(arguments.server)) as server, _Bar(err) as bar:
         try:
-            report = server.push_session(
-                source, arguments.project, arguments.animal, session, progress=bar if bar.shown else None
-            )
+            with _stop_between_blocks(bar):
+                report = server.push_session(
+                    source, arguments.project, arguments.animal, session, progress=bar
+                )
         except KeyboardInterrupt:
             bar.stop()
             err.print(
@@ -136,11 +140,40 @@ def summary(report: UploadReport, spec: str, server: str) -> str:
     )
 
 
+@contextlib.contextmanager
+def _stop_between_blocks(bar: _Bar) -> Iterator[None]:
+    """Ctrl-C stops the upload at the next block it reports, where the SFTP session is in step.
+
+    A KeyboardInterrupt in the middle of an SFTP request leaves its answers out of step, and closing the
+    file would then wait for an answer that never comes. The first Ctrl-C asks :class:`_Bar` to stop;
+    a second one stops the process at once (the upload resumes from what arrived verified either way).
+    A SIGINT that was ignored when the command started (a background job) stays ignored.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        yield
+        return
+
+    def request_stop(number: int, frame: FrameType | None) -> None:
+        bar.stop_requested = True
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class _Bar:
-    """The upload's progress on stderr: a bar with bytes, rate and time left, drawn only on a terminal."""
+    """The upload's progress on stderr: a bar with bytes, rate and time left, drawn only on a terminal.
+
+    It is also where a requested stop (Ctrl-C) takes effect: at the next block reported.
+    """
 
     def __init__(self, console: Console) -> None:
         self.shown = console.is_terminal
+        self.stop_requested = False
         self._progress = Progress(
             TextColumn("{task.description:<9}"),
             BarColumn(),
@@ -169,11 +202,17 @@ class _Bar:
 
     def stage(self, description: str, total: int, completed: int = 0) -> None:
         """Starts a new bar for the stage (the previous one is done)."""
+        if self.stop_requested:
+            raise KeyboardInterrupt
+        if not self.shown:
+            return
         if self._task is not None:
             self._progress.remove_task(self._task)
         self._task = self._progress.add_task(description, total=total, completed=completed)
 
     def advance(self, amount: int) -> None:
-        """Moves the bar on."""
+        """Moves the bar on (or stops the upload here when Ctrl-C asked for it)."""
+        if self.stop_requested:
+            raise KeyboardInterrupt
         if self._task is not None:
             self._progress.advance(self._task, amount)
