@@ -282,7 +282,8 @@ class _Sender:
         files = self.local.files
         todo = {path: 0 for path in plan.send} | dict(plan.resume)
         small = sorted(path for path in todo if files[path].size < SMALL_FILE_BYTES)
-        big = sorted(path for path in todo if path not in small)
+        todo |= dict.fromkeys(small, 0)  # the tar stream sends small files whole
+        big = sorted(set(todo).difference(small))
         done = self.local.size_bytes - sum(files[path].size - offset for path, offset in todo.items())
         self.progress.stage("uploading", self.local.size_bytes, done)
         self._queue(plan.unconfirmed)
