@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 
 from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.file_changes import FileChange
-from sl_pipelines.core.job import Environment, Job
+from sl_pipelines.core.job import Environment, Job, JobDefaults
 from sl_pipelines.core.lease import LEASE_NAME, LeaseOutcome, LeaseRequest
 from sl_pipelines.core.seams import (
     ProbeRequest,
@@ -79,6 +79,7 @@ class FakeCluster:
     environment = Environment()
     job_exports: tuple[tuple[str, str], ...] = ()
     report_grace_seconds = 0.0
+    job_defaults = JobDefaults()
 
     @property
     def storage_root(self) -> PurePosixPath:

@@ -28,7 +28,7 @@ from sl_pipelines.adapters.run_listing import collect_runs
 from sl_pipelines.adapters.tracker_ops import apply_operations
 from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.file_changes import FileChange
-from sl_pipelines.core.job import Environment, EnvironmentKind, Job
+from sl_pipelines.core.job import Environment, EnvironmentKind, Job, JobDefaults
 from sl_pipelines.core.lease import LeaseOutcome, LeaseRequest
 from sl_pipelines.core.seams import (
     ProbeRequest,
@@ -123,6 +123,11 @@ class LocalBackend:
     def report_grace_seconds(self) -> float:
         """A job's tracker write is visible at once on the local disk."""
         return 0.0
+
+    @property
+    def job_defaults(self) -> JobDefaults:
+        """None: local jobs have no partition, account, qos or gres."""
+        return JobDefaults()
 
     # ------------------------------------------------------------------------------------------- jobs
     @property

@@ -16,15 +16,18 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 
+from sl_pipelines.adapters import upload
 from sl_pipelines.adapters.profiles import AccountingChoice, ServerProfile
 from sl_pipelines.adapters.run_listing import decode_snapshots
 from sl_pipelines.adapters.ssh import SSHSettings, SSHTransport
 from sl_pipelines.adapters.transfer import TransferReport, Verify
+from sl_pipelines.adapters.upload import UploadProgress, UploadReport
 from sl_pipelines.core import sbatch
 from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.file_changes import FileChange, build_changes, build_read, parse_changes, parse_read
 from sl_pipelines.core.framing import MARKER, split_sections
-from sl_pipelines.core.job import Environment, EnvironmentKind, Job
+from sl_pipelines.core.job import Environment, EnvironmentKind, Job, JobDefaults
+from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.core.lease import LeaseOutcome, LeaseRequest, build_take, parse_take
 from sl_pipelines.core.probe import build_probe, parse_probe_output
 from sl_pipelines.core.script import activation_prefix
@@ -125,6 +128,11 @@ class Server:
         """How long a job's tracker write may take to reach this manager: NFS (soft lock) caches for up to
         a minute; a local disk shows it at once, but a few seconds cover a slow file system."""
         return 60.0 if self.profile.tracker_lock.value == "soft" else 5.0
+
+    @property
+    def job_defaults(self) -> JobDefaults:
+        """The profile's partition, account, qos and gres, for jobs whose definition leaves them unset."""
+        return self.profile.job_defaults
 
     @property
     def round_trips(self) -> int:
@@ -342,6 +350,21 @@ class Server:
     ) -> TransferReport:
         """Downloads a folder tree and verifies it (sizes, or xxHash with ``Verify.HASH``)."""
         return self.transport.get_tree(remote, local, verify=verify)
+
+    def push_session(
+        self,
+        local: Path,
+        project: str,
+        animal: str,
+        session: str,
+        *,
+        progress: UploadProgress | None = None,
+    ) -> UploadReport:
+        """Uploads a session's raw data to ``<storage_root>/<project>/<animal>/<session>/raw_data``:
+        verified by xxHash, resumable, never over different data (see :mod:`~sl_pipelines.adapters.upload`).
+        """
+        target = SessionPaths(self.storage_root, self.working_root, project, animal, session)
+        return upload.push_session(self.transport, Path(local), target, progress=progress)
 
     def exists(self, path: PurePosixPath) -> bool:
         """True when the path exists on the server."""

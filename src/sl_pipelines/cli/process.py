@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
+from rich.logging import RichHandler
 from rich.table import Table
 
 from sl_pipelines.cli import process_runs
@@ -106,7 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return process_runs.main(arguments)
     args = build_parser().parse_args(arguments)
     console = make_console(stderr=True)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    # On a terminal, log records go through the live view's console, which prints them above the view.
+    handler = RichHandler(console=console, show_path=False, markup=False) if console.is_terminal else None
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler] if handler else None)
     try:
         kind = ProcessingPipelines.from_name(args.pipeline)
         parameters = _parameters(args.param)

@@ -29,7 +29,7 @@ from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.core.slurm import AccountingMode
 from sl_pipelines.core.tracker_state import TrackerPhase, TrackerState
 from sl_pipelines.core.wire import decode_operations, encode_outcomes
-from sl_pipelines.errors import ConfigurationError, SlPipelinesError, TrackerCorruptError
+from sl_pipelines.errors import ConfigurationError, SlPipelinesError, TrackerCorruptError, TrackerError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 #: Seconds to wait for the lock when --timeout is not given.
@@ -218,7 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def handle_status(tracker: TrackerHandle, args: argparse.Namespace, streams: CliStreams) -> int:
-    """Prints the tracker's state as a table, or as JSON with ``--json``."""
+    """Prints the tracker's state as a table, or as JSON with ``--json``; a missing file is an error."""
+    if isinstance(tracker.path, Path) and not tracker.path.is_file():
+        raise TrackerError(
+            f"There is no tracker file {tracker.path}; check the path (a tracker is created when a pipeline "
+            "first runs on the session).",
+            path=tracker.path,
+        )
     state = tracker.read()
     if args.json:
         streams.out.file.write(json.dumps(status_payload(state, tracker.path)) + "\n")

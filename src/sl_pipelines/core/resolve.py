@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 import xxhash
 
 from sl_pipelines.core.definition import JobTemplate, ParameterValue, PipelineDefinition
-from sl_pipelines.core.job import Command, Environment, Job
+from sl_pipelines.core.job import Command, Environment, Job, JobDefaults
 from sl_pipelines.core.layout import JOB_FOLDERS, SessionPaths
 from sl_pipelines.errors import PipelineDefinitionError
 
@@ -89,8 +89,12 @@ def resolve_pipeline(
     environment: Environment,
     parameters: Mapping[str, ParameterValue] | None = None,
     exports: tuple[tuple[str, str], ...] = (),
+    job_defaults: JobDefaults = JobDefaults(),  # noqa: B008 - a frozen, immutable value
 ) -> ResolvedPipeline:
     """Resolves a definition for one session (or, for dataset scope, a dataset of sessions).
+
+    ``job_defaults`` (the server profile's partition, account, qos, gres) fill what a job's resources
+    leave unset; the definition's own values win.
 
     Raises:
         PipelineDefinitionError: a placeholder or fan-out names a parameter that has no value.
@@ -112,7 +116,9 @@ def resolve_pipeline(
         for number, template in templates
         for key, item in _fan_out(definition, template, params)
     ]
-    context = _Context(definition, session, manager_id, token, tracker, len(expanded), params, exports)
+    context = _Context(
+        definition, session, manager_id, token, tracker, len(expanded), params, exports, job_defaults
+    )
     stages: dict[int, list[ResolvedJob]] = {}
     for number, template, key, item in expanded:
         # One job per session of a dataset works on THAT session: its project, animal and folders.
@@ -173,6 +179,7 @@ class _Context:
     job_count: int
     params: Mapping[str, ParameterValue]
     exports: tuple[tuple[str, str], ...]
+    job_defaults: JobDefaults
 
     def job(
         self, stage: int, template: JobTemplate, key: str, item: tuple[int, str] | None, env: Environment
@@ -185,7 +192,7 @@ class _Context:
             name=name,
             working_directory=folder,
             commands=(argv,),
-            resources=template.resources,
+            resources=self.job_defaults.fill(template.resources),
             environment=env,
             exports=(("SL_PIPELINES_RUN_TOKEN", self.token), *self.exports),
         )

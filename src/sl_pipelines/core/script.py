@@ -49,6 +49,11 @@ def render_script(job: Job) -> str:
     return "\n".join(lines) + "\n"
 
 
+def is_slurm_word(value: str) -> bool:
+    """True when ``value`` can stand as it is in ``#SBATCH --partition/--account/--qos/--gres``."""
+    return bool(_SIMPLE.match(value))
+
+
 def format_time_limit(minutes: int) -> str:
     """Formats a time limit in minutes as Slurm's ``D-HH:MM:SS``."""
     days, rest = divmod(minutes, 24 * 60)

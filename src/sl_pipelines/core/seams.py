@@ -18,7 +18,7 @@ from typing import Protocol
 
 from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.file_changes import FileChange
-from sl_pipelines.core.job import Environment, Job
+from sl_pipelines.core.job import Environment, Job, JobDefaults
 from sl_pipelines.core.lease import LeaseOutcome, LeaseRequest
 from sl_pipelines.core.session_query import FoundSession
 from sl_pipelines.core.states import JobStatus
@@ -204,6 +204,11 @@ class Backend(Protocol):
     @property
     def report_grace_seconds(self) -> float:
         """How long a job's tracker write may take to become visible to the manager (NFS caches)."""
+        ...
+
+    @property
+    def job_defaults(self) -> JobDefaults:
+        """Partition, account, qos and gres for jobs whose definition leaves them unset."""
         ...
 
     def probe(self, request: ProbeRequest) -> ProbeResult:

@@ -133,6 +133,7 @@ class ProcessingPipeline(PipelineRun):
             environment=server.environment,
             parameters=params,
             exports=server.job_exports,
+            job_defaults=server.job_defaults,
         )
         if detached:
             resolved = with_gates(resolved)
@@ -182,6 +183,7 @@ class ProcessingPipeline(PipelineRun):
             environment=server.environment,
             parameters=params,
             exports=server.job_exports,
+            job_defaults=server.job_defaults,
         )
         if journal.mode == "detached":
             resolved = with_gates(resolved)
