@@ -21,12 +21,10 @@ from rich.table import Table
 from rich.text import Text
 
 from sl_pipelines.adapters.locks import LockKind
-from sl_pipelines.adapters.run_listing import bash_probe, collect_runs, encode_snapshots
 from sl_pipelines.adapters.tracker_ops import apply_operations
 from sl_pipelines.adapters.tracker_store import ProcessingTracker
 from sl_pipelines.cli import tracker_detached
 from sl_pipelines.cli.consoles import make_console
-from sl_pipelines.core.slurm import AccountingMode
 from sl_pipelines.core.tracker_state import TrackerPhase, TrackerState
 from sl_pipelines.core.wire import decode_operations, encode_outcomes
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError, TrackerCorruptError, TrackerError
@@ -140,28 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         parents=[_global_options()],
     )
-    _add_runs(commands)
     tracker_detached.add_commands(commands, _global_options())
     return parser
-
-
-def _add_runs(commands: Any) -> None:
-    runs = commands.add_parser(
-        "runs",
-        help="every run recorded under a working root, with its lease, tracker and jobs (framed JSON)",
-        description="List the runs recorded under WORKING_ROOT/sl_jobs (what `sl-process status` shows).",
-    )
-    runs.add_argument("--working-root", type=Path, required=True, metavar="DIR", help="the working volume")
-    runs.add_argument(
-        "--mode", choices=[m.value for m in AccountingMode], default="scontrol", help="sacct or scontrol"
-    )
-
-
-def handle_runs(args: argparse.Namespace, streams: CliStreams) -> int:
-    """Prints every run recorded under the working root, with its lease, tracker and jobs (framed JSON)."""
-    snapshots = collect_runs(args.working_root, bash_probe(AccountingMode(args.mode)))
-    streams.out.file.write(encode_snapshots(snapshots) + "\n")
-    return EXIT_OK
 
 
 def handle_batch(args: argparse.Namespace, streams: CliStreams) -> int:
@@ -198,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     special: dict[str, Callable[[argparse.Namespace, CliStreams], int]] = {
         "batch": handle_batch,
-        "runs": handle_runs,
+        "runs": tracker_detached.handle_runs,
         "gate": lambda a, _: tracker_detached.handle(a),
         "settle": lambda a, _: tracker_detached.handle(a),
     }

@@ -1,4 +1,5 @@
-"""``sl-tracker gate`` and ``sl-tracker settle``: what the jobs of a detached run run on the cluster."""
+"""``sl-tracker runs``, ``gate`` and ``settle``: what ``sl-process status`` and the jobs of a detached run
+run on the server."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sl_pipelines.adapters.run_listing import bash_probe, collect_runs, encode_snapshots
 from sl_pipelines.core.slurm import AccountingMode
 from sl_pipelines.vocabulary import ProcessingStatus
 from sl_pipelines.workers.detached import gate, settle_run
@@ -15,7 +17,8 @@ EXIT_OK, EXIT_STOP = 0, 1
 
 
 def add_commands(commands: Any, options: argparse.ArgumentParser) -> None:
-    """Adds ``gate`` and ``settle`` to sl-tracker's commands."""
+    """Adds ``runs``, ``gate`` and ``settle`` to sl-tracker's commands."""
+    _add_runs(commands)
     gate_parser = commands.add_parser(
         "gate",
         parents=[options],
@@ -47,4 +50,23 @@ def handle(args: argparse.Namespace) -> int:
     verdict = settle_run(args.record, AccountingMode(args.mode))
     outcome = "succeeded" if verdict.status is ProcessingStatus.SUCCEEDED else f"failed: {verdict.reason}"
     sys.stdout.write(f"The run {outcome}\n")
+    return EXIT_OK
+
+
+def _add_runs(commands: Any) -> None:
+    runs = commands.add_parser(
+        "runs",
+        help="every run recorded under a working root, with its lease, tracker and jobs (framed JSON)",
+        description="List the runs recorded under WORKING_ROOT/sl_jobs (what `sl-process status` shows).",
+    )
+    runs.add_argument("--working-root", type=Path, required=True, metavar="DIR", help="the working volume")
+    runs.add_argument(
+        "--mode", choices=[m.value for m in AccountingMode], default="scontrol", help="sacct or scontrol"
+    )
+
+
+def handle_runs(args: argparse.Namespace, streams: Any) -> int:
+    """Prints every run recorded under the working root, with its lease, tracker and jobs (framed JSON)."""
+    snapshots = collect_runs(args.working_root, bash_probe(AccountingMode(args.mode)))
+    streams.out.file.write(encode_snapshots(snapshots) + "\n")
     return EXIT_OK
