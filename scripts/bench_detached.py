@@ -117,22 +117,17 @@ def main() -> None:
                     found = gaps(server, record)
                     results[mode] += found
                     print(f"round {round_ + 1} {mode}: {record.status}, gaps {[f'{g:.1f}' for g in found]} s")
-            server.run(
-                "rm -rf "
-                + shlex.quote(str(server.storage_root))
-                + "/bench-* "
-                + shlex.quote(str(server.working_root))
-                + "/bench-*"
-            )
+            roots = (shlex.quote(str(server.storage_root)), shlex.quote(str(server.working_root)))
+            server.run(f"rm -rf {roots[0]}/bench-* {roots[1]}/bench-*")
     print()
     print("stage-to-stage latency (last job of stage k ends -> first job of stage k+1 starts), seconds:")
     for mode, values in results.items():
+        median = statistics.median(values)
         print(
-            f"  {mode:9s} median {statistics.median(values):5.1f}  min {min(values):5.1f}  max {max(values):5.1f}  (n={len(values)})"
+            f"  {mode:9s} median {median:5.1f}  min {min(values):5.1f}  max {max(values):5.1f}  (n={len(values)})"
         )
-    print(
-        f"  ratio attached/detached (medians): {statistics.median(results['attached']) / max(statistics.median(results['detached']), 0.1):.1f}x"
-    )
+    ratio = statistics.median(results["attached"]) / max(statistics.median(results["detached"]), 0.1)
+    print(f"  ratio attached/detached (medians): {ratio:.1f}x (Slurm records whole seconds)")
     print(f"load average now: {Path('/proc/loadavg').read_text().split()[:3]}")
 
 
