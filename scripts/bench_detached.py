@@ -122,10 +122,8 @@ def main() -> None:
     print()
     print("stage-to-stage latency (last job of stage k ends -> first job of stage k+1 starts), seconds:")
     for mode, values in results.items():
-        median = statistics.median(values)
-        print(
-            f"  {mode:9s} median {median:5.1f}  min {min(values):5.1f}  max {max(values):5.1f}  (n={len(values)})"
-        )
+        median, low, high = statistics.median(values), min(values), max(values)
+        print(f"  {mode:9s} median {median:5.1f}  min {low:5.1f}  max {high:5.1f}  (n={len(values)})")
     ratio = statistics.median(results["attached"]) / max(statistics.median(results["detached"]), 0.1)
     print(f"  ratio attached/detached (medians): {ratio:.1f}x (Slurm records whole seconds)")
     print(f"load average now: {Path('/proc/loadavg').read_text().split()[:3]}")
