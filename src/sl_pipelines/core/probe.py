@@ -6,9 +6,10 @@ the command line has the same small size for one pipeline or a thousand. On the 
 1. asks ``squeue`` for the jobs by id (Slurm filters them: the cost does not grow with other users' jobs),
    in chunks that fit any argument limit;
 2. asks ``squeue`` by name, narrowed to the user, only for jobs whose id was never seen;
-3. asks the accounting source only for what ``squeue`` no longer shows (and for failures, to get their
-   exit code): ``sacct -j`` / ``sacct --name`` where the cluster has accounting, else
-   ``scontrol show job <id>`` (which keeps finished jobs for ``MinJobAge``);
+3. asks the accounting source only for what ``squeue`` no longer shows: ``sacct -j`` / ``sacct --name``
+   where the cluster has accounting, else ``scontrol show job <id>`` (which keeps finished jobs for
+   ``MinJobAge``); and ``scontrol show job`` for the few that squeue shows failed, for their exit code
+   (slurmctld has it at once, where slurmdbd may lag);
 4. prints each tracker file base64-encoded, after the job states.
 
 Every part is framed by marker lines carrying its exit status, so a query that failed is reported as
@@ -92,13 +93,17 @@ slp_query() {
 }
 slp_query squeue-ids qid "${ids[@]}"
 slp_query squeue-names qname "${names[@]}"
-more=("${detail[@]}"); lost=()
-for j in "${ids[@]}"; do [ -n "${seen[i:$j]}" ] || more+=("$j"); done
+missing=(); lost=()
+for j in "${ids[@]}"; do [ -n "${seen[i:$j]}" ] || missing+=("$j"); done
 for n in "${names[@]}"; do [ -n "${seen[n:$n]}" ] || lost+=("$n"); done
 if [ "$mode" = sacct ]; then
-  slp_query sacct-ids aid "${more[@]}"
+  slp_query sacct-ids aid "${missing[@]}"
   slp_query sacct-names aname "${lost[@]}"
-elif [ ${#more[@]} -gt 0 ]; then
+  more=("${detail[@]}")
+else
+  more=("${detail[@]}" "${missing[@]}")
+fi
+if [ ${#more[@]} -gt 0 ]; then
   echo "$M begin scontrol"; rc=0
   for j in "${more[@]}"; do scontrol -o show job "$j" 2>&1 || rc=$?; done
   echo "$M end $rc"
