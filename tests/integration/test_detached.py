@@ -176,3 +176,31 @@ def test_a_detached_run_whose_job_hits_its_time_limit_fails_and_nothing_later_ru
     planes = server.list_dir(server.working_root / spec / "processed_data" / "suite2p")
     assert not any(name.startswith("plane") for name in planes), planes
     server.close()
+
+
+def test_an_attached_run_abandoned_is_converted_to_detached_and_finishes(
+    make_profile: Callable[..., ServerProfile], project: str, tmp_path: Path
+) -> None:
+    profile = make_profile("noacct", name="to-detached")
+    save_profile(profile)
+    server = Server(profile)
+    spec = generate(server, project, "s1", planes=2)
+    configs = configs_with(tmp_path, "suite2p", {"binarize": "--seconds 6"})
+    argv = ["suite2p", spec, "--server", profile.name, "--configs", str(configs)]
+    manager = start_manager([*argv, "--poll-interval", "0.5"], tmp_path / "attached.log")
+    deadline = time.monotonic() + 60
+    while (
+        _record(server, project) is None or not _record(server, project).job_ids
+    ) and time.monotonic() < deadline:  # type: ignore[union-attr]
+        time.sleep(0.5)
+    manager.send_signal(signal.SIGKILL)  # the PC goes off during stage 1
+    manager.communicate()
+    converted = subprocess.run(
+        [*SL_PROCESS, *argv, "--resume", "--detach"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert converted.returncode == 0, converted.stderr
+    assert "is the cluster's now" in converted.stderr
+    record = _wait_final(server, project)
+    assert (record.status, record.mode) == ("SUCCEEDED", "detached"), record.reason
+    assert _tracker(server, record).is_complete
+    server.close()

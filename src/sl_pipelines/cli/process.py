@@ -170,7 +170,9 @@ def _build(
             journal = _unfinished(
                 kind, backend, tuple(f"{f.paths.project}/{f.paths.animal}/{f.paths.session}" for f in group)
             )
-            if journal.mode == "detached" and journal.stage > 0:
+            if args.detach and journal.mode != "detached":
+                journal = journal.save(mode="detached")  # the rest of the run goes to the cluster
+            elif journal.mode == "detached" and journal.stage > 0:
                 raise ConfigurationError(
                     f"Run {journal.token} is detached: the cluster carries it. Watch it with 'sl-process "
                     f"attach {journal.token}', or cancel it with 'sl-process cancel {journal.token}'."

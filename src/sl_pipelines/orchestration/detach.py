@@ -50,15 +50,16 @@ def submit_detached(backend: Backend, runs: Sequence[PipelineRun]) -> None:
             f"{backend.name} cannot carry a run by itself (no Slurm): run without --detach, and keep the "
             "manager running."
         )
-    take_leases(backend, list(runs))
+    take_leases(backend, [run for run in runs if not run.lease_held])
     active = [run for run in runs if run.is_running]
-    claimed = claim_trackers(backend, active)
-    active = [run for run in active if id(run) in claimed]
+    new = [run for run in active if run.stage == 0]
+    claimed = claim_trackers(backend, new)
+    active = [run for run in active if run.stage > 0 or id(run) in claimed]
+    first = {id(run): _first_stage(run) for run in active}
     stages = max((max(run.spec.stages) for run in active), default=0)
     for stage in range(1, stages + 1):
-        active = _submit_stage(backend, [run for run in active if stage in run.spec.stages], stage) + [
-            run for run in active if stage not in run.spec.stages
-        ]
+        due = [run for run in active if first[id(run)] <= stage <= max(run.spec.stages)]
+        active = _submit_stage(backend, due, stage) + [run for run in active if run not in due]
     _submit_settlers(backend, active, mode)
     for run in active:
         run.hand_to_cluster()
@@ -100,6 +101,23 @@ def _submit_stage(backend: Backend, runs: list[PipelineRun], stage: int) -> list
         )
         cancel_runs(backend, incomplete, reason)
     return [run for run in runs if run.is_running]
+
+
+def _first_stage(run: PipelineRun) -> int:
+    """The first stage still to submit: 1 for a new run, the next one for a run converted from attached.
+
+    Raises:
+        ConfigurationError: the run's current stage is not wholly on the cluster yet (a job whose
+            submission is held back or unknown): it is resumed attached until it is.
+    """
+    if run.stage == 0:
+        return 1
+    if not set(run.spec.stages[run.stage]) <= set(run.state.job_ids):
+        raise ConfigurationError(
+            f"Run {run.resolved.token} has jobs of stage {run.stage} whose submission is not settled yet; "
+            "resume it without --detach until that stage runs, then detach it."
+        )
+    return run.stage + 1
 
 
 def _base_ids(run: PipelineRun, stage: int) -> str:
