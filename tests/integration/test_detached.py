@@ -4,6 +4,7 @@ a success it did not have (a failed, silent, timed-out, cancelled or unreported 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -79,6 +80,16 @@ def test_a_detached_run_finishes_on_the_cluster_with_its_manager_gone(
     spec = generate(server, project, "s1", planes=4)
     configs = configs_with(tmp_path, "suite2p", {"binarize": "--seconds 2"})
     _detach(profile, spec, configs, tmp_path, kill=True)
+    watch = subprocess.run(  # from a second PC (its own user-data folder), read-only, until the run ends
+        [*SL_PROCESS, "attach", "--server", profile.name, spec],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        env={**os.environ, "SL_PIPELINES_DATA_DIR": str(tmp_path / "pc2")},
+    )
+    assert watch.returncode == 0, watch.stderr
+    assert not (tmp_path / "pc2").exists(), "watching writes nothing"
     record = _wait_final(server, project)
     assert (record.status, record.reason, record.mode) == ("SUCCEEDED", "", "detached")
     assert _tracker(server, record).is_complete
@@ -112,6 +123,7 @@ FAULTS = [
 ]
 
 
+@pytest.mark.parametrize("cluster", ["acct", "noacct"])
 @pytest.mark.parametrize(
     ("case", "extra", "commands", "words", "culprit"), FAULTS, ids=[f[0] for f in FAULTS]
 )
@@ -124,8 +136,9 @@ def test_a_detached_run_never_reports_a_success_it_did_not_have(
     commands: dict[str, str],
     words: str,
     culprit: str,
+    cluster: str,
 ) -> None:
-    profile = make_profile("noacct" if "exits" in case else "acct", name="detach-fault")
+    profile = make_profile(cluster, name="detach-fault")
     save_profile(profile)
     server = Server(profile)
     spec = generate(server, project, "s1", planes=4)
@@ -141,10 +154,11 @@ def test_a_detached_run_never_reports_a_success_it_did_not_have(
     server.close()
 
 
+@pytest.mark.parametrize("cluster", ["acct", "noacct"])
 def test_a_detached_run_whose_job_is_cancelled_by_hand_fails_naming_it(
-    make_profile: Callable[..., ServerProfile], project: str, tmp_path: Path
+    make_profile: Callable[..., ServerProfile], project: str, tmp_path: Path, cluster: str
 ) -> None:
-    profile = make_profile("acct", name="detach-cancel")
+    profile = make_profile(cluster, name="detach-cancel")
     save_profile(profile)
     server = Server(profile)
     spec = generate(server, project, "s1", planes=2)
