@@ -255,3 +255,52 @@ def test_the_project_table_shows_every_session_by_pipeline(
     table = capsys.readouterr().out
     assert "3 sessions" in table and "totals" in table and "1 failed" in table
     assert tracker.main(["--local-root", str(root), "status", "../*/*"]) == 2
+
+
+def test_a_pattern_with_dates_and_states_selects_sessions_and_says_why_others_were_left_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "local"
+    for animal in ("A1", "A2"):
+        for day in range(1, 11):
+            generate_session(
+                root / "storage", "proj", animal, f"2026-01-{day:02d}-10-00-00", planes=1, size_kb=1
+            )
+    generate_session(root / "storage", "proj", "A1", "pilot", planes=1, size_kb=1)
+    done = (
+        root
+        / "storage"
+        / "proj"
+        / "A1"
+        / "2026-01-04-10-00-00"
+        / "tracking_data"
+        / "checksum_resolution_tracker.yaml"
+    )
+    ProcessingTracker(done).start(3, job_count=1)
+    ProcessingTracker(done).stop(3, job="j")
+    argv = [
+        "checksum",
+        "proj/*/*",
+        "--local-root",
+        str(root),
+        "--since",
+        "2026-01-03",
+        "--until",
+        "2026-01-06",
+    ]
+    assert process.main([*argv, "--pending", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "7 sessions chosen, 14 left out" in out  # days 3-6 of two animals, less the completed one
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in out.splitlines()
+        if line.count("│") == 3
+    }
+    assert rows["proj/A1/pilot"] == "left out: its name is not a date"
+    assert rows["proj/A1/2026-01-04-10-00-00"] == "left out: already complete"
+    assert rows["proj/A2/2026-01-07-10-00-00"] == "left out: after 2026-01-06"
+    assert rows["proj/A2/2026-01-04-10-00-00"] == "chosen"
+    assert process.main(["checksum", "proj/*/*", "--local-root", str(root), "--failed", "--dry-run"]) == 2
+    assert "No session matches the selection" in " ".join(capsys.readouterr().err.split())
+    assert process.main([*argv, "--pending", "--json", "--poll-interval", "0.2"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 7

@@ -20,7 +20,8 @@ from pathlib import PurePosixPath
 from sl_pipelines.core.framing import MARKER, split_sections
 from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.core.session_query import SESSION_DATA_FILE, FoundSession
-from sl_pipelines.errors import ConfigurationError
+from sl_pipelines.core.tracker_text import parse_tracker_text
+from sl_pipelines.errors import ConfigurationError, TrackerCorruptError
 
 _GLOB = re.compile(r"[*?\[]")
 _STAMP = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:-(\d{2})-(\d{2})-(\d{2}))?")
@@ -131,3 +132,60 @@ def parse_select(text: str, root: PurePosixPath, working: PurePosixPath) -> tupl
 
 def _text(encoded: str) -> str:
     return base64.b64decode(encoded).decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What narrows a selection: dates (on timestamp names) and the state of the pipeline's tracker."""
+
+    since: date | None = None
+    until: date | None = None
+    pending: bool = False
+    failed: bool = False
+
+    @property
+    def any(self) -> bool:
+        """True when some filter is set."""
+        return bool(self.since or self.until or self.pending or self.failed)
+
+
+def choose(
+    found: Sequence[SessionTrackers], tracker_file: str, filters: Filters
+) -> tuple[list[SessionTrackers], list[tuple[str, str]]]:
+    """The sessions the filters keep, and each one left out with why (in one short phrase)."""
+    chosen: list[SessionTrackers] = []
+    skipped: list[tuple[str, str]] = []
+    for session in found:
+        why = _skip_reason(session, tracker_file, filters)
+        if why:
+            skipped.append((f"{session.paths.project}/{session.paths.animal}/{session.paths.session}", why))
+        else:
+            chosen.append(session)
+    return chosen, skipped
+
+
+def _skip_reason(session: SessionTrackers, tracker_file: str, filters: Filters) -> str:
+    if filters.since or filters.until:
+        when = session_time(session.paths.session)
+        if when is None:
+            return "its name is not a date"
+        if filters.since and when.date() < filters.since:
+            return f"before {filters.since}"
+        if filters.until and when.date() > filters.until:
+            return f"after {filters.until}"
+    status = _tracker_status(session.trackers.get(tracker_file), session.paths.tracker(tracker_file))
+    if filters.pending and status == "complete":
+        return "already complete"
+    if filters.failed and status != "failed":
+        return f"its last run did not fail ({status})"
+    return ""
+
+
+def _tracker_status(text: str | None, path: PurePosixPath) -> str:
+    """The phase a tracker's text gives (idle when there is no file, ``corrupt`` when unreadable)."""
+    if text is None:
+        return "idle"
+    try:
+        return parse_tracker_text(text, path=path).phase.value
+    except TrackerCorruptError:
+        return "corrupt"
