@@ -27,7 +27,7 @@ from sl_pipelines.core.lease import LeaseOutcome
 from sl_pipelines.core.sbatch import is_submit_limit
 from sl_pipelines.core.seams import Backend, ProbeRequest, SubmissionReport, TrackerAction, TrackerOperation
 from sl_pipelines.errors import SlPipelinesError
-from sl_pipelines.orchestration.run import RECORD_NAME, FailureReport, PipelineRun
+from sl_pipelines.orchestration.run import RECORD_NAME, FailureReport, PipelineRun, ProbeIndex
 from sl_pipelines.vocabulary import ProcessingStatus
 
 logger = logging.getLogger("sl_pipelines")
@@ -85,7 +85,8 @@ def run_cycle(
             run.hand_over(result.lost_leases[run.lease_path])
     active = [run for run in active if run.is_running]
     now = clock()
-    decisions = [(run, run.decide(result, now)) for run in active]
+    index = ProbeIndex.of(result)
+    decisions = [(run, run.decide(result, now, index)) for run in active]
     _cancel_stale(backend, decisions)
     conclude_failures(backend, [(r, d) for r, d in decisions if d.action in (Action.FAIL, Action.ABORT)])
     for run, decision in decisions:

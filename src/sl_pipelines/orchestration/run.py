@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import Any
@@ -45,6 +45,22 @@ logger = logging.getLogger("sl_pipelines")
 _PERSISTENT = ("stage", "status", "job_ids", "reason")
 RECORD_NAME = "run.json"
 """The run's record on the server: ``<working_root>/sl_jobs/<token>/run.json`` (the journal's JSON)."""
+
+
+@dataclass(frozen=True)
+class ProbeIndex:
+    """A probe's jobs by id and by name, built once per cycle for all its runs (not once per run)."""
+
+    by_id: Mapping[str, JobStatus]
+    by_name: Mapping[str, tuple[JobStatus, ...]]
+
+    @classmethod
+    def of(cls, result: ProbeResult) -> ProbeIndex:
+        """Indexes a probe's answer."""
+        by_name: dict[str, list[JobStatus]] = {}
+        for status in result.jobs:
+            by_name.setdefault(status.name, []).append(status)
+        return cls({s.job_id: s for s in result.jobs}, {k: tuple(v) for k, v in by_name.items()})
 
 
 @dataclass(frozen=True)
@@ -206,9 +222,12 @@ class PipelineRun:
             job_names=lookups, job_ids=ids, tracker_paths=(self.remote_tracker_path,), leases=leases
         )
 
-    def decide(self, result: ProbeResult, now: float) -> Decision:
-        """Reads this run's part of a probe, decides, and applies the found job ids and the timers."""
-        facts = self._facts(result, now)
+    def decide(self, result: ProbeResult, now: float, index: ProbeIndex | None = None) -> Decision:
+        """Reads this run's part of a probe, decides, and applies the found job ids and the timers.
+
+        ``index`` is the probe's jobs by id and by name, built once for all the runs of a cycle.
+        """
+        facts = self._facts(result, now, index or ProbeIndex.of(result))
         decision = decide(self.spec, self.state, facts, self.patience)
         note = decision.reason if decision.action is Action.WAIT else ""
         changes: dict[str, Any] = {"since": decision.since, "note": note}
@@ -218,9 +237,9 @@ class PipelineRun:
         self.apply(**changes)
         return decision
 
-    def _facts(self, result: ProbeResult, now: float) -> Facts:
+    def _facts(self, result: ProbeResult, now: float, index: ProbeIndex) -> Facts:
         names = self.spec.stages.get(self.stage, ())
-        by_id = {status.job_id: status for status in result.jobs}
+        by_id = index.by_id
         jobs: dict[str, JobStatus] = {}
         for name in names:
             job_id = self.state.job_ids.get(name)
@@ -229,9 +248,11 @@ class PipelineRun:
             elif job_id is not None and result.slurm_answered:
                 jobs[name] = JobStatus(job_id, name, JobState.NOT_FOUND)
         unnamed = {n for n in names if n not in self.state.job_ids}
-        found = [s for s in result.jobs if s.name in unnamed]
-        found += _array_tasks(result.jobs, self.stage_array_name, names, unnamed)
-        jobs.update(latest_by_name(found))
+        if unnamed:
+            found = [s for name in unnamed for s in index.by_name.get(name, ())]
+            array = index.by_name.get(self.stage_array_name, ())
+            found += _array_tasks(array, self.stage_array_name, names, unnamed)
+            jobs.update(latest_by_name(found))
         self.job_states = jobs
         problem, corrupt = self._read_tracker(result)
         return Facts(
