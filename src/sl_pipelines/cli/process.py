@@ -10,13 +10,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.live import Live
-from rich.table import Table
 
 from sl_pipelines.cli.backends import close_backend, open_backend
 from sl_pipelines.cli.consoles import make_console
-from sl_pipelines.cli.render import failure_details, pipeline_json, pipelines_table, progress_caption
+from sl_pipelines.cli.overview import LiveView
+from sl_pipelines.cli.render import failure_details, pipeline_json, progress_caption
 from sl_pipelines.core.definition import ParameterValue
 from sl_pipelines.core.seams import Backend
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError
@@ -179,11 +179,11 @@ def _run(
         if args.json:
             manager.run()
         else:
-            started = time.monotonic()
+            started, live_view = time.monotonic(), LiveView()
 
-            def view(m: PipelineManager) -> Table:
+            def view(m: PipelineManager) -> RenderableType:  # many pipelines: totals, failures, changes
                 caption = progress_caption(m.cycles, time.monotonic() - started, m.pipelines)
-                return pipelines_table(m.pipelines, caption=caption)
+                return live_view.render(m.pipelines, caption=caption)
 
             with Live(view(manager), console=console, refresh_per_second=4, transient=True) as live:
 
@@ -221,7 +221,7 @@ def _summarize(args: argparse.Namespace, pipelines: Sequence[ProcessingPipeline]
     if args.json:
         print(json.dumps([pipeline_json(p) for p in pipelines], indent=2))  # noqa: T201 - the command's output
     else:
-        make_console().print(pipelines_table(pipelines, title="Summary"))
+        make_console().print(LiveView().render(pipelines, title="Summary"))
         for p in pipelines:
             if p.failure is not None:
                 console.print(failure_details(p), markup=False, highlight=False)
