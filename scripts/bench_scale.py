@@ -21,13 +21,15 @@ sl-shared-assets 5.x does) on ``--original`` pipelines. Jobs run ``sl-worker dem
 nothing changes while it measures. Everything it created is cancelled and removed at the end.
 
     .venv/bin/python scripts/bench_scale.py [--sizes 1,10,100,1000] [--clusters acct,noacct]
-        [--rounds 3] [--repeat 3] [--original 100] [--others 1000]
+        [--rounds 3] [--repeat 3] [--original 100] [--others 1000] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import resource
 import tempfile
 import time
@@ -72,7 +74,7 @@ class Bench:
     configs: Path
     args: argparse.Namespace
     samples: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    loads: list[tuple[str, float, float]] = field(default_factory=list)
+    loads: list[tuple[str, float, float, float]] = field(default_factory=list)
     created: list[ProcessingPipeline] = field(default_factory=list)
     probe_seconds: float = 0.0
 
@@ -82,9 +84,9 @@ class Bench:
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Notes the load average before and after a phase (2 CPUs: above ~2, the machine was busy)."""
-        before = loadavg()
+        before, started = loadavg(), time.monotonic()
         yield
-        self.loads.append((name, before, loadavg()))
+        self.loads.append((name, time.monotonic() - started, before, loadavg()))
 
     def time_probes(self) -> None:
         """Times every ``Server.probe`` (the probe's share of a cycle), without changing what it does."""
@@ -138,10 +140,17 @@ def submit(bench: Bench, pipelines: list[ProcessingPipeline], label: str) -> Non
     bench.add(f"submit_cycles/{label}", cycles)
 
 
-def measure_cycles(bench: Bench, pipelines: list[ProcessingPipeline], label: str) -> None:
+def measure_cycles(
+    bench: Bench, pipelines: list[ProcessingPipeline], label: str, profile: bool = False
+) -> None:
     """Polling cycles over the pipelines: commands, SFTP requests, wall, probe share, manager CPU."""
     manager = PipelineManager(bench.server, pipelines, max_parallel=len(pipelines))
     manager.cycle()  # the first cycle of a new manager: not measured
+    if profile:
+        profiled = cProfile.Profile()
+        profiled.runcall(manager.cycle)
+        print(f"[{bench.key}] cProfile of one polling cycle over {label} pipelines (this thread's CPU):")
+        pstats.Stats(profiled).sort_stats("tottime").print_stats(20)
     for _ in range(bench.args.repeat):
         exec_before, sftp_before = bench.server.round_trips, SftpRequests.count
         bench.probe_seconds = 0.0
@@ -187,7 +196,8 @@ def measure_round(bench: Bench, solo_id: str, set_ids: Sequence[str], last: bool
     with bench.phase("polling cycles"):
         since = time.time()
         for size in sizes:
-            measure_cycles(bench, pipelines[:size], str(size))
+            profile = bench.args.profile and size == max(sizes) and not bench.samples.get(f"cycle_ms/{size}")
+            measure_cycles(bench, pipelines[:size], str(size), profile)
         bench.add("journals_written", journals_written(since))
         bench.add("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if last and bench.args.others:
@@ -266,6 +276,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="cycles measured per size and round")
     parser.add_argument("--original", type=int, default=100, help="pipelines the original way (0: skip)")
     parser.add_argument("--others", type=int, default=1000, help="another user's held jobs (0: skip)")
+    parser.add_argument("--profile", action="store_true", help="cProfile one cycle at the largest size")
     return parser.parse_args()
 
 

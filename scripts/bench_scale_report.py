@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from bench_scale_ops import spread
 
 BUSY_LOAD = 2.5
-"""A one-minute load average above this (2 CPUs) before a phase means other work competed with it."""
+"""A one-minute load average above this (2 CPUs) before a phase: other work competed with it."""
 
 CLUSTER_NAMES = {"acct": "slacct (sacct), user sltest", "noacct": "slnoacct (scontrol), user sltest2"}
 ALONE = "1 alone"
@@ -100,7 +100,7 @@ def print_report(
     key: str,
     args: argparse.Namespace,
     samples: dict[str, list[float]],
-    loads: Sequence[tuple[str, float, float]],
+    loads: Sequence[tuple[str, float, float, float]],
 ) -> None:
     """Prints one cluster's figures: median [min..max] of every sample."""
     figures = Figures(samples)
@@ -110,7 +110,7 @@ def print_report(
     header.append(f"probe ms, {args.others:,} others held vs none = ratio (goal <= 1.2x)")
     print("\n".join(_table(header, _cycle_rows(args, figures))))
     print("\n".join(_goal_lines(args, figures)))
-    print("load average (1 min) before → after each phase:")
-    for name, before, after in loads:
+    print("phases: duration, load average (1 min) before -> after")
+    for name, seconds, before, after in loads:
         note = "  (busy machine: figures skewed)" if before > BUSY_LOAD else ""
-        print(f"  {name}: {before:.2f} → {after:.2f}{note}")
+        print(f"  {name}: {seconds:.0f} s, load {before:.2f} -> {after:.2f}{note}")
