@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from sl_pipelines.core.arrays import Submission
+from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Environment, Job
 from sl_pipelines.core.seams import (
     ProbeRequest,
@@ -22,6 +24,7 @@ from sl_pipelines.core.seams import (
     TrackerOperation,
     TrackerOutcome,
 )
+from sl_pipelines.core.session_query import FoundSession
 from sl_pipelines.core.states import JobState, JobStatus
 from sl_pipelines.core.tracker_state import (
     IDLE_STATE,
@@ -62,10 +65,12 @@ class FakeCluster:
     unwritable: set[str] = field(default_factory=set)  # job names whose script cannot be written
     defer_all: str = ""  # sbatch cannot reach the controller: nothing submitted
     drop_after: int | None = None  # the link drops after this many sbatch calls: the rest is unknown
+    submit_limit: int | None = None  # the user may have this many jobs queued or running at once
     busy_locks: set[PurePosixPath] = field(default_factory=set)  # trackers whose lock cannot be had
     unremovable: set[PurePosixPath] = field(default_factory=set)
     unreadable: set[PurePosixPath] = field(default_factory=set)
     probes: int = 0
+    arrays: int = 0
 
     # --------------------------------------------------------------------------------- Backend seam
     name = "fake"
@@ -97,7 +102,24 @@ class FakeCluster:
         jobs += [s for s in found if s.name in request.job_names and s.job_id not in request.job_ids]
         return ProbeResult(jobs=tuple(jobs), trackers=trackers, round_trips=1)
 
-    def submit_jobs(self, jobs: Sequence[Job]) -> SubmissionReport:
+    max_array_size = 1001
+
+    def submit_jobs(self, items: Sequence[Job | Submission]) -> SubmissionReport:
+        """Arrays are taken apart: each task is submitted on its own, under its own name. Under a submit
+        limit an array that does not fit as a whole is refused whole, as Slurm does."""
+        if self.submit_limit is not None:
+            room = self.submit_limit - self._queued()
+            too_big = [i for i in items if isinstance(i, Submission) and i.is_array and len(i.jobs) > room]
+            if too_big:
+                reason = "sbatch said: Job violates accounting/QOS policy (job submit limit)"
+                names = [
+                    job.name
+                    for item in items
+                    for job in (item.jobs if isinstance(item, Submission) else (item,))
+                ]
+                return SubmissionReport(deferred=dict.fromkeys(names, reason), round_trips=1)
+        jobs = [job for item in items for job in (item.jobs if isinstance(item, Submission) else (item,))]
+        self.arrays += sum(1 for item in items if isinstance(item, Submission) and item.is_array)
         submitted: dict[str, str] = {}
         refused: dict[str, str] = {}
         deferred: dict[str, str] = {}
@@ -111,6 +133,8 @@ class FakeCluster:
                 refused[job.name] = f"Could not write job script {job.script_path}: Permission denied"
             elif self.defer_all:
                 deferred[job.name] = self.defer_all
+            elif self.submit_limit is not None and self._queued() >= self.submit_limit:
+                deferred[job.name] = "sbatch said: Job violates accounting/QOS policy (job submit limit)"
             elif job.name in self.refuse:
                 refused[job.name] = f"Slurm refused job {job.name}: {self.refuse[job.name]}"
             else:
@@ -134,6 +158,22 @@ class FakeCluster:
 
     def list_dir(self, path: PurePosixPath) -> tuple[str, ...]:
         return ()
+
+    def change_files(self, changes: Sequence[FileChange]) -> tuple[str, ...]:
+        results = []
+        for change in changes:
+            if change.text is not None:
+                self.files[change.path] = change.text
+                results.append("")
+            elif change.path in self.unremovable:
+                results.append(f"Could not remove {change.path} (test)")
+            else:
+                self.log.append(("remove", str(change.path), *change.keep))
+                results.append("")
+        return tuple(results)
+
+    def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
+        raise NotImplementedError("tests give the fake cluster SessionPaths")
 
     def remove(self, path: PurePosixPath) -> None:
         if path in self.unremovable:
@@ -165,6 +205,9 @@ class FakeCluster:
     def fail(self, name: str, state: JobState = JobState.FAILED, exit_code: int = 1) -> None:
         job = self.job(name)
         job.state, job.exit_code = state, exit_code
+
+    def _queued(self) -> int:
+        return sum(1 for job in self.jobs.values() if job.state.is_active)
 
     def _status(self, job: FakeJob) -> JobStatus:
         return JobStatus(job.job_id, job.name, job.state, job.exit_code)

@@ -313,3 +313,33 @@ def test_a_job_requeued_after_reporting_is_not_run_again(cluster: FakeCluster, c
     assert ("cancel", cluster.job(name).job_id) in cluster.log
     drive_to_success(cluster, clock, p)
     assert submitted_once(cluster, p)
+
+
+def test_a_stage_goes_out_as_one_array_per_resource_group(cluster: FakeCluster, clock: Clock) -> None:
+    behavior = make(cluster, "behavior")
+    cycle(cluster, clock, behavior)
+    assert cluster.arrays == 2  # runtime and face camera ask for 2 CPUs, the other five for 1
+    suite2p = make(cluster, "suite2p", "s2", planes=6)
+    cycle(cluster, clock, suite2p)
+    finish_stage(cluster, suite2p, 1)
+    cycle(cluster, clock, suite2p)
+    assert suite2p.stage == 2 and cluster.arrays == 3  # the six planes: one array
+
+
+def test_a_submit_limit_holds_jobs_back_and_the_run_still_finishes(
+    cluster: FakeCluster, clock: Clock
+) -> None:
+    p = make(cluster, "suite2p", planes=6)
+    cluster.submit_limit = 2
+    cycle(cluster, clock, p)
+    finish_stage(cluster, p, 1)
+    for _ in range(12):  # the six planes no longer fit one array: one by one, as jobs finish
+        cycle(cluster, clock, p)
+        for name in names(p, 2):
+            if name in p.state.job_ids and cluster.job(name).state is JobState.PENDING:
+                cluster.finish(name, p.remote_tracker_path)
+        if p.stage == 3:
+            break
+    assert p.stage == 3 and p.state.limited
+    drive_to_success(cluster, clock, p)
+    assert submitted_once(cluster, p)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -38,9 +39,9 @@ def _run(backend: LocalBackend, pipelines: list[ProcessingPipeline], timeout: fl
 
 
 def _submitted_names(backend: LocalBackend) -> list[str]:
-    ids = tuple(str(i) for i in range(1, 500))
-    statuses = backend.probe(ProbeRequest(job_ids=ids)).jobs
-    return [status.name for status in statuses if status.state is not JobState.NOT_FOUND]
+    """The job of every job the local scheduler was given (an array task counts as its own job)."""
+    records = [json.loads(p.read_text()) for p in (Path(backend.root) / ".sl_local" / "jobs").glob("*.json")]
+    return [Path(record["script"]).stem for record in records]
 
 
 def _configs_with(tmp_path: Path, pipeline: str, edit: dict[str, str]) -> Path:
@@ -68,7 +69,15 @@ def test_behavior_runs_seven_parallel_jobs_and_cleans_up(local_backend: LocalBac
     assert sorted(p.name for p in outputs.iterdir()) == sorted(
         ["runtime", "face_camera", "left_camera", "right_camera", "actor", "sensor", "encoder"]
     )
-    assert not Path(pipeline.resolved.jobs_folder).exists()
+    folder = Path(pipeline.resolved.jobs_folder)
+    assert [p.name for p in folder.iterdir()] == ["run.json"], "job folders go, the run's record stays"
+    record = RunJournal.load(folder / "run.json")
+    assert (record.status, record.token, record.job_ids) == (
+        "SUCCEEDED",
+        pipeline.resolved.token,
+        pipeline.state.job_ids,
+    )
+    assert "pipeline: behavior" in record.definition
     assert sorted(_submitted_names(local_backend)) == sorted(r.name for r in pipeline.resolved.all_jobs())
 
 

@@ -10,11 +10,15 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
 from sl_pipelines.adapters.server import Server
+from sl_pipelines.core.arrays import array_name
+from sl_pipelines.core.resolve import JOB_PREFIX, ResolvedPipeline
+from sl_pipelines.core.seams import ProbeRequest
 from sl_pipelines.core.tracker_state import TrackerState
 from sl_pipelines.core.tracker_text import parse_tracker_text
 from sl_pipelines.orchestration.manager import PipelineManager
@@ -82,3 +86,20 @@ def start_manager(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
     """Starts ``sl-process`` with these arguments in the background, its stderr into ``log``."""
     with log.open("wb") as stream:
         return subprocess.Popen([*SL_PROCESS, *argv], stdout=subprocess.PIPE, stderr=stream)
+
+
+def jobs_in_slurm(server: Server, resolved: ResolvedPipeline, stages: Sequence[int] = ()) -> list[str]:
+    """The run's jobs as Slurm's own records show them (squeue, then sacct where there is accounting):
+    one entry per record, array tasks under their job's name (the task index is its stage position)."""
+    wanted = stages or sorted(resolved.stages)
+    by_stage = {stage: [r.name for r in resolved.stages[stage]] for stage in wanted}
+    arrays = {array_name(f"{JOB_PREFIX}-{resolved.token}", stage): stage for stage in wanted}
+    names = [name for jobs in by_stage.values() for name in jobs]
+    found = server.probe(ProbeRequest(job_names=(*names, *arrays))).jobs
+    records = []
+    for status in found:
+        if status.name in arrays:
+            records.append(by_stage[arrays[status.name]][int(status.job_id.split("_")[1])])
+        elif status.name in names:
+            records.append(status.name)
+    return records

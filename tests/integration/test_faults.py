@@ -18,11 +18,18 @@ from pathlib import Path
 
 import pytest
 from conftest import Testbed
-from pipeline_helpers import SL_PROCESS, configs_with, generate, run_to_end, start_manager, tracker_of
+from pipeline_helpers import (
+    SL_PROCESS,
+    configs_with,
+    generate,
+    jobs_in_slurm,
+    run_to_end,
+    start_manager,
+    tracker_of,
+)
 
 from sl_pipelines.adapters.profiles import ServerProfile, save_profile
 from sl_pipelines.adapters.server import Server
-from sl_pipelines.core.seams import ProbeRequest
 from sl_pipelines.orchestration.journal import RunJournal, runs_dir
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.vocabulary import ProcessingStatus
@@ -46,9 +53,8 @@ def _wait(condition: Callable[[], bool], what: str, timeout: float = 120) -> Non
 
 def _submitted_once(server: Server, journal: RunJournal) -> None:
     """Slurm's own records (squeue, and sacct where there is accounting) show each job exactly once."""
-    names = [r.name for r in ProcessingPipeline.resume(journal, server).resolved.all_jobs()]
-    found = server.probe(ProbeRequest(job_names=tuple(names))).jobs
-    assert sorted(status.name for status in found) == sorted(names)
+    resolved = ProcessingPipeline.resume(journal, server).resolved
+    assert sorted(jobs_in_slurm(server, resolved)) == sorted(r.name for r in resolved.all_jobs())
 
 
 def _run_both_clusters_through(
@@ -156,8 +162,7 @@ def test_a_job_folder_that_cannot_be_written_fails_only_its_pipeline(
     assert [p.status for p in (pipelines[0], pipelines[2])] == [ProcessingStatus.SUCCEEDED] * 2
     failure = tracker_of(server, pipelines[1]).failure
     assert failure is not None and "Permission denied" in failure.reason
-    names = tuple(r.name for r in pipelines[1].resolved.all_jobs())
-    assert server.probe(ProbeRequest(job_names=names)).jobs == ()  # never reached Slurm
+    assert jobs_in_slurm(server, pipelines[1].resolved) == []  # never reached Slurm
 
 
 def test_the_job_that_failed_is_blamed_not_the_sibling_cancelled_after_it(

@@ -14,15 +14,16 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 from conftest import Testbed
-from pipeline_helpers import configs_with, generate, run_to_end, tracker_of
+from pipeline_helpers import configs_with, generate, jobs_in_slurm, run_to_end, tracker_of
 
 from sl_pipelines.adapters.locks import LockKind
 from sl_pipelines.adapters.profiles import ServerProfile, save_profile
 from sl_pipelines.adapters.server import Server
-from sl_pipelines.core.seams import ProbeRequest
+from sl_pipelines.errors import SessionNotFoundError
 from sl_pipelines.orchestration.journal import RunJournal, runs_dir
 from sl_pipelines.orchestration.manager import PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline, default_configs_dir
+from sl_pipelines.orchestration.sessions import find_sessions
 from sl_pipelines.vocabulary import ProcessingStatus
 
 HOSTILE = "day 1;$(touch pwned) `id`"
@@ -38,7 +39,8 @@ def test_session_lifecycle_on_real_slurm(slurm_server: Server, project: str) -> 
         run_to_end(slurm_server, [pipeline])
         assert pipeline.status is ProcessingStatus.SUCCEEDED, pipeline.describe()
         assert tracker_of(slurm_server, pipeline).is_complete
-        assert not slurm_server.exists(pipeline.resolved.jobs_folder), "job folders are removed on success"
+        remaining = slurm_server.list_dir(pipeline.resolved.jobs_folder)
+        assert remaining == ("run.json",), "job folders are removed on success, the run's record stays"
     session = pipeline.resolved.session
     assert len(pipeline.jobs[2]) == 3
     outputs = set(slurm_server.list_dir(session.processed_data / "behavior"))
@@ -65,8 +67,7 @@ def test_failing_job_fails_with_reason_and_stderr_tail_and_next_stage_is_not_sub
     assert pipeline.failure.job == pipeline.resolved.stages[1][0].name
     assert "disk on fire" in pipeline.failure.reason
     assert "disk on fire" in pipeline.failure.stderr_tail
-    later = [r.name for s in (2, 3) for r in pipeline.resolved.stages[s]]
-    assert server.probe(ProbeRequest(job_names=tuple(later))).jobs == ()
+    assert jobs_in_slurm(server, pipeline.resolved, stages=(2, 3)) == []
     assert tracker_of(server, pipeline).encountered_error
     assert server.exists(pipeline.resolved.jobs_folder), "logs are kept on failure"
 
@@ -148,12 +149,9 @@ def test_killed_manager_resumes_and_slurm_shows_no_job_submitted_twice(
     (result,) = json.loads(resumed.stdout)
     assert result["status"] == "SUCCEEDED"
     assert result["run_token"] == journal.token
-    names = [
-        r.name for r in ProcessingPipeline.resume(RunJournal.load(journal.path), server).resolved.all_jobs()
-    ]
-    found = server.probe(ProbeRequest(job_names=tuple(names))).jobs
-    submitted = sorted(status.name for status in found)
-    assert submitted == sorted(names), "Slurm's records show each job exactly once"
+    resolved = ProcessingPipeline.resume(RunJournal.load(journal.path), server).resolved
+    submitted = sorted(jobs_in_slurm(server, resolved))
+    assert submitted == sorted(r.name for r in resolved.all_jobs()), "Slurm's records show each job once"
     server.close()
 
 
@@ -212,3 +210,53 @@ def test_soft_tracker_lock_is_used_by_manager_and_jobs_alike(
     run_to_end(server, [pipeline])
     assert pipeline.status is ProcessingStatus.SUCCEEDED, pipeline.describe()
     assert tracker_of(server, pipeline).is_complete
+
+
+@pytest.mark.parametrize("cluster", ["acct", "noacct"])
+def test_a_fan_out_stage_runs_as_one_array_and_a_failing_task_is_named_with_its_stderr(
+    make_server: Callable[..., Server], project: str, tmp_path: Path, cluster: str
+) -> None:
+    server = make_server(cluster)
+    spec = generate(server, project, "s1", planes=3)
+    plane = (
+        """bash -c 'if [ "$0" = 1 ]; then echo "plane $0 broke" >&2; exit 4; fi; exec "$@"' {index} """
+        "sl-worker demo {tracked} {session_args} --pipeline suite2p --part plane --plane {index} "
+        "--planes {planes}"
+    )
+    configs = configs_with(tmp_path, "suite2p", {}, commands={"plane": plane})
+    pipeline = ProcessingPipeline.create("suite2p", [spec], server, configs_dir=configs)
+    run_to_end(server, [pipeline])
+    planes = [r.name for r in pipeline.resolved.stages[2]]
+    ids = [pipeline.state.job_ids[name] for name in planes]
+    assert len({job_id.split("_")[0] for job_id in ids}) == 1, "the three planes went out as one array"
+    assert [job_id.split("_")[1] for job_id in ids] == ["0", "1", "2"]
+    assert pipeline.status is ProcessingStatus.FAILED and pipeline.failure is not None
+    assert pipeline.failure.job == planes[1] and "FAILED" in pipeline.failure.reason
+    # the exit code comes from sacct/scontrol; slurmdbd may not have it yet when squeue shows FAILED
+    assert "exit code 4" in pipeline.failure.reason or "NonZeroExitCode" in pipeline.failure.reason
+    assert "plane 1 broke" in pipeline.failure.stderr_tail  # the task's own stderr, in its own folder
+    failure = tracker_of(server, pipeline).failure
+    assert failure is not None and failure.job == planes[1]
+    others = [server.read_text(pipeline.job(name).stdout_path) for name in (planes[0], planes[2])]
+    assert all(text is not None for text in others), "every task logs into its own job folder"
+    assert sorted(jobs_in_slurm(server, pipeline.resolved, stages=(2,))) == sorted(planes)
+
+
+def test_many_sessions_are_found_with_their_session_data_in_one_command(
+    make_server: Callable[..., Server], project: str
+) -> None:
+    server = make_server("noacct")
+    specs = [generate(server, project, f"day {i};x", planes=i + 1) for i in range(5)]
+    bare = specs[0].rsplit("/", 1)[1]
+    as_path = str(server.storage_root / specs[1])
+    server.connect()
+    before = server.round_trips
+    found = find_sessions(server, [bare, as_path, *specs[2:]])
+    assert server.round_trips == before + 1
+    assert [f"{f.paths.project}/{f.paths.animal}/{f.paths.session}" for f in found] == specs
+    assert all(f.session_data is not None and "planes" in f.session_data for f in found)
+    pipelines = [ProcessingPipeline.create("suite2p", [f], server, dry_run=True) for f in found]
+    assert server.round_trips == before + 1, "building pipelines from found sessions costs nothing more"
+    assert [len(p.resolved.stages[2]) for p in pipelines] == [1, 2, 3, 4, 5]
+    with pytest.raises(SessionNotFoundError, match="'nope' was not found"):
+        find_sessions(server, [specs[0], "nope"])

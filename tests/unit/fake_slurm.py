@@ -12,6 +12,7 @@ in ``$FAKE_SLURM_DIR``:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 from pathlib import Path
@@ -86,9 +87,11 @@ def sbatch(args: list[str]) -> int:
         if word in script:
             print(message, file=sys.stderr)
             return 1
-    counter = STATE / "next_id"
-    value = int(counter.read_text()) if counter.exists() else 100
-    counter.write_text(str(value + 1))
+    with (STATE / "next_id.lock").open("w") as lock:  # sbatch runs in parallel: ids must stay unique
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        counter = STATE / "next_id"
+        value = int(counter.read_text()) if counter.exists() else 100
+        counter.write_text(str(value + 1))
     print(f"{value};fake")
     return 0
 

@@ -16,6 +16,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from sl_pipelines.core.arrays import Submission, plan_stage
+from sl_pipelines.core.job import Job, Resources
 from sl_pipelines.core.probe import build_probe, parse_probe_output
 from sl_pipelines.core.sbatch import build_submit, classify_submission
 from sl_pipelines.core.seams import ProbeRequest, ProbeResult, SubmissionReport
@@ -56,10 +58,9 @@ class FakeCluster:
         command, data = build_probe(request, mode)
         return parse_probe_output(self.run(command, data), request)
 
-    def submit(self, scripts: list[tuple[PurePosixPath, str]]) -> SubmissionReport:
-        command, data = build_submit(scripts)
-        jobs = [(path.stem, path) for path, _ in scripts]
-        return classify_submission(self.run(command, data), jobs, completed=True)
+    def submit(self, submissions: list[Submission]) -> SubmissionReport:
+        command, data = build_submit(submissions)
+        return classify_submission(self.run(command, data), submissions, completed=True)
 
 
 @pytest.fixture
@@ -177,42 +178,70 @@ def test_a_tracker_that_cannot_be_read_is_reported_not_raised() -> None:
 # ----------------------------------------------------------------------------------------- submission
 
 
+def job(folder: Path, name: str, text: str = "ok", **changes: object) -> Job:
+    """A job whose command echoes ``text`` (the fake sbatch refuses scripts saying REFUSE or TIMEOUT)."""
+    return Job(name, PurePosixPath(folder / "run" / name), (("echo", text),), **changes)  # type: ignore[arg-type]
+
+
 def test_submission_writes_every_script_exactly_and_returns_every_id(
     cluster: FakeCluster, tmp_path: Path
 ) -> None:
-    scripts = [
-        (
-            PurePosixPath(tmp_path / f"jobs/run/j{i}/j{i}.sh"),
-            f"#!/bin/bash\necho 'it''s $HOME' \\\\\n\n{i}\n\n",
-        )
-        for i in range(3)
-    ]
-    report = cluster.submit(scripts)
-    assert report.submitted == {"j0": "100", "j1": "101", "j2": "102"}
+    jobs = [job(tmp_path, f"j{i}", f"it's $HOME \\\n{i}\n\n") for i in range(3)]
+    report = cluster.submit([Submission(j) for j in jobs])
+    assert sorted(report.submitted) == ["j0", "j1", "j2"]
+    assert sorted(report.submitted.values()) == ["100", "101", "102"]  # sbatch runs in parallel
     assert not (report.refused or report.deferred or report.unknown)
-    for path, text in scripts:
-        assert Path(path).read_text() == text
+    for j in jobs:
+        assert Path(j.script_path).read_text() == j.render()
+
+
+def test_an_array_runs_each_tasks_own_script_and_logs_into_its_folder(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    members = [(0, job(tmp_path, "plane-0", "zero")), (2, job(tmp_path, "plane-2", "two"))]
+    (single,) = plan_stage(
+        members[:1], name="slp-t-2", folder=PurePosixPath(tmp_path / "run"), max_array_size=10
+    )
+    assert not single.is_array  # a group of one is a plain job
+    (array,) = plan_stage(members, name="slp-t-2", folder=PurePosixPath(tmp_path / "run"), max_array_size=10)
+    assert array.is_array and array.job.array == "0,2" and array.job.name == "slp-t-2"
+    report = cluster.submit([array])
+    assert report.submitted == {"plane-0": "100_0", "plane-2": "100_2"}
+    for index, member in members:  # what Slurm does for task <index>: open its logs, run the array script
+        logs = Path(array.job.working_directory) / str(index)
+        env = {"PATH": "/usr/bin:/bin", "SLURM_ARRAY_TASK_ID": str(index)}
+        with (logs / "stdout.txt").open("w") as out:
+            subprocess.run(["bash", str(array.job.script_path)], env=env, stdout=out, check=True)
+        assert Path(member.stdout_path).read_text() == member.commands[0][1] + "\n"
+
+
+def test_positions_past_the_clusters_array_limit_go_out_as_single_jobs(tmp_path: Path) -> None:
+    members = [(i, job(tmp_path, f"p{i}")) for i in range(4)]
+    plan = plan_stage(members, name="slp-t-1", folder=PurePosixPath(tmp_path), max_array_size=2)
+    assert [len(s.jobs) for s in plan] == [2, 1, 1] and plan[0].is_array and plan[0].job.array == "0,1"
+    mixed = [
+        (0, job(tmp_path, "a")),
+        (1, job(tmp_path, "b", resources=Resources(cpus=2))),
+        (2, job(tmp_path, "c")),
+    ]
+    groups = plan_stage(mixed, name="slp-t-1", folder=PurePosixPath(tmp_path), max_array_size=100)
+    assert sorted(tuple(j.name for j in s.jobs) for s in groups) == [("a", "c"), ("b",)]
 
 
 def test_a_script_that_cannot_be_written_is_refused_and_the_others_go_on(
     cluster: FakeCluster, tmp_path: Path
 ) -> None:
     (tmp_path / "file").write_text("not a folder")
-    scripts = [
-        (PurePosixPath(tmp_path / "file/j0/j0.sh"), "#!/bin/bash\n"),
-        (PurePosixPath(tmp_path / "ok/j1/j1.sh"), "#!/bin/bash\n"),
-    ]
-    report = cluster.submit(scripts)
+    bad = Job("j0", PurePosixPath(tmp_path / "file" / "j0"), (("true",),))
+    report = cluster.submit([Submission(bad), Submission(job(tmp_path, "j1"))])
     assert report.submitted == {"j1": "100"}
-    assert "Could not write job script" in report.refused["j0"] and "Not a directory" in report.refused["j0"]
+    assert "Could not write" in report.refused["j0"] and "Not a directory" in report.refused["j0"]
 
 
 def test_a_refused_job_is_refused_alone(cluster: FakeCluster, tmp_path: Path) -> None:
-    scripts = [
-        (PurePosixPath(tmp_path / f"j{i}/j{i}.sh"), "REFUSE\n" if i == 1 else "ok\n") for i in range(3)
-    ]
-    report = cluster.submit(scripts)
-    assert report.submitted == {"j0": "100", "j2": "101"}
+    jobs = [job(tmp_path, f"j{i}", "REFUSE" if i == 1 else "ok") for i in range(3)]
+    report = cluster.submit([Submission(j) for j in jobs])
+    assert set(report.submitted) == {"j0", "j2"}
     assert "Invalid partition" in report.refused["j1"]
 
 
@@ -220,26 +249,20 @@ def test_an_unreachable_controller_defers_the_rest_after_one_try(
     cluster: FakeCluster, tmp_path: Path
 ) -> None:
     cluster.go_down()
-    scripts = [(PurePosixPath(tmp_path / f"j{i}/j{i}.sh"), "ok\n") for i in range(4)]
-    report = cluster.submit(scripts)
-    assert set(report.deferred) == {"j0", "j1", "j2", "j3"} and not report.refused
+    report = cluster.submit([Submission(job(tmp_path, f"j{i}")) for i in range(20)])
+    assert set(report.deferred) == {f"j{i}" for i in range(20)} and not report.refused
     assert "Unable to contact slurm controller" in report.deferred["j0"]
-    assert "not tried" in report.deferred["j3"]
-    assert len(cluster.calls("sbatch")) == 1
+    assert any("not tried" in reason for reason in report.deferred.values())
+    assert len(cluster.calls("sbatch")) < 20  # no new sbatch starts once one said the controller is gone
 
 
 def test_a_timed_out_sbatch_leaves_the_outcome_unknown(cluster: FakeCluster, tmp_path: Path) -> None:
-    scripts = [
-        (PurePosixPath(tmp_path / "j0/j0.sh"), "TIMEOUT\n"),
-        (PurePosixPath(tmp_path / "j1/j1.sh"), "x"),
-    ]
-    report = cluster.submit(scripts)
+    report = cluster.submit([Submission(job(tmp_path, "j0", "TIMEOUT"))])
     assert report.unknown == ("j0",)
-    assert set(report.deferred) == {"j1"}
 
 
-def test_a_dropped_connection_leaves_cut_jobs_unknown() -> None:
-    jobs = [("a", PurePosixPath("/a.sh")), ("b", PurePosixPath("/b.sh")), ("c", PurePosixPath("/c.sh"))]
+def test_a_dropped_connection_leaves_cut_jobs_unknown(tmp_path: Path) -> None:
+    submissions = [Submission(job(tmp_path, n)) for n in ("a", "b", "c")]
     output = "@@SLP@@ begin job 0\n7\n@@SLP@@ end 0\n@@SLP@@ begin job 1\n"
-    report = classify_submission(output, jobs, completed=False)
+    report = classify_submission(output, submissions, completed=False)
     assert report.submitted == {"a": "7"} and report.unknown == ("b", "c")

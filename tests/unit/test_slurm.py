@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from sl_pipelines.core.framing import MARKER
 from sl_pipelines.core.sbatch import parse_sbatch_output
 from sl_pipelines.core.slurm import parse_status_output, split_sections
 from sl_pipelines.core.states import JobState, JobStatus
-from sl_pipelines.core.wire import MARKER
 from sl_pipelines.errors import SubmissionError
 
 OUTPUTS = Path(__file__).parent / "slurm_outputs"

@@ -23,7 +23,10 @@ from pathlib import Path, PurePosixPath
 from filelock import FileLock
 
 from sl_pipelines.adapters.tracker_ops import apply_operations
+from sl_pipelines.core.arrays import Submission
+from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Environment, EnvironmentKind, Job
+from sl_pipelines.core.layout import RAW_DATA
 from sl_pipelines.core.seams import (
     ProbeRequest,
     ProbeResult,
@@ -31,6 +34,7 @@ from sl_pipelines.core.seams import (
     TrackerOperation,
     TrackerOutcome,
 )
+from sl_pipelines.core.session_query import SESSION_DATA_FILE, FoundSession, candidates, found_sessions
 from sl_pipelines.core.states import JobState, JobStatus
 
 KILL_GRACE_SECONDS = 10.0
@@ -117,34 +121,46 @@ class LocalBackend:
         return 0.0
 
     # ------------------------------------------------------------------------------------------- jobs
-    def submit_jobs(self, jobs: Sequence[Job]) -> SubmissionReport:
-        """Writes each job's script into its folder and queues it; a script that cannot be written is
-        refused with the reason (the other jobs go on)."""
+    @property
+    def max_array_size(self) -> int:
+        """No limit of its own: an array's tasks are queued one by one."""
+        return 1_000_000
+
+    def submit_jobs(self, jobs: Sequence[Job | Submission]) -> SubmissionReport:
+        """Writes each job's script into its folder and queues it; an array's tasks are queued under the
+        array's name with ids ``<array>_<index>``. A script that cannot be written is refused with the
+        reason (the other submissions go on)."""
         submitted: dict[str, str] = {}
         refused: dict[str, str] = {}
         with self._lock:
-            for job in jobs:
+            for item in jobs:
+                submission = item if isinstance(item, Submission) else Submission(item)
                 try:
-                    Path(job.working_directory).mkdir(parents=True, exist_ok=True)
-                    Path(job.script_path).write_text(job.render(), encoding="utf-8")
+                    for job in submission.jobs:
+                        Path(job.working_directory).mkdir(parents=True, exist_ok=True)
+                        Path(job.script_path).write_text(job.render(), encoding="utf-8")
                 except OSError as exc:
-                    where = exc.filename or job.script_path
-                    refused[job.name] = (
-                        f"Could not write job script {job.script_path}: {exc.strerror} ({where})"
-                    )
+                    reason = f"Could not write job script {exc.filename}: {exc.strerror}"
+                    refused.update(dict.fromkeys((job.name for job in submission.jobs), reason))
                     continue
-                record = _Record(
-                    job_id=self._next_id(),
-                    name=job.name,
-                    script=str(job.script_path),
-                    stdout=str(job.stdout_path),
-                    stderr=str(job.stderr_path),
-                    time_limit_s=job.resources.time_limit_minutes * 60.0,
-                )
-                self._save(record)
-                submitted[job.name] = record.job_id
+                base = self._next_id()
+                for name, job_id in submission.job_ids(base).items():
+                    job = next(j for j in submission.jobs if j.name == name)
+                    self._queue(job, job_id, submission.job.name)
+                    submitted[name] = job_id
             self._schedule()
         return SubmissionReport(submitted=submitted, refused=refused)
+
+    def _queue(self, job: Job, job_id: str, name: str) -> None:
+        record = _Record(
+            job_id=job_id,
+            name=name,
+            script=str(job.script_path),
+            stdout=str(job.stdout_path),
+            stderr=str(job.stderr_path),
+            time_limit_s=job.resources.time_limit_minutes * 60.0,
+        )
+        self._save(record)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         """Cancels queued or running jobs (finished ones are left as they are)."""
@@ -188,7 +204,28 @@ class LocalBackend:
         """Applies tracker operations in-process, under each tracker's lock."""
         return apply_operations(operations)
 
+    def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
+        """Finds every session and reads its session data, with the same rules as the Server.
+
+        Raises:
+            SessionNotFoundError, ConfigurationError: the first spec that names no single session.
+        """
+        root = self.storage_root
+        wanted = [candidates(spec, root, self.name) for spec in specs]
+        answers = []
+        for spec in wanted:
+            names = [spec.exact] if spec.exact is not None else _sessions_named(Path(root), str(spec.search))
+            found = [p for p in names if (Path(root).joinpath(*p) / RAW_DATA).is_dir()]
+            answers.append(
+                [(p, self.read_text(root.joinpath(*p) / RAW_DATA / SESSION_DATA_FILE)) for p in found]
+            )
+        return found_sessions(wanted, answers, root, self.working_root, self.name)
+
     # ------------------------------------------------------------------------------------------- files
+    def change_files(self, changes: Sequence[FileChange]) -> tuple[str, ...]:
+        """Writes files atomically and removes paths (keeping the names asked for)."""
+        return tuple(_change(change) for change in changes)
+
     def read_text(self, path: PurePosixPath, *, tail_bytes: int | None = None) -> str | None:
         """A file's text (or its last ``tail_bytes``), or None when it does not exist."""
         try:
@@ -231,6 +268,9 @@ class LocalBackend:
     def _start(self, record: _Record) -> None:
         exit_file = self._state / "jobs" / f"{record.job_id}.exit"
         env = dict(os.environ, SLURM_JOB_ID=record.job_id, SLURM_JOB_NAME=record.name)
+        if "_" in record.job_id:  # an array task, as Slurm describes it to the job
+            base, task = record.job_id.split("_", 1)
+            env.update(SLURM_ARRAY_JOB_ID=base, SLURM_ARRAY_TASK_ID=task)
         argv = [
             "bash",
             "-c",
@@ -282,7 +322,9 @@ class LocalBackend:
         return str(value)
 
     def _records(self) -> list[_Record]:
-        files = sorted((self._state / "jobs").glob("*.json"), key=lambda p: int(p.stem))
+        files = sorted(
+            (self._state / "jobs").glob("*.json"), key=lambda p: tuple(int(n) for n in p.stem.split("_"))
+        )
         return [_Record(**json.loads(path.read_text())) for path in files]
 
     def _save(self, record: _Record) -> None:
@@ -340,3 +382,36 @@ def _signal_group(record: _Record, sig: signal.Signals) -> None:
         os.killpg(record.pid, sig)
     except ProcessLookupError:
         return
+
+
+def _sessions_named(root: Path, name: str) -> list[tuple[str, str, str]]:
+    """``(project, animal, name)`` of every folder ``<root>/*/*/<name>``."""
+    if not root.is_dir():
+        return []
+    return [
+        (project.name, animal.name, name)
+        for project in sorted(root.iterdir())
+        if project.is_dir()
+        for animal in sorted(project.iterdir())
+        if animal.is_dir() and (animal / name).is_dir()
+    ]
+
+
+def _change(change: FileChange) -> str:
+    path = Path(change.path)
+    try:
+        if change.text is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temp.write_text(change.text, encoding="utf-8")
+            temp.replace(path)
+        elif not change.keep:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+        elif path.is_dir():
+            for entry in path.iterdir():
+                if entry.name not in change.keep:
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    except OSError as exc:
+        verb = "write" if change.text is not None else "remove"
+        return f"Could not {verb} {exc.filename or path}: {exc.strerror or exc}"
+    return ""

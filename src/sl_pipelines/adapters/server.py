@@ -20,6 +20,9 @@ from sl_pipelines.adapters.profiles import AccountingChoice, ServerProfile
 from sl_pipelines.adapters.ssh import SSHSettings, SSHTransport
 from sl_pipelines.adapters.transfer import TransferReport, Verify
 from sl_pipelines.core import sbatch
+from sl_pipelines.core.arrays import Submission
+from sl_pipelines.core.file_changes import FileChange, build_changes, parse_changes
+from sl_pipelines.core.framing import MARKER, split_sections
 from sl_pipelines.core.job import Environment, EnvironmentKind, Job
 from sl_pipelines.core.probe import build_probe, parse_probe_output
 from sl_pipelines.core.script import activation_prefix
@@ -31,18 +34,23 @@ from sl_pipelines.core.seams import (
     TrackerOperation,
     TrackerOutcome,
 )
-from sl_pipelines.core.slurm import AccountingMode, split_sections
+from sl_pipelines.core.session_query import FoundSession, build_find, candidates, found_sessions, parse_find
+from sl_pipelines.core.slurm import AccountingMode
 from sl_pipelines.core.states import JobStatus
-from sl_pipelines.core.wire import MARKER, decode_outcomes, encode_operations
-from sl_pipelines.errors import HostUnreachableError, RemoteCommandError, SchedulerError, SubmissionError
+from sl_pipelines.core.wire import decode_outcomes, encode_operations
+from sl_pipelines.errors import RemoteCommandError, SchedulerError, ServerError, SubmissionError
 
 _log = logging.getLogger("sl_pipelines")
 _SCANCEL_HARMLESS = ("already completing or completed", "Invalid job id specified")
-_ACCOUNTING_PROBE = (
-    f"echo '{MARKER} begin accounting'; "
-    "if sacct -n -X -S now >/dev/null 2>&1; then echo sacct; else echo scontrol; fi; "
-    f"echo '{MARKER} end 0'"
-)
+_CLUSTER_PROBE = (
+    r"""echo '@M begin accounting'; _slp=$(sacct -n -X -S now 2>&1); _rc=$?; """
+    r"""if [ $_rc -eq 0 ]; then echo sacct; """
+    r"""elif printf '%s' "$_slp" | grep -qi 'accounting storage is disabled'; then echo scontrol; """
+    r"""else echo "unknown $(printf '%s' "$_slp" | tr '\n' ' ')"; fi; echo '@M end 0'; """
+    r"""echo '@M begin limits'; scontrol show config 2>&1 | grep -E '^(MaxArraySize|MaxJobCount) '; """
+    r"""echo "@M end $?" """
+).replace("@M", MARKER)
+_DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default
 
 
 def settings_from_profile(profile: ServerProfile) -> SSHSettings:
@@ -78,6 +86,7 @@ class Server:
         self.profile = profile
         self.transport = transport or SSHTransport(settings_from_profile(profile))
         self._accounting: AccountingMode | None = None
+        self._max_array: int | None = None
         if profile.accounting is not AccountingChoice.AUTO:
             self._accounting = AccountingMode(profile.accounting.value)
 
@@ -123,26 +132,53 @@ class Server:
     def accounting_mode(self) -> AccountingMode:
         """Where finished jobs are looked up (detected on first use unless the profile forces it).
 
-        The answer is framed by marker lines: a login shell may print a banner before it.
-
         Raises:
-            SchedulerError: the detection printed no answer (the shell or the server misbehaves).
+            SchedulerError: the detection gave no answer (see :meth:`detect_cluster`).
         """
         if self._accounting is None:
-            result = self.run(_ACCOUNTING_PROBE)
-            sections = split_sections(result.stdout)
-            answer = [line.strip() for s in sections if s.name == "accounting" for line in s.lines]
-            if answer not in ([AccountingMode.SACCT.value], [AccountingMode.SCONTROL.value]):
-                said = " ".join((result.stdout + result.stderr).split())[-200:] or "nothing"
-                raise SchedulerError(
-                    f"Could not tell whether {self.name} has Slurm accounting (the check printed: {said}); "
-                    "set the profile's accounting to sacct or scontrol.",
-                    command=_ACCOUNTING_PROBE,
-                    output=result.stdout + result.stderr,
-                )
-            self._accounting = AccountingMode(answer[0])
-            _log.info("Server %s: finished jobs are looked up with %s", self.name, self._accounting.value)
+            self.detect_cluster()
+        assert self._accounting is not None
         return self._accounting
+
+    @property
+    def max_array_size(self) -> int:
+        """The cluster's ``MaxArraySize``: array task indexes stay below it (read once, at first use)."""
+        if self._max_array is None:
+            self.detect_cluster()
+        assert self._max_array is not None
+        return self._max_array
+
+    def detect_cluster(self) -> None:
+        """Reads, in ONE command, whether ``sacct`` works and the cluster's array and job limits.
+
+        The answers are framed by marker lines (a login shell may print a banner). ``sacct`` failing
+        because accounting is disabled means scontrol mode; failing for any other reason (munge or
+        slurmdbd down) is not an answer, and nothing is cached.
+
+        Raises:
+            SchedulerError: the check printed no usable answer; names what it printed.
+        """
+        result = self.run(_CLUSTER_PROBE)
+        sections = {s.name: s for s in split_sections(result.stdout)}
+        accounting = " ".join(sections["accounting"].lines).strip() if "accounting" in sections else ""
+        if self._accounting is None and accounting not in (AccountingMode.SACCT, AccountingMode.SCONTROL):
+            said = accounting or " ".join((result.stdout + result.stderr).split())[-200:] or "nothing"
+            raise SchedulerError(
+                f"Could not tell whether {self.name} has Slurm accounting (the check printed: {said}); "
+                "it is asked again next time, or set the profile's accounting to sacct or scontrol.",
+                command=_CLUSTER_PROBE,
+                output=result.stdout + result.stderr,
+            )
+        if self._accounting is None:
+            self._accounting = AccountingMode(accounting)
+            _log.info("Server %s: finished jobs are looked up with %s", self.name, self._accounting.value)
+        limits = {
+            key.strip(): value.strip()
+            for line in (sections["limits"].lines if "limits" in sections else ())
+            for key, _, value in [line.partition("=")]
+        }
+        size = limits.get("MaxArraySize", "").split()
+        self._max_array = int(size[0]) if size and size[0].isdigit() else _DEFAULT_MAX_ARRAY_SIZE
 
     def connect(self) -> None:
         """Connects now and detects the accounting mode (otherwise both happen on first use)."""
@@ -210,27 +246,30 @@ class Server:
         command = f"{activation_prefix(self.environment)}SL_TRACKER_LOCK={lock} sl-tracker batch"
         return self.transport.run(command, stdin=encode_operations([]))
 
-    def submit_jobs(self, jobs: Sequence[Job]) -> SubmissionReport:
-        """Writes every job's script on the server and submits them all: ONE remote command.
+    def submit_jobs(self, jobs: Sequence[Job | Submission]) -> SubmissionReport:
+        """Writes every script on the server and submits them all (up to 8 sbatch at once): ONE command.
 
         Each job is submitted, refused (Slurm refused it, or its script could not be written), deferred
         (the controller did not answer, a submit limit: certainly not submitted) or unknown (the
-        connection dropped during the command: look the job up by name before trying again).
+        connection dropped or the command timed out: look the job up by name before trying again).
+        An array submission reports each task under its own job name, with the id ``<array>_<index>``.
         """
-        if not jobs:
+        submissions = [item if isinstance(item, Submission) else Submission(item) for item in jobs]
+        if not submissions:
             return SubmissionReport()
-        command, data = sbatch.build_submit([(job.script_path, job.render()) for job in jobs])
-        order = [(job.name, job.script_path) for job in jobs]
+        command, data = sbatch.build_submit(submissions)
+        names = [job.name for submission in submissions for job in submission.jobs]
+        timeout = self.profile.command_timeout + 0.2 * len(submissions)
         try:
-            result = self.transport.run(command, idempotent=False, stdin=data)
-        except HostUnreachableError as exc:
-            _log.warning("The connection to %s dropped during submission: %s", self.name, exc)
-            return SubmissionReport(unknown=tuple(job.name for job in jobs), round_trips=1)
+            result = self.transport.run(command, idempotent=False, stdin=data, timeout=timeout)
+        except ServerError as exc:
+            _log.warning("Submission on %s ended without an answer: %s", self.name, exc)
+            return SubmissionReport(unknown=tuple(names), round_trips=1)
         if MARKER not in result.stdout:
             said = " ".join((result.stderr or result.stdout).split())[-300:] or f"exit {result.exit_code}"
             reason = f"the submission command on {self.name} printed nothing usable ({said})"
-            return SubmissionReport(deferred=dict.fromkeys((job.name for job in jobs), reason), round_trips=1)
-        return sbatch.classify_submission(result.stdout, order, completed=True)
+            return SubmissionReport(deferred=dict.fromkeys(names, reason), round_trips=1)
+        return sbatch.classify_submission(result.stdout, submissions, completed=True)
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """The state of every given job, in ONE remote command whatever their number."""
@@ -316,6 +355,28 @@ class Server:
     def write_text(self, path: PurePosixPath, text: str) -> None:
         """Writes a text file atomically (temporary name + rename)."""
         self.transport.write_text_atomic(path, text)
+
+    def change_files(self, changes: Sequence[FileChange]) -> tuple[str, ...]:
+        """Writes files atomically and removes paths (run records, job folders): ONE command."""
+        if not changes:
+            return ()
+        command, data = build_changes(changes)
+        result = self.transport.run(command, stdin=data)
+        return parse_changes(result.stdout, changes)
+
+    def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
+        """Finds every session (ids, project/animal/session or paths) and reads its session data: ONE command.
+
+        Raises:
+            SessionNotFoundError, ConfigurationError: the first spec that names no single session.
+        """
+        if not specs:
+            return ()
+        wanted = [candidates(spec, self.storage_root, self.name) for spec in specs]
+        command, data = build_find(wanted, self.storage_root)
+        result = self.transport.run(command, stdin=data)
+        answers = parse_find(result.stdout, len(wanted))
+        return found_sessions(wanted, answers, self.storage_root, self.working_root, self.name)
 
     def read_text(self, path: PurePosixPath, *, tail_bytes: int | None = None) -> str | None:
         """A file's text (or its last ``tail_bytes``), or None when it does not exist."""

@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from sl_pipelines.core.slurm import split_sections
-from sl_pipelines.core.wire import MARKER
+from sl_pipelines.core.framing import MARKER, split_sections
 from sl_pipelines.errors import TransferError
 
 if TYPE_CHECKING:

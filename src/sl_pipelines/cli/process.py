@@ -23,7 +23,7 @@ from sl_pipelines.errors import ConfigurationError, SlPipelinesError
 from sl_pipelines.orchestration.journal import find_unfinished
 from sl_pipelines.orchestration.manager import PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
-from sl_pipelines.orchestration.sessions import find_session
+from sl_pipelines.orchestration.sessions import find_sessions
 from sl_pipelines.vocabulary import ProcessingPipelines, ProcessingStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -124,16 +124,13 @@ def _build(
     backend: Backend,
     parameters: dict[str, ParameterValue],
 ) -> list[ProcessingPipeline]:
-    groups = (
-        [list(args.sessions)]
-        if kind in (ProcessingPipelines.MULTIDAY, ProcessingPipelines.FORGING)
-        else [[s] for s in args.sessions]
-    )
+    found = find_sessions(backend, list(args.sessions))  # every session in one call to the server
+    dataset = kind in (ProcessingPipelines.MULTIDAY, ProcessingPipelines.FORGING)
+    groups = [list(found)] if dataset else [[session] for session in found]
     pipelines = []
     for group in groups:
-        paths = tuple(find_session(backend, spec) for spec in group)
         if args.resume:
-            ids = tuple(f"{p.project}/{p.animal}/{p.session}" for p in paths)
+            ids = tuple(f"{f.paths.project}/{f.paths.animal}/{f.paths.session}" for f in group)
             journal = find_unfinished(kind.short_name, backend.name, ids)
             if journal is None:
                 raise ConfigurationError(
@@ -145,7 +142,7 @@ def _build(
         pipelines.append(
             ProcessingPipeline.create(
                 kind,
-                paths,
+                group,
                 backend,
                 configs_dir=args.configs,
                 parameters=parameters,

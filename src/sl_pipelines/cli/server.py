@@ -27,9 +27,8 @@ from rich.text import Text
 from sl_pipelines.adapters import profiles
 from sl_pipelines.adapters.profiles import AccountingChoice, ServerProfile
 from sl_pipelines.cli.consoles import make_console
+from sl_pipelines.core.framing import MARKER, split_sections
 from sl_pipelines.core.job import Environment, EnvironmentKind
-from sl_pipelines.core.slurm import split_sections
-from sl_pipelines.core.wire import MARKER
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError
 
 if TYPE_CHECKING:

@@ -80,6 +80,7 @@ class RunState:
         since: condition → when it was first seen (monotonic seconds; not journaled: a resumed run
             waits each condition out again, which errs on the side of waiting).
         note: what the run waits for, for the live view (not journaled).
+        limited: a submit limit held the run's jobs back: submit them one by one, not as arrays.
     """
 
     stage: int = 0
@@ -89,6 +90,7 @@ class RunState:
     failed_job: str | None = None
     since: Mapping[str, float] = field(default_factory=dict)
     note: str = ""
+    limited: bool = False
 
 
 @dataclass(frozen=True)

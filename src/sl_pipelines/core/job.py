@@ -61,6 +61,8 @@ class Job:
         array: an optional ``--array`` specification.
         dependency: an optional ``--dependency`` specification.
         exports: environment variables set in the script before the commands.
+        task_logs: an array job whose tasks log to ``<working_directory>/<task index>/stdout.txt`` and
+            ``stderr.txt`` (links there lead to each task's own job folder).
     """
 
     name: str
@@ -71,6 +73,7 @@ class Job:
     array: str | None = None
     dependency: str | None = None
     exports: tuple[tuple[str, str], ...] = ()
+    task_logs: bool = False
 
     @property
     def script_path(self) -> PurePosixPath:

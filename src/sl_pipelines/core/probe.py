@@ -23,9 +23,9 @@ import shlex
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
+from sl_pipelines.core.framing import MARKER, split_sections
 from sl_pipelines.core.seams import ProbeRequest, ProbeResult
-from sl_pipelines.core.slurm import AccountingMode, parse_status_output, split_sections
-from sl_pipelines.core.wire import MARKER
+from sl_pipelines.core.slurm import AccountingMode, parse_status_output
 from sl_pipelines.errors import ConfigurationError
 
 CHUNK = 400
@@ -58,7 +58,7 @@ slp_rows() {
   while IFS='|' read -r jid st _ jname; do
     [[ $jid =~ ^[0-9] ]] || continue
     seen["i:$jid"]=1; seen["i:${jid%%_*}"]=1; seen["n:$jname"]=1
-    case $st in @@ACTIVE@@) ;; *) detail+=("${jid%%_*}") ;; esac
+    case $st in @@ACTIVE@@) ;; *) detail+=("$jid") ;; esac
   done <<< "$1"
 }
 slp_query() {
@@ -69,8 +69,8 @@ slp_query() {
   for ((i=0; i<${#items[@]}; i+=CH)); do
     chunk=$(IFS=,; echo "${items[*]:i:CH}")
     case $kind in
-      qid) out=$(squeue -h -t all -o "$fmt" -j "$chunk" 2>&1); r=$?; slp_rows "$out" ;;
-      qname) out=$(squeue -h -t all -o "$fmt" -u "$me" --name="$chunk" 2>&1); r=$?; slp_rows "$out" ;;
+      qid) out=$(squeue -h -r -t all -o "$fmt" -j "$chunk" 2>&1); r=$?; slp_rows "$out" ;;
+      qname) out=$(squeue -h -r -t all -o "$fmt" -u "$me" --name="$chunk" 2>&1); r=$?; slp_rows "$out" ;;
       aid) out=$(sacct -X -n -P -o $sf -j "$chunk" 2>&1); r=$? ;;
       aname) out=$(sacct -X -n -P -o $sf -S @@WINDOW@@ -u "$me" --name="$chunk" 2>&1); r=$? ;;
     esac

@@ -1,15 +1,16 @@
-"""A cycle's submissions as ONE remote command: a fixed bash program fed the job scripts on stdin (pure).
+"""A cycle's submissions as ONE remote command: a fixed bash program fed everything on stdin (pure).
 
-Standard input carries, for each job, its script path and its script text (NUL-separated), so the
-command line stays small for one job or thousands. For each job in turn the program creates the job
-folder, writes the script atomically and runs ``sbatch --parsable``; each job's part is framed by marker
-lines carrying the outcome (``write`` when the script could not be written, else sbatch's exit status).
-When sbatch fails for a passing reason (the controller does not answer, a submit limit) the program
-stops, so an unreachable controller costs one timeout, not one per job.
+Standard input carries NUL-separated records: ``F path text`` (a script to write atomically), ``L link
+target`` (a log link of an array task) and ``S index path`` (submit this script as submission
+``index``), so the command line stays small for one job or thousands. The program writes every file,
+then runs up to ``PARALLEL`` ``sbatch --parsable`` at once; each submission's part of the output is
+framed by marker lines carrying its outcome (``write`` when a file could not be written, else sbatch's
+exit status). When sbatch fails for a passing reason (the controller does not answer, a submit limit)
+no further sbatch is started, so an unreachable controller costs one timeout, not one per job.
 
-:func:`classify_submission` turns the output into a :class:`SubmissionReport`: submitted, refused
-(permanent: fails the pipeline), deferred (certainly not submitted: try later) or unknown (look the
-job up by name before trying again).
+:func:`classify_submission` turns the output into a :class:`SubmissionReport`, per job: submitted,
+refused (permanent: fails the pipeline), deferred (certainly not submitted: try later) or unknown
+(look the job up by name before trying again).
 """
 
 from __future__ import annotations
@@ -19,23 +20,27 @@ import shlex
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
+from sl_pipelines.core.arrays import Submission
+from sl_pipelines.core.framing import MARKER, Section, split_sections
 from sl_pipelines.core.seams import SubmissionReport
-from sl_pipelines.core.slurm import Section, split_sections
-from sl_pipelines.core.wire import MARKER
 from sl_pipelines.errors import SubmissionError
 
 _SBATCH_PARSABLE = re.compile(r"^(\d+(?:_\d+)?)(?:;\S+)?$")
 _SBATCH_SENTENCE = re.compile(r"Submitted batch job (\d+)")
 
-NOT_SUBMITTED = (
-    "Unable to contact slurm controller",
-    "Slurm temporarily unable to accept job",
-    "Resource temporarily unavailable",
+SUBMIT_LIMITS = (
     "Job violates accounting/QOS policy",
     "AssocMaxSubmitJobLimit",
     "QOSMaxSubmitJobPerUserLimit",
     "MaxSubmitJobs",
-    "Too many jobs",
+)
+"""sbatch messages of a submit limit (association or QOS): jobs are held back until others finish."""
+
+NOT_SUBMITTED = (
+    "Unable to contact slurm controller",
+    "Slurm temporarily unable to accept job",
+    "Resource temporarily unavailable",
+    *SUBMIT_LIMITS,
 )
 """sbatch messages after which the job was certainly not submitted, for a passing reason: try later."""
 
@@ -44,41 +49,87 @@ MAYBE_SUBMITTED = ("Socket timed out", "Zero Bytes were transmitted", "Connectio
 
 _STOP_PATTERN = "|".join(re.escape(text) for text in (*NOT_SUBMITTED, *MAYBE_SUBMITTED))
 
-SUBMIT_PROGRAM = r"""set +e
+PARALLEL = 8
+"""sbatch calls running at once: slurmctld serialises the work, the clients' start-up overlaps."""
+
+SUBMIT_PROGRAM = (
+    r"""set +e
 export LC_ALL=C
-M='@@MARK@@'; i=0
-while IFS= read -r -d '' path && IFS= read -r -d '' body; do
-  echo "$M begin job $i"; i=$((i+1)); tmp="$path.tmp.$$"
-  if ! { mkdir -p -- "${path%/*}" && printf '%s' "$body" > "$tmp" && mv -f -- "$tmp" "$path"; } 2>&1; then
-    rm -f -- "$tmp" 2>/dev/null; echo "$M end write"; continue
-  fi
-  out=$(sbatch --parsable "$path" 2>&1); rc=$?
-  printf '%s\n' "$out"; echo "$M end $rc"
-  if [ $rc -ne 0 ] && printf '%s' "$out" | grep -q -E '@@STOP@@'; then break; fi
+M='@@MARK@@'; P=@@PARALLEL@@
+tmp=$(mktemp -d) || exit 3
+trap 'rm -rf -- "$tmp"' EXIT
+order=(); bad=""; : > "$tmp/err"
+slp_write() { mkdir -p -- "${1%/*}" && printf '%s' "$2" > "$1.tmp.$$" && mv -f -- "$1.tmp.$$" "$1"; }
+while IFS= read -r -d '' kind; do
+  case $kind in
+    F) IFS= read -r -d '' path; IFS= read -r -d '' body
+       [ -n "$bad" ] && continue
+       slp_write "$path" "$body" 2>>"$tmp/err" || { bad=1; rm -f -- "$path.tmp.$$" 2>/dev/null; } ;;
+    L) IFS= read -r -d '' link; IFS= read -r -d '' target
+       [ -n "$bad" ] && continue
+       { mkdir -p -- "${link%/*}" && ln -sfn -- "$target" "$link"; } 2>>"$tmp/err" || bad=1 ;;
+    S) IFS= read -r -d '' index; IFS= read -r -d '' path
+       if [ -n "$bad" ]; then mv -- "$tmp/err" "$tmp/$index.write"; else echo "$path" > "$tmp/$index.path"; fi
+       order+=("$index"); bad=""; : > "$tmp/err" ;;
+  esac
 done
-""".replace("@@MARK@@", MARKER).replace("@@STOP@@", _STOP_PATTERN.replace("'", "'\\''"))
+running=0
+for index in "${order[@]}"; do
+  [ -f "$tmp/stop" ] && break
+  [ -f "$tmp/$index.path" ] || continue
+  if [ $running -ge $P ]; then wait -n; running=$((running-1)); fi
+  (
+    out=$(sbatch --parsable "$(cat "$tmp/$index.path")" 2>&1); rc=$?
+    printf '%s\n' "$out" > "$tmp/$index.out"; echo $rc > "$tmp/$index.rc"
+    if [ $rc -ne 0 ] && printf '%s' "$out" | grep -q -E '@@STOP@@'; then : > "$tmp/stop"; fi
+  ) &
+  running=$((running+1))
+done
+wait
+for index in "${order[@]}"; do
+  if [ -f "$tmp/$index.write" ]; then
+    echo "$M begin job $index"; cat "$tmp/$index.write"; echo "$M end write"
+  elif [ -f "$tmp/$index.rc" ]; then
+    echo "$M begin job $index"; cat "$tmp/$index.out"; echo "$M end $(cat "$tmp/$index.rc")"
+  fi
+done
+""".replace("@@MARK@@", MARKER)
+    .replace("@@PARALLEL@@", str(PARALLEL))
+    .replace("@@STOP@@", _STOP_PATTERN.replace("'", "'\\''"))
+)
 
 
-def build_submit(scripts: Sequence[tuple[PurePosixPath, str]]) -> tuple[str, bytes]:
+def is_submit_limit(reason: str) -> bool:
+    """True when a deferral's reason is a submit limit (then arrays go out as single jobs: an array of
+    more tasks than the limit allows would never fit)."""
+    return any(text in reason for text in SUBMIT_LIMITS)
+
+
+def build_submit(submissions: Sequence[Submission]) -> tuple[str, bytes]:
     """Returns the submission's command line (always the same) and its standard input.
 
-    Args:
-        scripts: (script path, script text) of each job, in submission order.
-
     Raises:
-        SubmissionError: a path or script contains a NUL character (it could not be sent).
+        SubmissionError: a path or script contains a NUL character or a path is relative.
     """
     records: list[str] = []
-    for path, text in scripts:
-        if "\0" in str(path) or "\0" in text or not str(path).startswith("/"):
-            raise SubmissionError(
-                f"Job script {path} cannot be sent: its path must be absolute and neither it nor the "
-                "script may contain a NUL character.",
-                job_name=path.stem,
-            )
-        records += [str(path), text]
+    for index, submission in enumerate(submissions):
+        for path, text in submission.files():
+            records += ["F", _checked(path, text, submission), text]
+        for link, target in submission.links():
+            records += ["L", _checked(link, target, submission), target]
+        records += ["S", str(index), str(submission.job.script_path)]
     command = f"bash -c {shlex.quote(SUBMIT_PROGRAM)} sl-submit"
     return command, "".join(f"{record}\0" for record in records).encode("utf-8")
+
+
+def _checked(path: PurePosixPath, text: str, submission: Submission) -> str:
+    if "\0" in str(path) or "\0" in text or not str(path).startswith("/"):
+        raise SubmissionError(
+            f"Job script {path} cannot be sent: its path must be absolute and neither it nor the "
+            "script may contain a NUL character.",
+            job_name=submission.job.name,
+        )
+    return str(path)
 
 
 def parse_sbatch_output(text: str, job_name: str) -> str:
@@ -105,16 +156,14 @@ def parse_sbatch_output(text: str, job_name: str) -> str:
     )
 
 
-def classify_submission(
-    text: str, jobs: Sequence[tuple[str, PurePosixPath]], *, completed: bool
-) -> SubmissionReport:
-    """Sorts every job of a submission by what its part of the output says.
+def classify_submission(text: str, submissions: Sequence[Submission], *, completed: bool) -> SubmissionReport:
+    """Sorts every job of a submission by what its submission's part of the output says.
 
     Args:
         text: the submission command's output.
-        jobs: (job name, script path) of each job, in the order they were sent.
-        completed: False when the command did not finish (the connection dropped): a job whose part is
-            missing or cut off may then have been submitted.
+        submissions: what was sent, in order.
+        completed: False when the command did not finish (the connection dropped): a submission whose
+            part is missing or cut off may then have reached Slurm.
     """
     sections = {s.name: s for s in split_sections(text)}
     submitted: dict[str, str] = {}
@@ -122,27 +171,40 @@ def classify_submission(
     deferred: dict[str, str] = {}
     unknown: list[str] = []
     stop_reason = ""
-    for index, (name, path) in enumerate(jobs):
+    for index, submission in enumerate(submissions):
+        names = [job.name for job in submission.jobs]
         section = sections.get(f"job {index}")
         if section is None or section.status is None:
             if completed and section is None:
-                deferred[name] = f"not tried: {stop_reason or 'the submission stopped early'}"
+                deferred.update(
+                    dict.fromkeys(names, f"not tried: {stop_reason or 'the submission stopped early'}")
+                )
             else:
-                unknown.append(name)
+                unknown += names
             continue
         output = " ".join(line.strip() for line in section.lines if line.strip())
-        kind = _outcome(section, name, output)
+        kind = _outcome(section, submission.job.name, output)
         if kind == "submitted":
-            submitted[name] = parse_sbatch_output("\n".join(section.lines), name)
+            submitted.update(
+                submission.job_ids(parse_sbatch_output("\n".join(section.lines), submission.job.name))
+            )
         elif kind == "write":
-            refused[name] = f"Could not write job script {path}: {output or 'no message'}"
+            refused.update(
+                dict.fromkeys(
+                    names,
+                    f"Could not write job script for {submission.job.name}: {output or 'no message'}",
+                )
+            )
         elif kind == "deferred":
-            deferred[name] = stop_reason = f"sbatch said: {output}"
+            stop_reason = f"sbatch said: {output}"
+            deferred.update(dict.fromkeys(names, stop_reason))
         elif kind == "unknown":
-            unknown.append(name)
+            unknown += names
             stop_reason = f"sbatch said: {output}"
         else:
-            refused[name] = f"Slurm refused job {name}: {output or 'no message'}"
+            refused.update(
+                dict.fromkeys(names, f"Slurm refused job {submission.job.name}: {output or 'no message'}")
+            )
     return SubmissionReport(submitted, refused, deferred, tuple(unknown), round_trips=1)
 
 

@@ -59,11 +59,18 @@ def format_time_limit(minutes: int) -> str:
 def _directives(job: Job) -> list[str]:
     resources = job.resources
     _check_resources(job.name, resources)
+    name = _quoted_value("job name", job.name, job.name)
+    chdir = _quoted_value("working directory", str(job.working_directory), job.name)
+    stdout = _quoted_path("stdout path", str(job.stdout_path), job.name)
+    stderr = _quoted_path("stderr path", str(job.stderr_path), job.name)
+    if job.task_logs:  # %a: each array task logs into the folder named after its index
+        stdout = stdout.removesuffix('/stdout.txt"') + '/%a/stdout.txt"'
+        stderr = stderr.removesuffix('/stderr.txt"') + '/%a/stderr.txt"'
     pairs: list[tuple[str, str]] = [
-        ("job-name", _quoted_value("job name", job.name, job.name)),
-        ("chdir", _quoted_value("working directory", str(job.working_directory), job.name)),
-        ("output", _quoted_path("stdout path", str(job.stdout_path), job.name)),
-        ("error", _quoted_path("stderr path", str(job.stderr_path), job.name)),
+        ("job-name", name),
+        ("chdir", chdir),
+        ("output", stdout),
+        ("error", stderr),
         ("cpus-per-task", str(resources.cpus)),
         ("mem", f"{resources.memory_mb}M"),
         ("time", format_time_limit(resources.time_limit_minutes)),

@@ -16,7 +16,10 @@ from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Protocol
 
+from sl_pipelines.core.arrays import Submission
+from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Environment, Job
+from sl_pipelines.core.session_query import FoundSession
 from sl_pipelines.core.states import JobStatus
 
 
@@ -181,8 +184,14 @@ class Backend(Protocol):
         """Answers everything one polling cycle needs, in one round trip."""
         ...
 
-    def submit_jobs(self, jobs: Sequence[Job]) -> SubmissionReport:
-        """Writes each job's script and submits the jobs; says per job what became of it.
+    @property
+    def max_array_size(self) -> int:
+        """Array task indexes must stay below this (the cluster's ``MaxArraySize``)."""
+        ...
+
+    def submit_jobs(self, jobs: Sequence[Job | Submission]) -> SubmissionReport:
+        """Writes each job's script and submits the jobs (arrays as one sbatch); says per job what became
+        of it (an array task's id is ``<array id>_<index>``).
 
         Not idempotent: callers look up the names of jobs whose outcome is unknown before submitting
         them again.
@@ -198,6 +207,18 @@ class Backend(Protocol):
 
     def update_trackers(self, operations: Sequence[TrackerOperation]) -> tuple[TrackerOutcome, ...]:
         """Applies tracker operations where the trackers live: one outcome per operation, in order."""
+        ...
+
+    def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
+        """Finds sessions (ids, ``project/animal/session`` or paths) with their session data, in one call.
+
+        Raises:
+            SessionNotFoundError, ConfigurationError: the first spec that names no single session.
+        """
+        ...
+
+    def change_files(self, changes: Sequence[FileChange]) -> tuple[str, ...]:
+        """Writes files atomically and removes paths, in one call; per change "" or why it failed."""
         ...
 
     def read_text(self, path: PurePosixPath, *, tail_bytes: int | None = None) -> str | None:

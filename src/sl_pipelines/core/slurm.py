@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sl_pipelines.core.framing import Section, split_sections
 from sl_pipelines.core.states import JobState, JobStatus
-from sl_pipelines.core.wire import MARKER
 
 _TOLERATED = ("Invalid job id",)
 """What squeue/scontrol print for an id they no longer know: an answer ("no such job"), not a failure."""
@@ -28,47 +28,7 @@ class AccountingMode(StrEnum):
     SCONTROL = "scontrol"
 
 
-@dataclass(frozen=True)
-class Section:
-    """One framed part of a combined command's output.
-
-    Attributes:
-        name: the part's label (``squeue-ids``, ``sacct-names``, ``file 0`` ...).
-        lines: the lines printed between its markers (stdout and stderr together).
-        status: the text after ``end`` — the exit status, ``missing``, or None when the output was cut.
-    """
-
-    name: str
-    lines: tuple[str, ...]
-    status: str | None
-
-    @property
-    def ok(self) -> bool:
-        """True when the part ran to the end and exited 0."""
-        return self.status == "0"
-
-
 # ------------------------------------------------------------------------------------------ parsers
-
-
-def split_sections(text: str) -> tuple[Section, ...]:
-    """Splits a combined command's output at its marker lines."""
-    sections: list[Section] = []
-    name: str | None = None
-    lines: list[str] = []
-    for line in text.splitlines():
-        if line.startswith(f"{MARKER} begin "):
-            if name is not None:
-                sections.append(Section(name, tuple(lines), None))
-            name, lines = line[len(MARKER) + 7 :], []
-        elif line.startswith(f"{MARKER} end") and name is not None:
-            sections.append(Section(name, tuple(lines), line[len(MARKER) + 4 :].strip()))
-            name = None
-        elif name is not None:
-            lines.append(line)
-    if name is not None:
-        sections.append(Section(name, tuple(lines), None))
-    return tuple(sections)
 
 
 def parse_status_output(

@@ -12,11 +12,9 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
+from sl_pipelines.core.framing import MARKER
 from sl_pipelines.core.seams import TrackerAction, TrackerOperation, TrackerOutcome
 from sl_pipelines.errors import SchedulerError
-
-MARKER = "@@SLP@@"
-"""Prefix of every framing line; Slurm never prints it and file contents travel base64-encoded."""
 
 RESULT_PREFIX = f"{MARKER} result "
 

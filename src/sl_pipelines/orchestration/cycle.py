@@ -16,11 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from sl_pipelines.adapters.tracker_ops import MANAGER_JOB
+from sl_pipelines.core.arrays import Submission, plan_stage
 from sl_pipelines.core.decisions import Action, Decision
+from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Job
+from sl_pipelines.core.sbatch import is_submit_limit
 from sl_pipelines.core.seams import Backend, ProbeRequest, SubmissionReport, TrackerAction, TrackerOperation
 from sl_pipelines.errors import SlPipelinesError
-from sl_pipelines.orchestration.run import FailureReport, PipelineRun
+from sl_pipelines.orchestration.run import RECORD_NAME, FailureReport, PipelineRun
 from sl_pipelines.vocabulary import ProcessingStatus
 
 logger = logging.getLogger("sl_pipelines")
@@ -77,7 +80,33 @@ def run_cycle(
     submissions = [(r, d) for r, d in decisions if d.action is Action.SUBMIT]
     if submissions:
         _submit(backend, submissions)
+    flush_records(backend, active)
     return CycleReport(result.slurm_problems, result.round_trips)
+
+
+def flush_records(backend: Backend, runs: Sequence[PipelineRun]) -> None:
+    """Writes the server's record of every run whose state changed (and its pending cleanups): ONE call.
+
+    A record that could not be written is tried again with the next change; the local journal has it.
+    """
+    dirty = [run for run in runs if run.record_dirty]
+    if not dirty:
+        return
+    changes = [(run, change) for run in dirty for change in run.record_changes()]
+    try:
+        results = backend.change_files([change for _, change in changes])
+    except SlPipelinesError as exc:
+        logger.warning("Could not write the run records on %s yet (%s); trying again.", backend.name, exc)
+        return
+    failed: dict[int, str] = {}
+    for (run, _), problem in zip(changes, results, strict=True):
+        if problem:
+            failed.setdefault(id(run), problem)
+    for run in dirty:
+        run.pending_changes.clear()
+        run.record_dirty = id(run) in failed
+        if id(run) in failed:
+            logger.warning("%s: %s", run.describe(), failed[id(run)])
 
 
 def _cancel_stale(backend: Backend, decisions: Sequence[tuple[PipelineRun, Decision]]) -> None:
@@ -160,31 +189,36 @@ def _failure_report(backend: Backend, run: PipelineRun, decision: Decision, note
 
 
 def _succeed(backend: Backend, run: PipelineRun) -> None:
+    """Ends a run that succeeded; its job folders go with the record's next write (the record stays)."""
     if not run.keep_job_logs:
-        try:
-            backend.remove(run.resolved.jobs_folder)
-        except SlPipelinesError as exc:
-            logger.warning(
-                "%s: could not remove the job folders (%s); remove %s by hand.",
-                run.describe(),
-                exc,
-                run.resolved.jobs_folder,
-            )
+        run.pending_changes.append(FileChange(run.resolved.jobs_folder, None, keep=(RECORD_NAME,)))
     run.finish(ProcessingStatus.SUCCEEDED, None)
 
 
 def _submit(backend: Backend, submissions: list[tuple[PipelineRun, Decision]]) -> None:
     claimed = _claim(backend, [run for run, _ in submissions if run.stage == 0])
     batch: list[tuple[PipelineRun, Job]] = []
+    plan: list[Submission] = []
     for run, decision in submissions:
         if run.stage == 0 and id(run) not in claimed:
             continue
         run.apply(stage=decision.stage, since={})  # the intent is journaled BEFORE sbatch
         batch.extend((run, run.job(name)) for name in decision.to_submit)
+        plan.extend(_plan(backend, run, decision.to_submit))
     if not batch:
         return
-    report = backend.submit_jobs([job for _, job in batch])
+    flush_records(backend, list({id(run): run for run, _ in batch}.values()))  # the server's record too
+    report = backend.submit_jobs(plan)
     _apply_submission(backend, batch, report)
+
+
+def _plan(backend: Backend, run: PipelineRun, names: Sequence[str]) -> tuple[Submission, ...]:
+    """The stage's jobs to submit as arrays (one per resource group) and single jobs."""
+    positions = {name: index for index, name in enumerate(run.spec.stages[run.stage])}
+    jobs = [(positions[name], run.job(name)) for name in names]
+    folder = run.resolved.jobs_folder
+    size = 0 if run.state.limited else backend.max_array_size  # under a submit limit: one job at a time
+    return plan_stage(jobs, name=run.stage_array_name, folder=folder, max_array_size=size)
 
 
 def _claim(backend: Backend, runs: list[PipelineRun]) -> set[int]:
@@ -227,7 +261,8 @@ def _apply_submission(
         if held:
             why = report.deferred.get(held[0], "the outcome is unknown; it is looked up by name next cycle")
             logger.info("%s: %d job(s) not submitted yet (%s)", run.describe(), len(held), why)
-            run.apply(note=f"{len(held)} job(s) held back: {why}")
+            limited = run.state.limited or any(is_submit_limit(report.deferred.get(n, "")) for n in held)
+            run.apply(note=f"{len(held)} job(s) held back: {why}", limited=limited)
         bad = next((n for n in names if n in report.refused), None)
         if bad is not None:
             cancel = tuple(run.state.job_ids[n] for n in run.spec.stages[run.stage] if n in run.state.job_ids)
@@ -257,3 +292,4 @@ def cancel_runs(backend: Backend, runs: Sequence[PipelineRun], reason: str) -> N
         decision = Decision(Action.FAIL, run.stage, reason=reason, record=True, to_cancel=tuple(sorted(ids)))
         items.append((run, decision))
     conclude_failures(backend, items)
+    flush_records(backend, active)

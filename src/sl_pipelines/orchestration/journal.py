@@ -55,6 +55,12 @@ class RunJournal:
         status: the pipeline status name (RUNNING, SUCCEEDED, FAILED, ABORTED).
         reason: the failure or abort reason.
         updated_at: when the journal was last written (UTC, ISO 8601).
+        definition: the pipeline definition's YAML text, so that any PC can rebuild the run exactly.
+        started_by: who started the run: user, host, pid and time.
+        mode: ``attached`` (a manager drives the run) or ``detached`` (the cluster carries it).
+
+    The same JSON is the run's record on the server (``<working_root>/sl_jobs/<token>/run.json``);
+    the file in the user data folder is this PC's cache of it.
     """
 
     token: str
@@ -70,6 +76,9 @@ class RunJournal:
     status: str = "RUNNING"
     reason: str = ""
     updated_at: str = ""
+    definition: str = ""
+    started_by: dict[str, str] = field(default_factory=dict)
+    mode: str = "attached"
 
     @property
     def path(self) -> Path:
@@ -81,12 +90,10 @@ class RunJournal:
         updated = replace(self, **changes, updated_at=datetime.now(tz=UTC).isoformat(timespec="seconds"))
         folder = runs_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        data = asdict(updated)
-        data["sessions"] = list(updated.sessions)
         handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{self.token}.", suffix=".tmp")
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump(data, stream, indent=2, sort_keys=True)
+                stream.write(updated.to_json())
                 stream.flush()
                 os.fsync(stream.fileno())
             Path(temp).replace(updated.path)
@@ -94,6 +101,28 @@ class RunJournal:
             Path(temp).unlink(missing_ok=True)
             raise
         return updated
+
+    def to_json(self) -> str:
+        """The journal (or run record) as JSON text."""
+        data = asdict(self)
+        data["sessions"] = list(self.sessions)
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, *, where: str) -> RunJournal:
+        """Reads a journal or run record.
+
+        Raises:
+            JournalError: not a run journal; the message names ``where``.
+        """
+        try:
+            data = json.loads(text)
+            data["sessions"] = tuple(data["sessions"])
+            return cls(**data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise JournalError(
+                f"Run record {where} is unreadable ({exc}); delete it to forget that run.", path=where
+            ) from exc
 
     @classmethod
     def load(cls, path: Path) -> RunJournal:
@@ -103,13 +132,12 @@ class RunJournal:
             JournalError: the file is missing or not a journal; the message names the file.
         """
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            data["sessions"] = tuple(data["sessions"])
-            return cls(**data)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
             raise JournalError(
                 f"Run journal {path} is unreadable ({exc}); delete it to forget that run.", path=path
             ) from exc
+        return cls.from_json(text, where=str(path))
 
 
 def iter_journals() -> Iterator[RunJournal]:

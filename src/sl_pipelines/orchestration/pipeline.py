@@ -10,21 +10,33 @@ construction from a definition and resumption from a journal.
 
 from __future__ import annotations
 
+import getpass
 import importlib.resources
 import logging
+import os
+import socket
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from sl_pipelines.core.definition import ParameterValue, conform_parameter, load_definition
+import yaml
+
+from sl_pipelines.core.definition import (
+    ParameterValue,
+    PipelineDefinition,
+    conform_parameter,
+    load_definition,
+    parse_definition,
+)
 from sl_pipelines.core.job import Job
 from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.core.resolve import ResolvedPipeline, resolve_pipeline
 from sl_pipelines.core.seams import Backend
-from sl_pipelines.errors import ConfigurationError
+from sl_pipelines.errors import ConfigurationError, PipelineDefinitionError
 from sl_pipelines.orchestration.cycle import run_cycle
 from sl_pipelines.orchestration.journal import RunJournal
 from sl_pipelines.orchestration.run import FailureReport, PipelineRun
-from sl_pipelines.orchestration.sessions import find_session, session_parameters
+from sl_pipelines.orchestration.sessions import FoundSession, find_sessions, session_parameters
 from sl_pipelines.vocabulary import ProcessingPipelines, ProcessingStatus, generate_manager_id
 
 __all__ = ["FailureReport", "ProcessingPipeline", "default_configs_dir"]
@@ -81,7 +93,7 @@ class ProcessingPipeline(PipelineRun):
     def create(
         cls,
         pipeline: ProcessingPipelines | str,
-        sessions: Sequence[str | SessionPaths],
+        sessions: Sequence[str | SessionPaths | FoundSession],
         server: Backend,
         *,
         manager_id: int | None = None,
@@ -104,9 +116,11 @@ class ProcessingPipeline(PipelineRun):
             pipeline if isinstance(pipeline, ProcessingPipelines) else ProcessingPipelines.from_name(pipeline)
         )
         folder = configs_dir or default_configs_dir()
-        definition = load_definition(folder / f"{kind.short_name}.yaml")
-        paths = _find_sessions(server, kind, definition.scope, sessions)
-        params = session_parameters(server, paths[0], definition.parameters)
+        source = folder / f"{kind.short_name}.yaml"
+        definition = load_definition(source)
+        found = _find_sessions(server, kind, definition.scope, sessions)
+        paths = tuple(f.paths for f in found)
+        params = session_parameters(found[0], definition.parameters)
         for key, value in (parameters or {}).items():
             default = definition.parameters.get(key)
             params[key] = conform_parameter(key, value, default, "--param")
@@ -127,6 +141,8 @@ class ProcessingPipeline(PipelineRun):
             parameters={k: list(v) if isinstance(v, tuple) else v for k, v in resolved.parameters.items()},
             configs_dir=str(folder),
             keep_job_logs=keep_job_logs,
+            definition=source.read_text(encoding="utf-8"),
+            started_by=_who(),
         )
         if not dry_run:
             journal = journal.save()
@@ -140,7 +156,7 @@ class ProcessingPipeline(PipelineRun):
             RunLockedError: another manager process drives this run now.
             ConfigurationError: the definition changed since the run started.
         """
-        definition = load_definition(Path(journal.configs_dir) / f"{journal.pipeline}.yaml")
+        definition = _definition_of(journal)
         paths = tuple(
             SessionPaths(server.storage_root, server.working_root, *spec.split("/", 2))
             for spec in journal.sessions
@@ -173,14 +189,38 @@ class ProcessingPipeline(PipelineRun):
         return self.status
 
 
+def _definition_of(journal: RunJournal) -> PipelineDefinition:
+    """The definition the run started with: its text in the record, or (older journals) its file."""
+    if not journal.definition:
+        return load_definition(Path(journal.configs_dir) / f"{journal.pipeline}.yaml")
+    source = Path(f"{journal.pipeline}.yaml (in run record {journal.token})")
+    try:
+        data = yaml.safe_load(journal.definition)
+    except yaml.YAMLError as exc:
+        raise PipelineDefinitionError(f"{source}: not valid YAML ({exc}).", path=source) from exc
+    return parse_definition(data, source=source)
+
+
+def _who() -> dict[str, str]:
+    """Who starts a run: user, host, pid and time (shown by status, and by a refused second manager)."""
+    return {
+        "user": getpass.getuser(),
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+        "at": datetime.now(tz=UTC).isoformat(timespec="seconds"),
+    }
+
+
 def _find_sessions(
-    server: Backend, kind: ProcessingPipelines, scope: str, sessions: Sequence[str | SessionPaths]
-) -> tuple[SessionPaths, ...]:
-    paths = tuple(s if isinstance(s, SessionPaths) else find_session(server, s) for s in sessions)
-    if not paths:
+    server: Backend,
+    kind: ProcessingPipelines,
+    scope: str,
+    sessions: Sequence[str | SessionPaths | FoundSession],
+) -> tuple[FoundSession, ...]:
+    if not sessions:
         raise ConfigurationError(f"The {kind.short_name} pipeline needs at least one session.")
-    if scope == "session" and len(paths) > 1:
+    if scope == "session" and len(sessions) > 1:
         raise ConfigurationError(
             f"The {kind.short_name} pipeline runs on one session at a time; build one pipeline per session."
         )
-    return paths
+    return find_sessions(server, sessions)

@@ -8,10 +8,12 @@ Nothing else writes a run's stage, status or job ids.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import Any
 
+from sl_pipelines.core.arrays import array_name
 from sl_pipelines.core.decisions import (
     Action,
     Decision,
@@ -22,8 +24,9 @@ from sl_pipelines.core.decisions import (
     decide,
     latest_by_name,
 )
+from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Job
-from sl_pipelines.core.resolve import ResolvedJob, ResolvedPipeline
+from sl_pipelines.core.resolve import JOB_PREFIX, ResolvedJob, ResolvedPipeline
 from sl_pipelines.core.seams import Backend, ProbeRequest, ProbeResult
 from sl_pipelines.core.states import JobState, JobStatus
 from sl_pipelines.core.tracker_state import TrackerState
@@ -35,6 +38,8 @@ from sl_pipelines.vocabulary import ProcessingPipelines, ProcessingStatus
 logger = logging.getLogger("sl_pipelines")
 
 _PERSISTENT = ("stage", "status", "job_ids", "reason")
+RECORD_NAME = "run.json"
+"""The run's record on the server: ``<working_root>/sl_jobs/<token>/run.json`` (the journal's JSON)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ class PipelineRun:
         self.tracker: TrackerState | None = None
         self._last_tracker_text: str | None = None
         self._durable = durable
+        self.record_dirty = durable  # the server's record is written with the first submission
+        self.pending_changes: list[FileChange] = []  # cleanups to make with the next record write
         self._lock = RunLock(resolved.token)
         if durable and self.is_running:
             self._lock.acquire()
@@ -144,6 +151,15 @@ class PipelineRun:
             raise KeyError(name)
         return resolved.job
 
+    @property
+    def record_path(self) -> PurePosixPath:
+        """The run's record on the server."""
+        return self.resolved.jobs_folder / RECORD_NAME
+
+    def record_changes(self) -> list[FileChange]:
+        """What to write on the server now: pending cleanups, then the record as the journal has it."""
+        return [*self.pending_changes, FileChange(self.record_path, self.journal.to_json())]
+
     def describe(self) -> str:
         """One line: pipeline, session, stage and status."""
         total = len(self.resolved.stages)
@@ -154,12 +170,21 @@ class PipelineRun:
         return text
 
     # ------------------------------------------------------------------------------------- a cycle
+    @property
+    def stage_array_name(self) -> str:
+        """The Slurm name of the current stage's arrays (their tasks are found by position)."""
+        return array_name(f"{JOB_PREFIX}-{self.resolved.token}", self.stage)
+
     def probe_request(self) -> ProbeRequest:
-        """This run's part of the cycle's probe: the current stage's jobs (by id where known) and tracker."""
+        """This run's part of the cycle's probe: the current stage's jobs (by id where known) and tracker.
+
+        Jobs whose ids were never seen are looked up by their own name and by the stage's array name.
+        """
         names = self.spec.stages.get(self.stage, ())
         ids = tuple(self.state.job_ids[n] for n in names if n in self.state.job_ids)
         unnamed = tuple(n for n in names if n not in self.state.job_ids)
-        return ProbeRequest(job_names=unnamed, job_ids=ids, tracker_paths=(self.remote_tracker_path,))
+        lookups = (*unnamed, self.stage_array_name) if unnamed else ()
+        return ProbeRequest(job_names=lookups, job_ids=ids, tracker_paths=(self.remote_tracker_path,))
 
     def decide(self, result: ProbeResult, now: float) -> Decision:
         """Reads this run's part of a probe, decides, and applies the found job ids and the timers."""
@@ -184,7 +209,9 @@ class PipelineRun:
             elif job_id is not None and result.slurm_answered:
                 jobs[name] = JobStatus(job_id, name, JobState.NOT_FOUND)
         unnamed = {n for n in names if n not in self.state.job_ids}
-        jobs.update(latest_by_name([s for s in result.jobs if s.name in unnamed]))
+        found = [s for s in result.jobs if s.name in unnamed]
+        found += _array_tasks(result.jobs, self.stage_array_name, names, unnamed)
+        jobs.update(latest_by_name(found))
         self.job_states = jobs
         problem, corrupt = self._read_tracker(result)
         return Facts(
@@ -227,6 +254,7 @@ class PipelineRun:
                 job_ids=dict(updated.job_ids),
                 reason=updated.reason,
             )
+            self.record_dirty = True
         self.state = updated
 
     def finish(self, status: ProcessingStatus, report: FailureReport | None) -> None:
@@ -241,3 +269,18 @@ class PipelineRun:
     def close(self) -> None:
         """Lets the run's lock go without ending the run (another manager may then resume it)."""
         self._lock.release()
+
+
+def _array_tasks(
+    statuses: Sequence[JobStatus], name: str, stage_jobs: Sequence[str], wanted: set[str]
+) -> list[JobStatus]:
+    """The stage's array tasks found by the array's name, each under its job's name (index = position)."""
+    found = []
+    for status in statuses:
+        _, _, task = status.job_id.partition("_")
+        if status.name != name or not task.isdigit() or int(task) >= len(stage_jobs):
+            continue
+        job = stage_jobs[int(task)]
+        if job in wanted:
+            found.append(replace(status, name=job))
+    return found

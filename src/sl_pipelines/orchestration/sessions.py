@@ -1,97 +1,62 @@
-"""Finding a session on a backend from what a user typed: an id, ``project/animal/session``, or a path."""
+"""Finding sessions on a backend from what a user typed (ids, ``project/animal/session``, paths), all in
+one call, and reading pipeline parameters from their ``raw_data/session_data.yaml``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import PurePosixPath
+from collections.abc import Mapping, Sequence
 
 import yaml
 
 from sl_pipelines.core.definition import ParameterValue, conform_parameter
-from sl_pipelines.core.layout import RAW_DATA, SessionPaths
+from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.core.seams import Backend
-from sl_pipelines.errors import ConfigurationError, SessionNotFoundError
+from sl_pipelines.core.session_query import SESSION_DATA_FILE, FoundSession
+from sl_pipelines.errors import ConfigurationError
 
-SESSION_DATA_FILE = "session_data.yaml"
+__all__ = ["SESSION_DATA_FILE", "FoundSession", "find_session", "find_sessions", "session_parameters"]
 
 
-def find_session(backend: Backend, spec: str) -> SessionPaths:
-    """Resolves a session given as an id, as ``project/animal/session``, or as a path on the storage volume.
+def find_sessions(
+    backend: Backend, specs: Sequence[str | SessionPaths | FoundSession]
+) -> tuple[FoundSession, ...]:
+    """Every session named, with its session data: ONE backend call for all the names typed.
 
     Raises:
         SessionNotFoundError: no such session (or no raw data in it) on this backend.
-        ConfigurationError: the spec is a path outside the storage root, or an id matches several sessions.
+        ConfigurationError: a path outside the storage root, or an id that matches several sessions.
     """
-    root = backend.storage_root
-    text = spec.strip()
-    if not text:
-        raise ConfigurationError("The session name is empty; give a session id or project/animal/session.")
-    if text.startswith("/"):
-        path = PurePosixPath(text)
-        try:
-            parts = path.relative_to(root).parts
-        except ValueError:
-            raise ConfigurationError(
-                f"Session path {text} is not under the storage root {root} of {backend.name}; "
-                "give a path inside it or the session id."
-            ) from None
-        if len(parts) != 3:
-            raise ConfigurationError(
-                f"Session path {text} must be <storage_root>/<project>/<animal>/<session>."
-            )
-        return _checked(backend, SessionPaths(root, backend.working_root, *parts), spec)
-    parts = tuple(text.split("/"))
-    if len(parts) == 3 and all(parts):
-        return _checked(backend, SessionPaths(root, backend.working_root, *parts), spec)
-    return _checked(backend, _search(backend, text), spec)
+    typed = [spec for spec in specs if isinstance(spec, str)]
+    found = iter(backend.find_sessions(typed) if typed else ())
+    result = []
+    for spec in specs:
+        if isinstance(spec, str):
+            result.append(next(found))
+        elif isinstance(spec, SessionPaths):
+            result.append(FoundSession(spec, backend.read_text(spec.raw_data / SESSION_DATA_FILE)))
+        else:
+            result.append(spec)
+    return tuple(result)
 
 
-def _search(backend: Backend, session: str) -> SessionPaths:
-    root = backend.storage_root
-    matches = [
-        SessionPaths(root, backend.working_root, project, animal, session)
-        for project in backend.list_dir(root)
-        for animal in backend.list_dir(root / project)
-        if session in backend.list_dir(root / project / animal)
-    ]
-    if not matches:
-        raise SessionNotFoundError(
-            f"Session {session!r} was not found under {root} on {backend.name}; "
-            "check the name, or give it as project/animal/session.",
-            session=session,
-        )
-    if len(matches) > 1:
-        found = ", ".join(f"{m.project}/{m.animal}/{m.session}" for m in matches)
-        raise ConfigurationError(
-            f"Session {session!r} exists more than once ({found}); give project/animal/session."
-        )
-    return matches[0]
-
-
-def _checked(backend: Backend, paths: SessionPaths, spec: str) -> SessionPaths:
-    if RAW_DATA not in backend.list_dir(paths.storage_session):
-        raise SessionNotFoundError(
-            f"Session {spec!r} has no {RAW_DATA} folder at {paths.storage_session} on {backend.name}; "
-            "check the name and that the session was uploaded.",
-            session=spec,
-        )
-    return paths
+def find_session(backend: Backend, spec: str) -> SessionPaths:
+    """One session's folders (see :func:`find_sessions`)."""
+    return find_sessions(backend, [spec])[0].paths
 
 
 def session_parameters(
-    backend: Backend, paths: SessionPaths, defaults: Mapping[str, ParameterValue]
+    session: FoundSession, defaults: Mapping[str, ParameterValue]
 ) -> dict[str, ParameterValue]:
-    """Reads pipeline parameters (such as ``planes``) from the session's ``raw_data/session_data.yaml``.
+    """Pipeline parameters (such as ``planes``) from the session's ``raw_data/session_data.yaml``.
 
     Only keys the pipeline declares are taken, each checked against the pipeline's default (a plane
-    count must be a whole number). A missing file gives no parameters.
+    count must be a whole number). No file gives no parameters.
 
     Raises:
         ConfigurationError: the file is not YAML, not a mapping, or holds a value of the wrong kind; the
             message names the file and the key.
     """
-    path = paths.raw_data / SESSION_DATA_FILE
-    text = backend.read_text(path)
+    path = session.paths.raw_data / SESSION_DATA_FILE
+    text = session.session_data
     if not text:
         return {}
     try:
