@@ -7,8 +7,9 @@ server environment's ``sl-worker generate`` (N = the largest size), then repeats
 
 1. builds one pipeline from a bare session id, submits it alone, and measures its polling cycle against
    the floor: ``squeue --me`` + ``cat`` of its tracker, one command over the same connection;
-2. builds N pipelines from bare session ids (``ProcessingPipeline.create`` each: SSH commands, SFTP
-   requests, wall time) and submits them through ``PipelineManager`` cycles (commands, wall time);
+2. builds N pipelines from bare session ids as ``sl-process`` does (``find_sessions`` for all, then
+   ``ProcessingPipeline.create`` each: SSH commands, SFTP requests, wall time; the lone pipeline of step 1
+   is built by ``create`` from its bare id) and submits them through ``PipelineManager`` cycles;
 3. measures polling cycles over the first 1, 10, 100, ... of them (``PipelineManager.cycle``: remote
    commands, SFTP requests, wall time, the probe's share, the manager's CPU) and counts the journal files
    written meanwhile (goal: none, nothing changed);
@@ -61,6 +62,7 @@ from sl_pipelines.adapters.server import Server
 from sl_pipelines.orchestration.journal import runs_dir
 from sl_pipelines.orchestration.manager import PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
+from sl_pipelines.orchestration.sessions import find_sessions
 
 
 @dataclass
@@ -103,9 +105,11 @@ class Bench:
 
 
 def build(bench: Bench, session_ids: Sequence[str]) -> list[ProcessingPipeline]:
-    """Builds one behavior pipeline per bare session id through the public API, as a lab's script does."""
+    """Builds one behavior pipeline per bare session id through the public API, as ``sl-process`` does:
+    every session found at once (``find_sessions``), then one ``ProcessingPipeline.create`` each."""
+    found = find_sessions(bench.server, list(session_ids))
     pipelines = []
-    for session in session_ids:
+    for session in found:
         pipelines.append(
             ProcessingPipeline.create("behavior", [session], bench.server, configs_dir=bench.configs)
         )
@@ -113,12 +117,19 @@ def build(bench: Bench, session_ids: Sequence[str]) -> list[ProcessingPipeline]:
     return pipelines
 
 
-def measure_build(bench: Bench, session_ids: Sequence[str]) -> list[ProcessingPipeline]:
+def measure_build(bench: Bench, session_ids: Sequence[str], label: str) -> list[ProcessingPipeline]:
     exec_before, sftp_before, started = bench.server.round_trips, SftpRequests.count, time.perf_counter()
-    pipelines = build(bench, session_ids)
-    bench.add("build_s", time.perf_counter() - started)
-    bench.add("build_exec", bench.server.round_trips - exec_before)
-    bench.add("build_sftp", SftpRequests.count - sftp_before)
+    if len(session_ids) == 1:  # one pipeline, as a script calling create() with a bare id does
+        configs = bench.configs
+        pipelines = [
+            ProcessingPipeline.create("behavior", list(session_ids), bench.server, configs_dir=configs)
+        ]
+        bench.created.extend(pipelines)
+    else:
+        pipelines = build(bench, session_ids)
+    bench.add(f"build_s/{label}", time.perf_counter() - started)
+    bench.add(f"build_exec/{label}", bench.server.round_trips - exec_before)
+    bench.add(f"build_sftp/{label}", SftpRequests.count - sftp_before)
     return pipelines
 
 
@@ -186,11 +197,11 @@ def journals_written(since: float) -> int:
 def measure_round(bench: Bench, solo_id: str, set_ids: Sequence[str], last: bool) -> None:
     sizes = bench.args.sizes
     with bench.phase("alone"):
-        alone = build(bench, [solo_id])
+        alone = measure_build(bench, [solo_id], ALONE)
         submit(bench, alone, ALONE)
         measure_alone(bench, alone[0])
     with bench.phase(f"build {len(set_ids)}"):
-        pipelines = measure_build(bench, set_ids)
+        pipelines = measure_build(bench, set_ids, "all")
     with bench.phase(f"submit {len(set_ids)}"):
         submit(bench, pipelines, "all")
     with bench.phase("polling cycles"):
