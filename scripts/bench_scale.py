@@ -217,6 +217,15 @@ def measure_round(bench: Bench, solo_id: str, set_ids: Sequence[str], last: bool
         live = [*alone, *pipelines]
         cancel_and_wait(bench.server, job_ids(live), [p.resolved.token for p in live])
         remove_run_files(bench.server, bench.project, live)
+    with bench.phase("settle"):
+        settle()
+
+
+def settle(quiet_load: float = 2.0, longest: float = 120.0) -> None:
+    """Waits (up to ``longest`` s) for the load of the cleanup (7,000 cancelled jobs) to pass."""
+    deadline = time.monotonic() + longest
+    while loadavg() > quiet_load and time.monotonic() < deadline:
+        time.sleep(5)
 
 
 def measure_others(bench: Bench, subsets: list[tuple[str, list[ProcessingPipeline]]]) -> None:
