@@ -6,7 +6,11 @@ side by side in one run:
 (a) the states of N jobs (default 50) with ``Server.status`` (one remote command) versus one
     ``squeue -j ID`` per job over the same connection (how the original system polls);
 (b) push and pull of a ~1 GB tree (one 512 MiB file, 60 x 8 MiB, 2,000 x 4 KiB) with ``Server`` versus
-    OpenSSH ``scp -r`` and ``sftp -b`` over the same loopback.
+    OpenSSH ``scp -r`` and ``sftp -b`` over the same loopback;
+(c) ``sl-server push``'s upload of the same tree as a session (``Server.push_session``: local hashing,
+    server-side xxHash verification with fsync, checksum file, move into place) versus ``scp -r`` and
+    ``sftp -b``, the three taking turns in each round; then an upload interrupted half-way and resumed,
+    with the file bytes and the socket's bytes the resume sent.
 
 Everything it creates (local and remote) is removed at the end.
 """
@@ -14,6 +18,7 @@ Everything it creates (local and remote) is removed at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -27,7 +32,9 @@ from testbed_profile import testbed_info, testbed_profile
 
 from sl_pipelines.adapters.server import Server
 from sl_pipelines.adapters.transfer import Verify
+from sl_pipelines.adapters.upload_remote import UploadPaths
 from sl_pipelines.core.job import Job, Resources
+from sl_pipelines.core.layout import SessionPaths
 
 MIB = 1 << 20
 
@@ -159,6 +166,81 @@ def bench_transfers(server: Server, info: dict[str, object], cluster: dict[str, 
         print(f"    {direction}: Server reaches {100 * ours / best:.0f}% of the faster OpenSSH client")
 
 
+# ------------------------------------------------------------------------------------------- (c)
+
+
+class _StopHalfway:
+    """Upload progress that interrupts the upload (as Ctrl-C would) once half of it was sent."""
+
+    def __init__(self) -> None:
+        self.uploading, self.sent, self.total = False, 0, 0
+
+    def stage(self, description: str, total: int, completed: int = 0) -> None:
+        self.uploading, self.sent, self.total = description == "uploading", completed, total
+
+    def advance(self, amount: int) -> None:
+        self.sent += amount
+        if self.uploading and self.sent >= self.total // 2:
+            raise KeyboardInterrupt
+
+
+def bench_upload(server: Server, info: dict[str, object], cluster: dict[str, str], folder: PurePosixPath,
+                 local: Path, repeats: int) -> None:  # fmt: skip
+    session = local / "session"
+    total = make_tree(session / "raw_data", big_mib=512, mids=60, smalls=2000)
+    options, target = openssh(info, cluster)
+    project = f"bench-upload-{os.getpid()}"
+    times: dict[str, list[float]] = {}
+    raw = session / "raw_data"
+    methods: dict[str, Callable[[int], object]] = {
+        "sl-server push": lambda r: server.push_session(raw, project, "A1", f"s{r}"),
+        "scp -r": lambda r: subprocess.run(
+            ["scp", "-q", "-r", *options, str(raw), f"{target}:{folder / f'scp{r}'}"], check=True
+        ),
+        "sftp -b": lambda r: subprocess.run(
+            ["sftp", "-q", "-b", "-", *options, target], check=True, stdout=subprocess.DEVNULL, text=True,
+            input=f"mkdir {folder / f'sftp{r}'}\nput -r {session / 'raw_data'} {folder / f'sftp{r}'}\n",
+        ),
+    }  # fmt: skip
+    try:
+        for round_ in range(repeats):
+            for label, action in methods.items():
+                times.setdefault(label, []).append(timed(lambda a=action, r=round_: a(r)))
+                server.remove(folder / f"scp{round_}")
+                server.remove(folder / f"sftp{round_}")
+                server.remove(server.storage_root / project)
+        resumed = _interrupted_and_resumed(server, session / "raw_data", project)
+    finally:
+        server.remove(server.storage_root / project)
+    print(f"\n(c) session upload of {total / MIB:.0f} MiB (same tree), {repeats} rounds taking turns")
+    print(f"    {'method':<20}{'best':>9}{'median':>9}{'MB/s (median)':>15}")
+    rates = {}
+    for label, spent in times.items():
+        rates[label] = total / 1e6 / statistics.median(spent)
+        print(f"    {label:<20}{min(spent):>8.2f}s{statistics.median(spent):>8.2f}s{rates[label]:>15.0f}")
+    best = max(rates["scp -r"], rates["sftp -b"])
+    share = 100 * rates["sl-server push"] / best
+    print(f"    sl-server push reaches {share:.0f}% of the faster OpenSSH client (medians, verified)")
+    print(resumed)
+
+
+def _interrupted_and_resumed(server: Server, raw: Path, project: str) -> str:
+    with contextlib.suppress(KeyboardInterrupt):  # the interruption, half-way
+        server.push_session(raw, project, "A1", "resumed", progress=_StopHalfway())
+    server.close()  # the interrupted client is gone; the resume comes on a new connection
+    target = SessionPaths(server.storage_root, server.working_root, project, "A1", "resumed")
+    server.connect()
+    before = server.transport.wire_bytes_sent or 0
+    report = server.push_session(raw, project, "A1", "resumed")
+    wire = (server.transport.wire_bytes_sent or 0) - before
+    assert not server.exists(UploadPaths.beside(target.raw_data).partial)
+    return (
+        f"    interrupted at half, then resumed: {report.sent_bytes / MIB:.1f} MiB of file content sent "
+        f"({100 * report.sent_bytes / report.size_bytes:.1f}% of {report.size_bytes / MIB:.0f} MiB), "
+        f"{wire / MIB:.1f} MiB on the wire, in {report.seconds:.1f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -168,6 +250,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-transfers", action="store_true")
+    parser.add_argument("--skip-upload", action="store_true")
+    parser.add_argument("--upload-only", action="store_true", help="only (c): the session upload")
     arguments = parser.parse_args()
     profile, info = testbed_profile(
         arguments.cluster, name="bench", info=testbed_info(arguments.state), command_timeout=600
@@ -177,9 +261,12 @@ def main() -> None:
     with Server(profile) as server, tempfile.TemporaryDirectory(prefix="bench-server-") as local:
         server.mkdir(folder)
         try:
-            bench_status(server, folder / "jobs", arguments.jobs, arguments.repeats)
-            if not arguments.skip_transfers:
+            if not arguments.upload_only:
+                bench_status(server, folder / "jobs", arguments.jobs, arguments.repeats)
+            if not (arguments.skip_transfers or arguments.upload_only):
                 bench_transfers(server, info, cluster, folder, Path(local), arguments.repeats)
+            if not arguments.skip_upload:
+                bench_upload(server, info, cluster, folder, Path(local), arguments.repeats)
         finally:
             server.remove(folder)
 

@@ -24,6 +24,7 @@ boundary, with ``raise ... from exc``.
     │   ├── RemoteCommandError                   a command exited non-zero (command, exit code, stderr)
     │   ├── RemoteTimeoutError (TimeoutError)
     │   └── TransferError                        a push/pull that failed or did not verify
+    │       └── SessionExistsError (FileExistsError)  an upload met different raw data already there
     ├── SchedulerError                           Slurm refused or garbled an answer
     │   └── SubmissionError                      a job was not submitted (refused, or the outcome unknown)
     ├── PipelineError                            orchestration could not proceed
@@ -158,6 +159,10 @@ class TransferError(ServerError):
     def __init__(self, message: str, *, host: str = "", path: PurePath | str = "") -> None:
         super().__init__(message, host=host)
         self.path = path
+
+
+class SessionExistsError(TransferError, FileExistsError):
+    """An upload found different raw data for the session on the server; nothing was changed."""
 
 
 class SchedulerError(SlPipelinesError):

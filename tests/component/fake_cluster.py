@@ -15,7 +15,8 @@ from pathlib import PurePosixPath
 
 from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.file_changes import FileChange
-from sl_pipelines.core.job import Environment, Job
+from sl_pipelines.core.job import Environment, Job, JobDefaults
+from sl_pipelines.core.lease import LEASE_NAME, LeaseOutcome, LeaseRequest
 from sl_pipelines.core.seams import (
     ProbeRequest,
     ProbeResult,
@@ -71,12 +72,14 @@ class FakeCluster:
     unreadable: set[PurePosixPath] = field(default_factory=set)
     probes: int = 0
     arrays: int = 0
+    leases: dict[PurePosixPath, str] = field(default_factory=dict)  # lease file -> holder id
 
     # --------------------------------------------------------------------------------- Backend seam
     name = "fake"
     environment = Environment()
     job_exports: tuple[tuple[str, str], ...] = ()
     report_grace_seconds = 0.0
+    job_defaults = JobDefaults()
 
     @property
     def storage_root(self) -> PurePosixPath:
@@ -92,15 +95,18 @@ class FakeCluster:
             p: dump_tracker_text(self.trackers[p]) if p in self.trackers else None
             for p in request.tracker_paths
         }
+        lost = {p: self.leases.get(p, "") for p, holder in request.leases if self.leases.get(p) != holder}
         if self.slurm_down:
             unknown = tuple(JobStatus(i, "", JobState.UNKNOWN, reason="down") for i in request.job_ids)
             problem = ("squeue exited 1: Unable to contact slurm controller (connect failure)",)
-            return ProbeResult(jobs=unknown, trackers=trackers, slurm_problems=problem, round_trips=1)
+            return ProbeResult(
+                jobs=unknown, trackers=trackers, slurm_problems=problem, round_trips=1, lost_leases=lost
+            )
         found = [self._status(j) for j in self.jobs.values() if not j.purged]
         by_id = {s.job_id: s for s in found}
         jobs = [by_id.get(i, JobStatus(i, "", JobState.NOT_FOUND)) for i in request.job_ids]
         jobs += [s for s in found if s.name in request.job_names and s.job_id not in request.job_ids]
-        return ProbeResult(jobs=tuple(jobs), trackers=trackers, round_trips=1)
+        return ProbeResult(jobs=tuple(jobs), trackers=trackers, round_trips=1, lost_leases=lost)
 
     max_array_size = 1001
 
@@ -159,11 +165,17 @@ class FakeCluster:
     def list_dir(self, path: PurePosixPath) -> tuple[str, ...]:
         return ()
 
+    def read_files(self, folder: PurePosixPath, name: str) -> dict[PurePosixPath, str]:
+        return {p: t for p, t in self.files.items() if p.name == name and p.parent.parent == folder}
+
     def change_files(self, changes: Sequence[FileChange]) -> tuple[str, ...]:
         results = []
         for change in changes:
             if change.text is not None:
                 self.files[change.path] = change.text
+                results.append("")
+            elif change.path.name == LEASE_NAME:
+                self.leases.pop(change.path, None)
                 results.append("")
             elif change.path in self.unremovable:
                 results.append(f"Could not remove {change.path} (test)")
@@ -171,6 +183,20 @@ class FakeCluster:
                 self.log.append(("remove", str(change.path), *change.keep))
                 results.append("")
         return tuple(results)
+
+    def take_leases(self, requests: Sequence[LeaseRequest]) -> tuple[LeaseOutcome, ...]:
+        outcomes = []
+        for request in requests:
+            path = request.folder / LEASE_NAME
+            current = self.leases.get(path)
+            if current not in (None, request.holder.holder_id) and not request.force:
+                outcomes.append(
+                    LeaseOutcome(False, {"holder": current, "pid": "1", "user": "x", "host": "elsewhere"})
+                )
+                continue
+            self.leases[path] = request.holder.holder_id
+            outcomes.append(LeaseOutcome(True, took_over=current not in (None, request.holder.holder_id)))
+        return tuple(outcomes)
 
     def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
         raise NotImplementedError("tests give the fake cluster SessionPaths")

@@ -53,7 +53,22 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-def test_status_json_of_a_missing_tracker_is_idle(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_of_a_missing_tracker_says_so_and_exits_1(
+    path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = path.with_name("behaviour_processing_tracker.yaml")
+    for argv in (["status", str(typo)], ["status", str(typo), "--json"]):
+        assert main(argv) == 1
+        line = _one_error_line(capsys.readouterr().err)
+        assert f"There is no tracker file {typo}; check the path" in line
+    assert not typo.exists() and not typo.parent.exists(), "status creates nothing"
+
+
+def test_status_json_of_an_existing_idle_tracker_is_idle(
+    path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["abort", str(path), "--yes"]) == 0  # an emergency reset leaves an idle tracker file
+    assert path.is_file()
     assert _status(path, capsys) == {
         "path": str(path),
         "status": "idle",

@@ -343,3 +343,16 @@ def test_a_submit_limit_holds_jobs_back_and_the_run_still_finishes(
     assert p.stage == 3 and p.state.limited
     drive_to_success(cluster, clock, p)
     assert submitted_once(cluster, p)
+
+
+def test_a_run_taken_over_by_another_manager_is_left_to_it(cluster: FakeCluster, clock: Clock) -> None:
+    p = make(cluster)
+    cycle(cluster, clock, p)
+    assert p.lease_held and cluster.leases[p.lease_path] == p.holder.holder_id
+    cluster.leases[p.lease_path] = "another-manager"  # taken over with --take-over elsewhere
+    cluster.fail(names(p, 1)[0])
+    writes = len(cluster.log)
+    cycle(cluster, clock, p)
+    assert p.status is ProcessingStatus.ABORTED and p.failure is not None
+    assert "another-manager" in p.failure.reason
+    assert cluster.log[writes:] == [], "nothing recorded, cancelled or written: the run is the other's now"

@@ -64,7 +64,7 @@ def test_show_masks_the_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("getpass.getpass", lambda prompt="": testbed.password)
-    assert _create(testbed, Path(testbed.known_hosts), "--password-prompt") == 0
+    assert _create(testbed, Path(testbed.known_hosts), "--password-prompt", "--plaintext-password") == 0
     assert load_profile("tb").password == testbed.password
     capsys.readouterr()
     assert cli.main(["profile", "show", "tb"]) == 0

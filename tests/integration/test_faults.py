@@ -233,3 +233,48 @@ def test_a_dataset_of_two_animals_processes_each_session_in_its_own_folder(
         output = server.working_root / spec / "processed_data" / "forging"
         assert server.list_dir(output), f"no forging output for {spec}"
     assert not server.exists(server.working_root / project / "A1" / "s2"), "s2 is animal A2's session"
+
+
+@pytest.mark.parametrize("cluster", ["acct", "noacct"])
+def test_a_run_abandoned_on_one_pc_is_seen_and_finished_from_another(
+    make_profile: Callable[..., ServerProfile],
+    project: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cluster: str,
+) -> None:
+    profile = make_profile(cluster, name=f"twopc-{cluster}")
+    save_profile(profile)
+    server = Server(profile)
+    spec = generate(server, project, "s1")
+    configs = configs_with(tmp_path, "suite2p", {"binarize": "--seconds 4", "plane": "--seconds 4"})
+    argv = ["suite2p", spec, "--server", profile.name, "--poll-interval", "0.5"]
+    first = start_manager([*argv, "--configs", str(configs)], tmp_path / "pc1.log")
+    _wait(lambda: any(j.job_ids for j in _journal()), "stage 1")
+    first.send_signal(signal.SIGKILL)  # the lab PC is switched off
+    first.communicate()
+    monkeypatch.setenv("SL_PIPELINES_DATA_DIR", str(tmp_path / "pc2"))  # another PC: no journal there
+    server.connect()
+    before = server.round_trips
+    status = subprocess.run(
+        [*SL_PROCESS, "status", "--server", profile.name, spec, "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    (row,) = json.loads(status.stdout)
+    assert row["status"] == "RUNNING" and row["stage"] >= 1 and row["stages"] == 3
+    assert f"pid {first.pid}" in row["driver"]
+    listing = server.list_runs()
+    assert server.round_trips == before + 1, "runs, leases, trackers and jobs in one command"
+    assert any(project in snapshot.record for snapshot in listing)
+    resumed = subprocess.run(
+        [*SL_PROCESS, *argv, "--resume", "--json"], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    (result,) = json.loads(resumed.stdout)
+    assert result["status"] == "SUCCEEDED" and result["run_token"] == row["run_token"]
+    (journal,) = [j for j in _journal() if j.token == row["run_token"]]
+    _submitted_once(server, journal)
+    server.close()

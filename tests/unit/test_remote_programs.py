@@ -108,9 +108,11 @@ def test_only_what_squeue_no_longer_shows_goes_to_sacct(cluster: FakeCluster) ->
         "13": JobState.COMPLETED,
         "14": JobState.NOT_FOUND,
     }
-    assert next(s for s in result.jobs if s.job_id == "12").exit_code == 3  # the failure's exit code
+    # the failure's exit code comes from slurmctld (scontrol), which has it before slurmdbd (sacct) does
+    assert next(s for s in result.jobs if s.job_id == "12").exit_code == 3
     (sacct,) = cluster.calls("sacct")
-    assert sacct.endswith("-j 12,13,14")
+    assert sacct.endswith("-j 13,14")
+    assert [c.split()[-1] for c in cluster.calls("scontrol")] == ["12"]
 
 
 def test_names_are_looked_up_among_the_users_jobs_only_when_asked(cluster: FakeCluster) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from sl_pipelines.core.definition import load_definition, parse_definition
-from sl_pipelines.core.job import Environment, EnvironmentKind
+from sl_pipelines.core.job import Environment, EnvironmentKind, JobDefaults
 from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.core.resolve import resolve_pipeline, run_token
 from sl_pipelines.errors import PipelineDefinitionError
@@ -157,3 +157,42 @@ def test_backend_exports_reach_every_job_script() -> None:
     for job in resolved.all_jobs():
         assert ("SL_TRACKER_LOCK", "soft") in job.job.exports
         assert "export SL_TRACKER_LOCK=soft" in job.job.render()
+
+
+def test_profile_job_defaults_fill_what_the_definition_leaves_unset() -> None:
+    data = {
+        "pipeline": "behavior",
+        "defaults": {"qos": "long"},
+        "stages": [
+            {
+                "name": "one",
+                "jobs": [
+                    {"name": "plain", "command": "true"},
+                    {"name": "gpu", "command": "true", "partition": "gpu", "gres": "gpu:1"},
+                ],
+            }
+        ],
+    }
+    profile = JobDefaults(partition="main", account="lab", qos="normal", gres="tmpdisk:10")
+    resolved = resolve_pipeline(
+        parse_definition(data), (_session(),), manager_id=1, environment=ENV, job_defaults=profile
+    )
+    plain, gpu = (job.job for job in resolved.stages[1])
+    assert (plain.resources.partition, plain.resources.account, plain.resources.qos) == (
+        "main",
+        "lab",
+        "long",
+    )
+    assert plain.resources.gres == "tmpdisk:10"
+    assert (gpu.resources.partition, gpu.resources.gres, gpu.resources.account) == ("gpu", "gpu:1", "lab")
+    script = plain.render()
+    assert "#SBATCH --partition=main" in script and "#SBATCH --account=lab" in script
+    assert "#SBATCH --qos=long" in script, "the definition's own defaults beat the profile's"
+
+
+def test_without_profile_defaults_nothing_is_added() -> None:
+    resolved = resolve_pipeline(
+        load_definition(CONFIGS / "behavior.yaml"), (_session(),), manager_id=1, environment=ENV
+    )
+    script = resolved.all_jobs()[0].job.render()
+    assert "--partition" not in script and "--account" not in script

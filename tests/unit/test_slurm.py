@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sl_pipelines.core.framing import MARKER
+from sl_pipelines.core.framing import MARKER, split_sections
 from sl_pipelines.core.sbatch import parse_sbatch_output
-from sl_pipelines.core.slurm import parse_status_output, split_sections
+from sl_pipelines.core.slurm import parse_status_output
 from sl_pipelines.core.states import JobState, JobStatus
 from sl_pipelines.errors import SubmissionError
 

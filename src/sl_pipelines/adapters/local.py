@@ -17,24 +17,29 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 
 from filelock import FileLock
 
+from sl_pipelines.adapters.lease_files import renew_leases, take_lease
+from sl_pipelines.adapters.local_files import change_local_file, find_local_sessions
+from sl_pipelines.adapters.local_jobs import JobRecord, alive, boot_id, process_stat, signal_group
+from sl_pipelines.adapters.run_listing import collect_runs
 from sl_pipelines.adapters.tracker_ops import apply_operations
 from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.file_changes import FileChange
-from sl_pipelines.core.job import Environment, EnvironmentKind, Job
-from sl_pipelines.core.layout import RAW_DATA
+from sl_pipelines.core.job import Environment, EnvironmentKind, Job, JobDefaults
+from sl_pipelines.core.lease import LeaseOutcome, LeaseRequest
 from sl_pipelines.core.seams import (
     ProbeRequest,
     ProbeResult,
+    RunSnapshot,
     SubmissionReport,
     TrackerOperation,
     TrackerOutcome,
 )
-from sl_pipelines.core.session_query import SESSION_DATA_FILE, FoundSession, candidates, found_sessions
+from sl_pipelines.core.session_query import FoundSession
 from sl_pipelines.core.states import JobState, JobStatus
 
 KILL_GRACE_SECONDS = 10.0
@@ -43,29 +48,6 @@ _WRAPPER = 'bash "$0" >"$1" 2>"$2"; echo $? >"$3"'
 # Starts the wrapper detached in its own session (like a Slurm job, it outlives the manager) and
 # prints its pid, which is also its process group id.
 _LAUNCHER = 'setsid bash -c "$0" "$@" </dev/null >/dev/null 2>&1 & echo $!'
-
-
-@dataclass
-class _Record:
-    """A local job as the scheduler keeps it on disk."""
-
-    job_id: str
-    name: str
-    script: str
-    stdout: str
-    stderr: str
-    time_limit_s: float
-    state: str = JobState.PENDING.value
-    pid: int | None = None
-    started: float | None = None
-    ended: float | None = None
-    exit_code: int | None = None
-    reason: str = ""
-    signalled: float | None = None
-    # Who the pid is: the kernel's boot id and the process's start time (clock ticks after boot, field
-    # 22 of /proc/PID/stat). Records survive reboots and pids are reused: a pid without both is not the job.
-    boot_id: str | None = None
-    start_ticks: int | None = None
 
 
 class LocalBackend:
@@ -120,6 +102,11 @@ class LocalBackend:
         """A job's tracker write is visible at once on the local disk."""
         return 0.0
 
+    @property
+    def job_defaults(self) -> JobDefaults:
+        """None: local jobs have no partition, account, qos or gres."""
+        return JobDefaults()
+
     # ------------------------------------------------------------------------------------------- jobs
     @property
     def max_array_size(self) -> int:
@@ -152,7 +139,7 @@ class LocalBackend:
         return SubmissionReport(submitted=submitted, refused=refused)
 
     def _queue(self, job: Job, job_id: str, name: str) -> None:
-        record = _Record(
+        record = JobRecord(
             job_id=job_id,
             name=name,
             script=str(job.script_path),
@@ -193,7 +180,10 @@ class LocalBackend:
                 trackers[path] = self.read_text(path)
             except OSError as exc:
                 unreadable[path] = f"reading it failed ({exc.strerror or exc})"
-        return ProbeResult(jobs=tuple(jobs), trackers=trackers, unreadable=unreadable, round_trips=0)
+        lost = renew_leases(request.leases)
+        return ProbeResult(
+            jobs=tuple(jobs), trackers=trackers, unreadable=unreadable, round_trips=0, lost_leases=lost
+        )
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """The state of each job id (NOT_FOUND for ids the scheduler never had)."""
@@ -204,27 +194,32 @@ class LocalBackend:
         """Applies tracker operations in-process, under each tracker's lock."""
         return apply_operations(operations)
 
+    def take_leases(self, requests: Sequence[LeaseRequest]) -> tuple[LeaseOutcome, ...]:
+        """Takes (or keeps) the leases of runs, each under a lock file."""
+        return tuple(take_lease(request) for request in requests)
+
+    def list_runs(self) -> tuple[RunSnapshot, ...]:
+        """Every run recorded here, with its lease, tracker and jobs (read-only)."""
+        return collect_runs(Path(self.working_root), self.probe)
+
     def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
         """Finds every session and reads its session data, with the same rules as the Server.
 
         Raises:
             SessionNotFoundError, ConfigurationError: the first spec that names no single session.
         """
-        root = self.storage_root
-        wanted = [candidates(spec, root, self.name) for spec in specs]
-        answers = []
-        for spec in wanted:
-            names = [spec.exact] if spec.exact is not None else _sessions_named(Path(root), str(spec.search))
-            found = [p for p in names if (Path(root).joinpath(*p) / RAW_DATA).is_dir()]
-            answers.append(
-                [(p, self.read_text(root.joinpath(*p) / RAW_DATA / SESSION_DATA_FILE)) for p in found]
-            )
-        return found_sessions(wanted, answers, root, self.working_root, self.name)
+        return find_local_sessions(self.storage_root, self.working_root, specs, self.name)
 
     # ------------------------------------------------------------------------------------------- files
+    def read_files(self, folder: PurePosixPath, name: str) -> dict[PurePosixPath, str]:
+        """The text of every ``<folder>/*/<name>`` (the runs' records)."""
+        return {
+            PurePosixPath(p): p.read_text(encoding="utf-8") for p in sorted(Path(folder).glob(f"*/{name}"))
+        }
+
     def change_files(self, changes: Sequence[FileChange]) -> tuple[str, ...]:
         """Writes files atomically and removes paths (keeping the names asked for)."""
-        return tuple(_change(change) for change in changes)
+        return tuple(change_local_file(change) for change in changes)
 
     def read_text(self, path: PurePosixPath, *, tail_bytes: int | None = None) -> str | None:
         """A file's text (or its last ``tail_bytes``), or None when it does not exist."""
@@ -265,7 +260,7 @@ class LocalBackend:
                 self._start(record)
                 running += 1
 
-    def _start(self, record: _Record) -> None:
+    def _start(self, record: JobRecord) -> None:
         exit_file = self._state / "jobs" / f"{record.job_id}.exit"
         env = dict(os.environ, SLURM_JOB_ID=record.job_id, SLURM_JOB_NAME=record.name)
         if "_" in record.job_id:  # an array task, as Slurm describes it to the job
@@ -284,11 +279,11 @@ class LocalBackend:
         folder = Path(record.script).parent
         launched = subprocess.run(argv, env=env, cwd=folder, capture_output=True, text=True, check=True)
         record.state, record.pid, record.started = JobState.RUNNING.value, int(launched.stdout), time.time()
-        found = _process_stat(record.pid)
-        record.boot_id, record.start_ticks = _boot_id(), found[1] if found else None
+        found = process_stat(record.pid)
+        record.boot_id, record.start_ticks = boot_id(), found[1] if found else None
         self._save(record)
 
-    def _check(self, record: _Record) -> None:
+    def _check(self, record: JobRecord) -> None:
         exit_file = self._state / "jobs" / f"{record.job_id}.exit"
         if exit_file.exists() and exit_file.read_text().strip():
             code = int(exit_file.read_text().strip())
@@ -298,20 +293,20 @@ class LocalBackend:
             record.ended = time.time()
             self._save(record)
             return
-        if not _alive(record):
+        if not alive(record):
             record.state, record.reason, record.ended = JobState.FAILED.value, _GONE, time.time()
             self._save(record)
             return
         if record.started is not None and time.time() - record.started > record.time_limit_s:
             self._stop(record, JobState.TIMEOUT, "TimeLimit")
 
-    def _stop(self, record: _Record, state: JobState, reason: str) -> None:
-        if _alive(record):
-            _signal_group(record, signal.SIGTERM)
+    def _stop(self, record: JobRecord, state: JobState, reason: str) -> None:
+        if alive(record):
+            signal_group(record, signal.SIGTERM)
             deadline = time.time() + KILL_GRACE_SECONDS
-            while _alive(record) and time.time() < deadline:
+            while alive(record) and time.time() < deadline:
                 time.sleep(0.05)
-            _signal_group(record, signal.SIGKILL)
+            signal_group(record, signal.SIGKILL)
         record.state, record.reason, record.ended = state.value, reason, time.time()
         self._save(record)
 
@@ -321,13 +316,13 @@ class LocalBackend:
         counter.write_text(str(value))
         return str(value)
 
-    def _records(self) -> list[_Record]:
+    def _records(self) -> list[JobRecord]:
         files = sorted(
             (self._state / "jobs").glob("*.json"), key=lambda p: tuple(int(n) for n in p.stem.split("_"))
         )
-        return [_Record(**json.loads(path.read_text())) for path in files]
+        return [JobRecord(**json.loads(path.read_text())) for path in files]
 
-    def _save(self, record: _Record) -> None:
+    def _save(self, record: JobRecord) -> None:
         path = self._state / "jobs" / f"{record.job_id}.json"
         temp = path.with_suffix(".tmp")
         temp.write_text(json.dumps(asdict(record)))
@@ -338,80 +333,3 @@ def _current_environment() -> Environment:
     if sys.prefix != sys.base_prefix:
         return Environment(EnvironmentKind.VENV, sys.prefix)
     return Environment()
-
-
-def _boot_id() -> str:
-    """This boot's id: it changes at every restart of the machine."""
-    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-
-
-def _process_stat(pid: int) -> tuple[str, int] | None:
-    """The state letter and the start time (clock ticks after boot) of a process, or None without one."""
-    try:
-        with Path(f"/proc/{pid}/stat").open() as stream:
-            fields = stream.read().rsplit(")", 1)[1].split()  # the name in parentheses may hold spaces
-        return fields[0], int(fields[19])  # fields 3 and 22 of proc(5)
-    except (FileNotFoundError, IndexError, ValueError):
-        return None
-
-
-def _alive(record: _Record) -> bool:
-    """True while the job's own process runs: same boot, same pid and start time, not a zombie.
-
-    PID 1 may reap a dead process late (it stays a zombie); a pid reused by another process, or a
-    record from before a restart, is not the job's process.
-    """
-    if record.pid is None or record.start_ticks is None or record.boot_id != _boot_id():
-        return False
-    found = _process_stat(record.pid)
-    return found is not None and found[0] not in ("Z", "X") and found[1] == record.start_ticks
-
-
-def _signal_group(record: _Record, sig: signal.Signals) -> None:
-    """Signals the job's process group, never a group that may be another's.
-
-    The group is the job's while its leader is the recorded process (a zombie too), or once the leader
-    is gone on the same boot: the kernel does not reuse a pid while a group of that number has members.
-    """
-    if record.pid is None or record.start_ticks is None or record.boot_id != _boot_id():
-        return
-    found = _process_stat(record.pid)
-    if found is not None and found[1] != record.start_ticks:
-        return
-    try:
-        os.killpg(record.pid, sig)
-    except ProcessLookupError:
-        return
-
-
-def _sessions_named(root: Path, name: str) -> list[tuple[str, str, str]]:
-    """``(project, animal, name)`` of every folder ``<root>/*/*/<name>``."""
-    if not root.is_dir():
-        return []
-    return [
-        (project.name, animal.name, name)
-        for project in sorted(root.iterdir())
-        if project.is_dir()
-        for animal in sorted(project.iterdir())
-        if animal.is_dir() and (animal / name).is_dir()
-    ]
-
-
-def _change(change: FileChange) -> str:
-    path = Path(change.path)
-    try:
-        if change.text is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            temp.write_text(change.text, encoding="utf-8")
-            temp.replace(path)
-        elif not change.keep:
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
-        elif path.is_dir():
-            for entry in path.iterdir():
-                if entry.name not in change.keep:
-                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    except OSError as exc:
-        verb = "write" if change.text is not None else "remove"
-        return f"Could not {verb} {exc.filename or path}: {exc.strerror or exc}"
-    return ""

@@ -2,8 +2,9 @@
 
 Profiles live in ``platformdirs.user_config_dir("sl_pipelines")/servers/<name>.yaml`` (the folder can
 be moved with the ``SL_PIPELINES_CONFIG_DIR`` environment variable). Files are written with mode
-0600 through a temporary file and an atomic rename, because a profile may hold a password. The
-password never appears in ``repr``/``str`` of a profile nor in any message.
+0600 through a temporary file and an atomic rename, because a profile may hold a password. A password
+kept in the OS keyring (``password_in_keyring``, see :mod:`.keyring_store`) is never written to the
+file. The password never appears in ``repr``/``str`` of a profile nor in any message.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from typing import Any
 import platformdirs
 import yaml
 
+from sl_pipelines.adapters import keyring_store
 from sl_pipelines.adapters.locks import LockKind
-from sl_pipelines.core.job import Environment, EnvironmentKind
+from sl_pipelines.core.job import Environment, EnvironmentKind, JobDefaults
+from sl_pipelines.core.script import is_slurm_word
 from sl_pipelines.errors import ConfigurationError
 
 CONFIG_DIR_VARIABLE = "SL_PIPELINES_CONFIG_DIR"
@@ -58,6 +61,10 @@ class ServerProfile:
         connect_timeout: seconds to wait for the connection and authentication.
         command_timeout: default seconds a remote command may take, and how long an SFTP request or a
             transfer stream may wait without progress before giving up (RemoteTimeoutError).
+        partition, account, qos, gres: Slurm options for every job whose pipeline definition leaves
+            them unset (see :attr:`job_defaults`).
+        password_in_keyring: the password lives in the OS keyring, not in the file; :func:`load_profile`
+            fetches it.
     """
 
     name: str
@@ -76,6 +83,11 @@ class ServerProfile:
     tracker_lock: LockKind = LockKind.FILE
     connect_timeout: float = 10.0
     command_timeout: float = 60.0
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    gres: str | None = None
+    password_in_keyring: bool = False
 
     def __post_init__(self) -> None:
         check_profile_name(self.name)
@@ -89,6 +101,18 @@ class ServerProfile:
                 )
         if self.port is not None and not 0 < self.port < 65536:
             raise ConfigurationError(f"Profile {self.name!r} has port {self.port}; use 1-65535.", key="port")
+        for key, value in self.job_defaults.items():
+            if not is_slurm_word(value):
+                raise ConfigurationError(
+                    f"Profile {self.name!r} has {key} {value!r}, which Slurm cannot take; use letters, "
+                    "digits and . , : = + - _ only.",
+                    key=key,
+                )
+
+    @property
+    def job_defaults(self) -> JobDefaults:
+        """The partition, account, qos and gres of jobs whose pipeline definition leaves them unset."""
+        return JobDefaults(self.partition, self.account, self.qos, self.gres)
 
     @property
     def has_password(self) -> bool:
@@ -96,10 +120,12 @@ class ServerProfile:
         return bool(self.password)
 
     def to_mapping(self) -> dict[str, Any]:
-        """The profile as plain YAML-ready data (including the password, for saving only)."""
+        """The profile as plain YAML-ready data (including a plaintext password, for saving only)."""
         data: dict[str, Any] = {}
         for item in fields(self):
             value = getattr(self, item.name)
+            if item.name == "password" and self.password_in_keyring:
+                value = None  # it lives in the OS keyring, never in the file
             if isinstance(value, Environment):
                 value = {"kind": value.kind.value, "value": value.value, "modules": list(value.modules)}
             elif isinstance(value, StrEnum):
@@ -208,6 +234,11 @@ _CONVERTERS: dict[str, Any] = {
     "tracker_lock": LockKind,
     "connect_timeout": _number,
     "command_timeout": _number,
+    "partition": _optional(_text),
+    "account": _optional(_text),
+    "qos": _optional(_text),
+    "gres": _optional(_text),
+    "password_in_keyring": _boolean,
 }
 
 
@@ -242,11 +273,13 @@ def list_profiles() -> tuple[str, ...]:
     return tuple(sorted(path.stem for path in folder.glob("*.yaml") if _NAME.match(path.stem)))
 
 
-def load_profile(name: str) -> ServerProfile:
-    """Reads the named profile.
+def load_profile(name: str, *, with_password: bool = True) -> ServerProfile:
+    """Reads the named profile; a password kept in the OS keyring is fetched unless ``with_password`` is
+    False (listing and showing profiles never need it).
 
     Raises:
-        ConfigurationError: the profile does not exist or its file is invalid (names file and key).
+        ConfigurationError: the profile does not exist or its file is invalid (names file and key), or
+            its password should be in the keyring and cannot be read from there.
     """
     path = profile_path(name)
     try:
@@ -268,14 +301,27 @@ def load_profile(name: str) -> ServerProfile:
         raise ConfigurationError(
             f"Profile file {path} does not hold a mapping of keys; recreate it.", path=path
         )
-    return ServerProfile.from_mapping(data, name=name, path=path)
+    profile = ServerProfile.from_mapping(data, name=name, path=path)
+    if profile.password_in_keyring and profile.password:
+        raise ConfigurationError(
+            f"Profile file {path} holds a password and says it is in the OS keyring; remove one of them.",
+            path=path,
+            key="password",
+        )
+    if profile.password_in_keyring and with_password:
+        return replace(profile, password=keyring_store.fetch_password(name))
+    return profile
 
 
 def save_profile(profile: ServerProfile, *, overwrite: bool = True) -> Path:
     """Writes the profile with mode 0600 (temporary file + atomic rename); returns its path.
 
+    With ``password_in_keyring`` the password goes to the OS keyring first (nothing is written when
+    that fails) and never into the file.
+
     Raises:
-        ConfigurationError: the profile exists and ``overwrite`` is False, or the file cannot be written.
+        ConfigurationError: the profile exists and ``overwrite`` is False, the file cannot be written,
+            or the keyring refused the password.
     """
     path = profile_path(profile.name)
     if path.exists() and not overwrite:
@@ -283,6 +329,8 @@ def save_profile(profile: ServerProfile, *, overwrite: bool = True) -> Path:
             f"Profile {profile.name!r} already exists ({path}); delete it first or choose another name.",
             path=path,
         )
+    if profile.password_in_keyring and profile.password:
+        keyring_store.store_password(profile.name, profile.password)
     text = yaml.safe_dump(profile.to_mapping(), sort_keys=False)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -301,18 +349,28 @@ def save_profile(profile: ServerProfile, *, overwrite: bool = True) -> Path:
 
 
 def delete_profile(name: str) -> None:
-    """Deletes the named profile.
+    """Deletes the named profile, and its password from the OS keyring when it is kept there.
 
     Raises:
-        ConfigurationError: there is no such profile.
+        ConfigurationError: there is no such profile, or its keyring password cannot be removed (then the
+            file stays).
     """
     path = profile_path(name)
+    if path.is_file() and _keeps_password_in_keyring(name):
+        keyring_store.forget_password(name)
     try:
         path.unlink()
     except FileNotFoundError as exc:
         raise ConfigurationError(
             f"There is no server profile {name!r} to delete ({path}).", path=path
         ) from exc
+
+
+def _keeps_password_in_keyring(name: str) -> bool:
+    try:
+        return load_profile(name, with_password=False).password_in_keyring
+    except ConfigurationError:
+        return False  # an unreadable profile file is deleted all the same
 
 
 def with_changes(profile: ServerProfile, **changes: Any) -> ServerProfile:

@@ -13,28 +13,27 @@ from __future__ import annotations
 import logging
 import shlex
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
 from types import TracebackType
 
 from sl_pipelines.adapters.profiles import AccountingChoice, ServerProfile
+from sl_pipelines.adapters.run_listing import decode_snapshots
+from sl_pipelines.adapters.server_files import ServerFiles
 from sl_pipelines.adapters.ssh import SSHSettings, SSHTransport
-from sl_pipelines.adapters.transfer import TransferReport, Verify
 from sl_pipelines.core import sbatch
 from sl_pipelines.core.arrays import Submission
-from sl_pipelines.core.file_changes import FileChange, build_changes, parse_changes
 from sl_pipelines.core.framing import MARKER, split_sections
-from sl_pipelines.core.job import Environment, EnvironmentKind, Job
+from sl_pipelines.core.job import Environment, EnvironmentKind, Job, JobDefaults
 from sl_pipelines.core.probe import build_probe, parse_probe_output
 from sl_pipelines.core.script import activation_prefix
 from sl_pipelines.core.seams import (
     CommandResult,
     ProbeRequest,
     ProbeResult,
+    RunSnapshot,
     SubmissionReport,
     TrackerOperation,
     TrackerOutcome,
 )
-from sl_pipelines.core.session_query import FoundSession, build_find, candidates, found_sessions, parse_find
 from sl_pipelines.core.slurm import AccountingMode
 from sl_pipelines.core.states import JobStatus
 from sl_pipelines.core.wire import decode_outcomes, encode_operations
@@ -74,7 +73,7 @@ def settings_from_profile(profile: ServerProfile) -> SSHSettings:
     )
 
 
-class Server:
+class Server(ServerFiles):
     """A Slurm server reached over SSH; a context manager that closes the connection.
 
     Args:
@@ -93,21 +92,6 @@ class Server:
     # ----------------------------------------------------------------------------- Backend basics
 
     @property
-    def name(self) -> str:
-        """The profile's name."""
-        return self.profile.name
-
-    @property
-    def storage_root(self) -> PurePosixPath:
-        """The slow, large volume: raw data and trackers."""
-        return self.profile.storage_root
-
-    @property
-    def working_root(self) -> PurePosixPath:
-        """The fast volume: processing output and job folders."""
-        return self.profile.working_root
-
-    @property
     def environment(self) -> Environment:
         """The server-side environment job scripts activate."""
         return self.profile.environment
@@ -122,6 +106,11 @@ class Server:
         """How long a job's tracker write may take to reach this manager: NFS (soft lock) caches for up to
         a minute; a local disk shows it at once, but a few seconds cover a slow file system."""
         return 60.0 if self.profile.tracker_lock.value == "soft" else 5.0
+
+    @property
+    def job_defaults(self) -> JobDefaults:
+        """The profile's partition, account, qos and gres, for jobs whose definition leaves them unset."""
+        return self.profile.job_defaults
 
     @property
     def round_trips(self) -> int:
@@ -318,74 +307,25 @@ class Server:
             )
         return parse_probe_output(result.stdout, request)
 
-    # ----------------------------------------------------------------------------- files
-
-    def push_file(self, local: Path, remote: PurePosixPath) -> int:
-        """Uploads one file (mtime preserved); returns its size."""
-        return self.transport.put_file(local, remote)
-
-    def pull_file(self, remote: PurePosixPath, local: Path) -> int:
-        """Downloads one file (mtime preserved); returns its size."""
-        return self.transport.get_file(remote, local)
-
-    def push_tree(
-        self, local: Path, remote: PurePosixPath, *, verify: Verify = Verify.SIZE
-    ) -> TransferReport:
-        """Uploads a folder tree and verifies it (sizes, or xxHash with ``Verify.HASH``)."""
-        return self.transport.put_tree(local, remote, verify=verify)
-
-    def pull_tree(
-        self, remote: PurePosixPath, local: Path, *, verify: Verify = Verify.SIZE
-    ) -> TransferReport:
-        """Downloads a folder tree and verifies it (sizes, or xxHash with ``Verify.HASH``)."""
-        return self.transport.get_tree(remote, local, verify=verify)
-
-    def exists(self, path: PurePosixPath) -> bool:
-        """True when the path exists on the server."""
-        return self.transport.exists(path)
-
-    def remove(self, path: PurePosixPath) -> None:
-        """Removes a file or a whole tree; a missing path is not an error."""
-        self.transport.remove(path)
-
-    def mkdir(self, path: PurePosixPath) -> None:
-        """Creates a folder with its parents."""
-        self.transport.mkdir(path)
-
-    def write_text(self, path: PurePosixPath, text: str) -> None:
-        """Writes a text file atomically (temporary name + rename)."""
-        self.transport.write_text_atomic(path, text)
-
-    def change_files(self, changes: Sequence[FileChange]) -> tuple[str, ...]:
-        """Writes files atomically and removes paths (run records, job folders): ONE command."""
-        if not changes:
-            return ()
-        command, data = build_changes(changes)
-        result = self.transport.run(command, stdin=data)
-        return parse_changes(result.stdout, changes)
-
-    def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
-        """Finds every session (ids, project/animal/session or paths) and reads its session data: ONE command.
+    def list_runs(self) -> tuple[RunSnapshot, ...]:
+        """Every run recorded on the server, with its lease, tracker and jobs: ONE command (read-only).
 
         Raises:
-            SessionNotFoundError, ConfigurationError: the first spec that names no single session.
+            SchedulerError: sl-tracker gave no answer (not installed, or too old, in the environment).
         """
-        if not specs:
-            return ()
-        wanted = [candidates(spec, self.storage_root, self.name) for spec in specs]
-        command, data = build_find(wanted, self.storage_root)
-        result = self.transport.run(command, stdin=data)
-        answers = parse_find(result.stdout, len(wanted))
-        return found_sessions(wanted, answers, self.storage_root, self.working_root, self.name)
-
-    def read_text(self, path: PurePosixPath, *, tail_bytes: int | None = None) -> str | None:
-        """A file's text (or its last ``tail_bytes``), or None when it does not exist."""
-        return self.transport.read_text(path, tail_bytes=tail_bytes)
-
-    def list_dir(self, path: PurePosixPath) -> tuple[str, ...]:
-        """Names in a folder (empty when it does not exist)."""
-        return self.transport.list_dir(path)
-
-    def _make_folder(self, folder: PurePosixPath) -> None:
-        """Creates a job folder and missing parents through the SFTP client (no extra exec)."""
-        self.transport.make_folders(folder)
+        root = shlex.quote(str(self.working_root))
+        command = (
+            f"{activation_prefix(self.environment)}sl-tracker runs --working-root {root} "
+            f"--mode {self.accounting_mode.value}"
+        )
+        result = self.transport.run(command)
+        snapshots = decode_snapshots(result.stdout)
+        if snapshots is None:
+            said = " ".join((result.stderr or result.stdout).split())[-300:] or f"exit {result.exit_code}"
+            raise SchedulerError(
+                f"Listing the runs on {self.name} gave no answer ({said}); check that the profile's "
+                "environment has this version of sl_pipelines (sl-server profile check).",
+                command=command,
+                output=result.stdout + result.stderr,
+            )
+        return snapshots

@@ -133,7 +133,7 @@ def put_tree(
             archive.add(local / name, arcname=name, recursive=False)
         for name in small:
             archive.add(local / name, arcname=name, recursive=False)
-    _check_stream(transport, stream.finish(), remote)
+    check_stream(transport, stream.finish(), remote)
     transport.count_bytes(sum(tree.files[name].size for name in small))
     for name, entry in tree.files.items():
         if entry.size >= SMALL_FILE_BYTES:
@@ -165,7 +165,7 @@ def get_tree(
         stream.skip_through(f"{_TAR_START}\n".encode())  # a login banner may come first
         with tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 20) as archive:  # type: ignore[call-overload]
             archive.extractall(local, filter="data")
-        _check_stream(transport, stream.finish(), remote)
+        check_stream(transport, stream.finish(), remote)
         transport.count_bytes(sum(tree.files[name].size for name in small))
     for name, entry in tree.files.items():
         if entry.size >= SMALL_FILE_BYTES:
@@ -176,7 +176,7 @@ def get_tree(
     return _report(remote, local, tree, started, verify)
 
 
-def _check_stream(transport: SSHTransport, result: Any, remote: PurePosixPath) -> None:
+def check_stream(transport: SSHTransport, result: Any, remote: PurePosixPath) -> None:
     if result.exit_code != 0:
         raise TransferError(
             f"tar on {transport.host} exited {result.exit_code} while copying {remote}: "

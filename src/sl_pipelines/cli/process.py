@@ -12,17 +12,22 @@ from pathlib import Path
 
 from rich.console import Console, RenderableType
 from rich.live import Live
+from rich.logging import RichHandler
 
+from sl_pipelines.cli import process_runs
 from sl_pipelines.cli.backends import close_backend, open_backend
 from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.cli.overview import LiveView
 from sl_pipelines.cli.render import failure_details, pipeline_json, progress_caption
 from sl_pipelines.core.definition import ParameterValue
+from sl_pipelines.core.layout import JOB_FOLDERS
 from sl_pipelines.core.seams import Backend
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError
-from sl_pipelines.orchestration.journal import find_unfinished
+from sl_pipelines.orchestration.detach import submit_detached
+from sl_pipelines.orchestration.journal import RunJournal, find_unfinished, unfinished_records
 from sl_pipelines.orchestration.manager import PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
+from sl_pipelines.orchestration.run import RECORD_NAME
 from sl_pipelines.orchestration.sessions import find_sessions
 from sl_pipelines.vocabulary import ProcessingPipelines, ProcessingStatus
 
@@ -34,6 +39,9 @@ Each session gets its own pipeline run (dataset pipelines such as multiday and f
 sessions as one dataset). Jobs run on the Slurm server of a profile (--server, see `sl-server profile`)
 or, by default, on this machine through the embedded local backend. Runs are journaled, so a run
 whose manager was interrupted is finished with --resume, without submitting anything twice.
+
+Runs live on the server too: `sl-process status|attach|cancel --server P ...` looks at them from any PC
+(see `sl-process status --help`).
 
 Exit status: 0 when every pipeline succeeded, 1 when any failed or was aborted, 2 for bad input,
 130 when interrupted."""
@@ -71,7 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-parallel", type=int, default=4, metavar="N", help="pipelines in flight at once"
     )
     parser.add_argument(
-        "--resume", action="store_true", help="reattach to the unfinished run of these sessions"
+        "--resume",
+        action="store_true",
+        help="reattach to the unfinished run of these sessions (from this PC's journal, or from the run's "
+        "record on the server when it was started on another PC)",
+    )
+    parser.add_argument(
+        "--detach",
+        action="store_true",
+        help="submit every stage at once, chained by Slurm dependencies, and exit: the cluster finishes "
+        "the run by itself (watch it with `sl-process attach`)",
+    )
+    parser.add_argument(
+        "--take-over",
+        action="store_true",
+        help="with --resume: take the run over even from a manager that still drives it (it then stops)",
     )
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON (no live view)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the manager does")
@@ -80,9 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sl-process``."""
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in process_runs.COMMANDS:
+        return process_runs.main(arguments)
+    args = build_parser().parse_args(arguments)
     console = make_console(stderr=True)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    # On a terminal, log records go through the live view's console, which prints them above the view.
+    handler = RichHandler(console=console, show_path=False, markup=False) if console.is_terminal else None
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler] if handler else None)
     try:
         kind = ProcessingPipelines.from_name(args.pipeline)
         parameters = _parameters(args.param)
@@ -96,15 +124,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         pipelines = _build(kind, args, backend, parameters)
-        if args.dry_run:
-            _print_dry_run(pipelines)
-            return EXIT_OK
-        return _run(args, backend, pipelines, console)
+        return _act(args, backend, pipelines, console)
     except SlPipelinesError as exc:
         console.print(f"[red]error:[/] {exc}")
         return EXIT_USAGE if isinstance(exc, ConfigurationError | LookupError) else EXIT_FAILED
     finally:
         close_backend(backend)
+
+
+def _act(
+    args: argparse.Namespace, backend: Backend, pipelines: list[ProcessingPipeline], console: Console
+) -> int:
+    """Prints the scripts (--dry-run), hands the runs to the cluster (--detach), or drives them."""
+    if args.dry_run:
+        _print_dry_run(pipelines)
+        return EXIT_OK
+    if args.detach:
+        return _detach(args, backend, pipelines, console)
+    return _run(args, backend, pipelines, console)
 
 
 def _parameters(items: Sequence[str]) -> dict[str, ParameterValue]:
@@ -130,14 +167,17 @@ def _build(
     pipelines = []
     for group in groups:
         if args.resume:
-            ids = tuple(f"{f.paths.project}/{f.paths.animal}/{f.paths.session}" for f in group)
-            journal = find_unfinished(kind.short_name, backend.name, ids)
-            if journal is None:
+            journal = _unfinished(
+                kind, backend, tuple(f"{f.paths.project}/{f.paths.animal}/{f.paths.session}" for f in group)
+            )
+            if args.detach and journal.mode != "detached":
+                journal = journal.save(mode="detached")  # the rest of the run goes to the cluster
+            elif journal.mode == "detached" and journal.stage > 0:
                 raise ConfigurationError(
-                    f"No unfinished {kind.short_name} run of {', '.join(ids)} on {backend.name} to resume; "
-                    "run without --resume to start one."
+                    f"Run {journal.token} is detached: the cluster carries it. Watch it with 'sl-process "
+                    f"attach {journal.token}', or cancel it with 'sl-process cancel {journal.token}'."
                 )
-            pipelines.append(ProcessingPipeline.resume(journal, backend))
+            pipelines.append(ProcessingPipeline.resume(journal, backend, take_over=args.take_over))
             continue
         pipelines.append(
             ProcessingPipeline.create(
@@ -148,9 +188,25 @@ def _build(
                 parameters=parameters,
                 keep_job_logs=args.keep_logs,
                 dry_run=args.dry_run,
+                detached=args.detach,
             )
         )
     return pipelines
+
+
+def _unfinished(kind: ProcessingPipelines, backend: Backend, ids: tuple[str, ...]) -> RunJournal:
+    """The unfinished run of these sessions: this PC's journal, else the newest record on the server."""
+    journal = find_unfinished(kind.short_name, backend.name, ids)
+    if journal is not None:
+        return journal
+    records = backend.read_files(backend.working_root / JOB_FOLDERS, RECORD_NAME)
+    found = unfinished_records(records, kind.short_name, ids)
+    if not found:
+        raise ConfigurationError(
+            f"No unfinished {kind.short_name} run of {', '.join(ids)} on {backend.name} to resume; "
+            "run without --resume to start one."
+        )
+    return found[0]
 
 
 def _print_dry_run(pipelines: Sequence[ProcessingPipeline]) -> None:
@@ -194,6 +250,24 @@ def _run(
     except KeyboardInterrupt:
         return _interrupted(manager, console)
     return _summarize(args, pipelines, console)
+
+
+def _detach(
+    args: argparse.Namespace, backend: Backend, pipelines: list[ProcessingPipeline], console: Console
+) -> int:
+    submit_detached(backend, pipelines)
+    where = f"--server {args.server}" if args.server else f"--local-root {args.local_root}"
+    if args.json:
+        print(json.dumps([pipeline_json(p) for p in pipelines], indent=2))  # noqa: T201 - the command's output
+    for p in pipelines:
+        if p.detached:
+            what = f"{p.pipeline.short_name} {p.project}/{p.animal}/{p.session}"
+            watch = f"sl-process attach {where} {p.resolved.token}"
+            message = f"Run {p.resolved.token} ({what}) is the cluster's now: watch it with '{watch}'."
+            console.print(message, markup=False, highlight=False)
+        else:
+            console.print(failure_details(p), markup=False, highlight=False)
+    return EXIT_OK if all(p.detached for p in pipelines) else EXIT_FAILED
 
 
 def _interrupted(manager: PipelineManager, console: Console) -> int:

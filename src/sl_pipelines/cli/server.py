@@ -3,7 +3,10 @@
 ::
 
     sl-server profile create NAME --host H --storage-root /s --working-root /w [--venv PATH | --conda ENV]
+        [--partition P] [--account A] [--qos Q] [--gres G] [--password-prompt [--plaintext-password]]
+    sl-server profile set NAME [--partition P] [--account A] [--qos Q] [--gres G] [--password-prompt ...]
     sl-server profile list | show NAME | delete NAME | check NAME | trust NAME [--yes]
+    sl-server push LOCAL_SESSION_FOLDER --server P --project X --animal Y [--session NAME] [--then PIPELINE]
 
 Exit status: 0 on success, 1 when something failed (one sentence on stderr), 2 for bad arguments.
 """
@@ -11,7 +14,6 @@ Exit status: 0 on success, 1 when something failed (one sentence on stderr), 2 f
 from __future__ import annotations
 
 import argparse
-import getpass
 import logging
 import shlex
 import sys
@@ -26,7 +28,9 @@ from rich.text import Text
 
 from sl_pipelines.adapters import profiles
 from sl_pipelines.adapters.profiles import AccountingChoice, ServerProfile
+from sl_pipelines.cli import profile_options, push
 from sl_pipelines.cli.consoles import make_console
+from sl_pipelines.core.defaults_check import FACTS_COMMAND, check_job_defaults, parse_cluster_facts
 from sl_pipelines.core.framing import MARKER, split_sections
 from sl_pipelines.core.job import Environment, EnvironmentKind
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError
@@ -74,13 +78,17 @@ Profiles are YAML files (mode 0600) in the user config folder, or in $SL_PIPELIN
 ~/.ssh/config is honoured (HostName, User, Port, IdentityFile, ProxyJump); authentication tries the
 key file, then ssh-agent, then a stored password. Unknown host keys are refused until you trust them
 with 'sl-server profile trust NAME' (recorded in the profile's --known-hosts file, else in
-~/.ssh/known_hosts, as ssh does); a changed host key is always refused.
+~/.ssh/known_hosts, as ssh does); a changed host key is always refused. A password asked with
+--password-prompt goes to the OS keyring (pip install 'sl-pipelines[keyring]'); it is written into the
+profile file (0600) only with --plaintext-password. --partition, --account, --qos and --gres are given to
+every job whose pipeline definition leaves them unset.
 
 typical use:
   sl-server profile create lab --host hpc.example.org --user me --key-file ~/.ssh/id_ed25519 \\
       --storage-root /storage/lab --working-root /scratch/lab --venv /home/me/envs/sl
   sl-server profile trust lab
   sl-server profile check lab
+  sl-server push /data/2026-01-05-10-00-00 --server lab --project sun --animal A1 --then checksum
 
 exit status: 0 on success, 1 when something failed (one sentence on stderr), 2 for bad arguments."""
 
@@ -99,9 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--user", help="login name (default: from ~/.ssh/config, else your user name)")
     create.add_argument("--key-file", type=Path, help="private key to try first")
     create.add_argument("--no-agent", action="store_true", help="do not try ssh-agent keys")
-    create.add_argument(
-        "--password-prompt", action="store_true", help="ask for a password and store it (0600; last resort)"
-    )
+    profile_options.password_options(create)
     create.add_argument(
         "--known-hosts",
         type=Path,
@@ -128,8 +134,14 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="how finished jobs are looked up: auto-detect (default), sacct, or scontrol (no accounting)",
     )
+    profile_options.defaults_options(create)
     create.add_argument("--force", action="store_true", help="replace an existing profile")
     create.set_defaults(handler=_create)
+    edit = commands.add_parser("set", help="change a profile's job defaults or its password")
+    edit.add_argument("name")
+    profile_options.defaults_options(edit, clearing=True)
+    profile_options.password_options(edit)
+    edit.set_defaults(handler=profile_options.set_profile)
     commands.add_parser("list", help="list the profiles").set_defaults(handler=_list)
     for name, handler, summary in (
         ("show", _show, "show a profile (the password is masked)"),
@@ -142,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
         if name == "trust":
             command.add_argument("--yes", action="store_true", help="record the key without asking")
         command.set_defaults(handler=handler)
+    push.add_parser(groups)
     return parser
 
 
@@ -153,7 +166,7 @@ def _create(arguments: argparse.Namespace, out: Console) -> int:
         environment = Environment(EnvironmentKind.CONDA, arguments.conda, tuple(arguments.module))
     elif arguments.module:
         environment = Environment(EnvironmentKind.MODULES, "", tuple(arguments.module))
-    password = getpass.getpass(f"Password for {arguments.host}: ") if arguments.password_prompt else None
+    secret = profile_options.asked_password(arguments, arguments.host)
     profile = ServerProfile(
         name=arguments.name,
         host=arguments.host,
@@ -161,12 +174,16 @@ def _create(arguments: argparse.Namespace, out: Console) -> int:
         user=arguments.user,
         key_file=arguments.key_file.expanduser() if arguments.key_file else None,
         use_agent=not arguments.no_agent,
-        password=password or None,
         known_hosts=arguments.known_hosts.expanduser() if arguments.known_hosts else None,
         storage_root=arguments.storage_root,
         working_root=arguments.working_root,
         environment=environment,
         accounting=AccountingChoice(arguments.accounting),
+        partition=arguments.partition,
+        account=arguments.account,
+        qos=arguments.qos,
+        gres=arguments.gres,
+        **secret,  # type: ignore[arg-type]
     )
     path = profiles.save_profile(profile, overwrite=arguments.force)
     out.print(
@@ -180,7 +197,7 @@ def _list(arguments: argparse.Namespace, out: Console) -> int:
     table = Table("profile", "host", "user", "storage root", "working root")
     for name in profiles.list_profiles():
         try:
-            p = profiles.load_profile(name)
+            p = profiles.load_profile(name, with_password=False)
         except ConfigurationError as exc:
             table.add_row(name, Text(str(exc), style="red"), "", "", "")
             continue
@@ -194,10 +211,12 @@ def _list(arguments: argparse.Namespace, out: Console) -> int:
 
 
 def _show(arguments: argparse.Namespace, out: Console) -> int:
-    profile = profiles.load_profile(arguments.name)
+    profile = profiles.load_profile(arguments.name, with_password=False)
     table = Table("key", "value", title=f"{profile.name} ({profiles.profile_path(profile.name)})")
     for key, value in profile.to_mapping().items():
         shown = ("********" if value else "(none)") if key == "password" else str(value)
+        if key == "password" and profile.password_in_keyring:
+            shown = "(in the OS keyring)"
         table.add_row(key, shown)
     out.print(table)
     return 0
@@ -246,6 +265,22 @@ def _server_checks(server: Server) -> list[CheckRow]:
         probe = f"test -d {quoted} && test -w {quoted} && echo writable"
         rows.append(_command_row(server, f"{label} {root}", probe, expect="writable"))
     rows.append(_tracker_row(server))
+    if server.job_defaults.items():
+        rows += _defaults_rows(server)
+    return rows
+
+
+def _defaults_rows(server: Server) -> list[CheckRow]:
+    """One row per job default the profile sets: verified with sinfo, sacctmgr or sshare in one command."""
+    try:
+        facts = parse_cluster_facts(server.run(FACTS_COMMAND, timeout=30).stdout)
+    except SlPipelinesError as exc:
+        return [CheckRow("job defaults", False, str(exc))]
+    rows = []
+    for finding in check_job_defaults(server.job_defaults, facts, server.name):
+        label = f"{finding.option} {finding.value}"
+        detail = finding.detail if finding.ok is not None else f"unverified: {finding.detail}"
+        rows.append(CheckRow(label, finding.ok is not False, detail))
     return rows
 
 

@@ -23,10 +23,11 @@ from rich.text import Text
 from sl_pipelines.adapters.locks import LockKind
 from sl_pipelines.adapters.tracker_ops import apply_operations
 from sl_pipelines.adapters.tracker_store import ProcessingTracker
+from sl_pipelines.cli import tracker_detached
 from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.core.tracker_state import TrackerPhase, TrackerState
 from sl_pipelines.core.wire import decode_operations, encode_outcomes
-from sl_pipelines.errors import ConfigurationError, SlPipelinesError, TrackerCorruptError
+from sl_pipelines.errors import ConfigurationError, SlPipelinesError, TrackerCorruptError, TrackerError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 #: Seconds to wait for the lock when --timeout is not given.
@@ -42,6 +43,9 @@ commands:
   stop    record that one job of the run completed (the job defaults to the Slurm job of the caller)
   error   mark the run failed by one job, with a short reason
   abort   reset the tracker to idle whoever owns it: the emergency unlock, also for a corrupt file
+  gate    detached runs: a later job works only when the previous stage completed (else exits 1)
+  settle  detached runs: the final job that decides how the run ended and records it
+  runs    every run recorded under a working root with its lease, tracker and jobs (sl-process status)
   batch   apply a manager's claims, failure records and aborts, read as JSON from stdin (one framed
           result line on stdout): what a manager runs on the server, one command per cycle
 
@@ -134,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         parents=[_global_options()],
     )
+    tracker_detached.add_commands(commands, _global_options())
     return parser
 
 
@@ -169,8 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         out=make_console(markup=False, highlight=False),
         err=make_console(stderr=True, markup=False, highlight=False),
     )
-    if args.command == "batch":
-        return handle_batch(args, streams)
+    special: dict[str, Callable[[argparse.Namespace, CliStreams], int]] = {
+        "batch": handle_batch,
+        "runs": tracker_detached.handle_runs,
+        "gate": lambda a, _: tracker_detached.handle(a),
+        "settle": lambda a, _: tracker_detached.handle(a),
+    }
+    if args.command in special:
+        return special[args.command](args, streams)
     try:
         tracker = ProcessingTracker(
             args.path,
@@ -185,7 +196,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def handle_status(tracker: TrackerHandle, args: argparse.Namespace, streams: CliStreams) -> int:
-    """Prints the tracker's state as a table, or as JSON with ``--json``."""
+    """Prints the tracker's state as a table, or as JSON with ``--json``; a missing file is an error."""
+    if isinstance(tracker.path, Path) and not tracker.path.is_file():
+        raise TrackerError(
+            f"There is no tracker file {tracker.path}; check the path (a tracker is created when a pipeline "
+            "first runs on the session).",
+            path=tracker.path,
+        )
     state = tracker.read()
     if args.json:
         streams.out.file.write(json.dumps(status_payload(state, tracker.path)) + "\n")

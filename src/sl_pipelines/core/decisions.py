@@ -24,128 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 
+from sl_pipelines.core.run_state import Action, Decision, Facts, Patience, RunSpec, RunState
 from sl_pipelines.core.states import JobState, JobStatus
-from sl_pipelines.core.tracker_state import TrackerState
-from sl_pipelines.vocabulary import ProcessingStatus
 
-
-class Action(StrEnum):
-    """What the manager does after a cycle."""
-
-    WAIT = "wait"
-    SUBMIT = "submit"
-    SUCCEED = "succeed"
-    FAIL = "fail"
-    ABORT = "abort"
-
-
-@dataclass(frozen=True)
-class Patience:
-    """How long (seconds) a run waits out an uncertain fact before it believes it."""
-
-    lost_job: float = 60.0  # a submitted job that clean answers no longer show, and that never reported
-    settle: float = 120.0  # PREEMPTED / NODE_FAIL: Slurm may requeue the job
-    unknown_state: float = 600.0  # a state this package does not know
-    report: float = 0.0  # finished jobs whose report the tracker does not show yet (NFS attribute caches)
-    unreadable_tracker: float = 600.0  # a tracker that exists but cannot be read
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """The static shape of a run.
-
-    Attributes:
-        manager_id: the id of the manager that owns the run.
-        tracker_path: the tracker file (for messages).
-        stages: stage number (from 1) → the names of its jobs.
-    """
-
-    manager_id: int
-    tracker_path: str
-    stages: Mapping[int, tuple[str, ...]]
-
-
-@dataclass(frozen=True)
-class RunState:
-    """Everything about a run that changes; orchestration replaces it, never edits it.
-
-    Attributes:
-        stage: the last stage whose submission was started (0 before any; journaled BEFORE sbatch).
-        status: RUNNING until the run succeeded, failed or was aborted.
-        job_ids: job name → Slurm job id of every job known to be submitted.
-        reason: why the run failed or was aborted.
-        failed_job: the job the failure is pinned on, if any.
-        since: condition → when it was first seen (monotonic seconds; not journaled: a resumed run
-            waits each condition out again, which errs on the side of waiting).
-        note: what the run waits for, for the live view (not journaled).
-        limited: a submit limit held the run's jobs back: submit them one by one, not as arrays.
-    """
-
-    stage: int = 0
-    status: ProcessingStatus = ProcessingStatus.RUNNING
-    job_ids: Mapping[str, str] = field(default_factory=dict)
-    reason: str = ""
-    failed_job: str | None = None
-    since: Mapping[str, float] = field(default_factory=dict)
-    note: str = ""
-    limited: bool = False
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What this cycle learned about one run.
-
-    Attributes:
-        jobs: job name → status, for the run's jobs that Slurm was asked about (by id or by name).
-        tracker: the tracker's state; None when the file does not exist.
-        tracker_problem: why the tracker could not be used ("" when it could): corrupt or unreadable.
-        tracker_corrupt: True when ``tracker_problem`` is a corrupt file (it will not get better).
-        slurm_answered: every Slurm query answered; only then is a job's absence a fact.
-        slurm_problem: why Slurm did not answer.
-        now: the cycle's monotonic time.
-    """
-
-    jobs: Mapping[str, JobStatus]
-    tracker: TrackerState | None
-    now: float
-    tracker_problem: str = ""
-    tracker_corrupt: bool = False
-    slurm_answered: bool = True
-    slurm_problem: str = ""
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Everything one cycle changes for one run.
-
-    Attributes:
-        action: what to do.
-        stage: the stage to submit (SUBMIT) or the stage the decision is about.
-        to_submit: names of jobs of ``stage`` to submit.
-        reason: why the run failed or was aborted (one sentence), or what it waits for.
-        failed_job: the job the failure is pinned on.
-        failed_state: Slurm's state of that job, when Slurm reported the failure.
-        to_cancel: ids of the run's jobs that may still run (FAIL/ABORT), cancelled AFTER the record.
-        record: the failure must be written into the tracker (it does not hold one yet).
-        found_ids: jobs found by name whose ids were not known: journal them.
-        since: the run's timers after this cycle.
-        stale: ids of requeued copies of jobs that already reported completion: cancel them, whatever
-            the action, so that finished work never runs twice.
-    """
-
-    action: Action
-    stage: int
-    to_submit: tuple[str, ...] = ()
-    reason: str = ""
-    failed_job: str | None = None
-    failed_state: JobState | None = None
-    to_cancel: tuple[str, ...] = ()
-    record: bool = False
-    found_ids: Mapping[str, str] = field(default_factory=dict)
-    since: Mapping[str, float] = field(default_factory=dict)
-    stale: tuple[str, ...] = ()
+__all__ = ["Action", "Decision", "Facts", "Patience", "RunSpec", "RunState", "decide", "latest_by_name"]
 
 
 _REQUEUED = frozenset(
@@ -168,14 +51,14 @@ def _id_key(job_id: str) -> tuple[int, ...]:
     return tuple(int(part) if part.isdigit() else -1 for part in job_id.replace("_", ".").split("."))
 
 
-def decide(spec: RunSpec, state: RunState, facts: Facts, patience: Patience = Patience()) -> Decision:
+def decide(spec: RunSpec, state: RunState, facts: Facts, patience: Patience | None = None) -> Decision:
     """Decides one run's next step from its state and this cycle's facts."""
     found = {
         name: status.job_id
         for name, status in facts.jobs.items()
         if name not in state.job_ids and status.state not in (JobState.NOT_FOUND, JobState.UNKNOWN)
     }
-    decision = _decide(spec, state, facts, patience)
+    decision = _decide(spec, state, facts, patience or Patience())
     return replace(decision, found_ids=found, stale=_stale(spec, state, facts))
 
 

@@ -8,6 +8,7 @@ framed with its exit status, so one change that fails never hides another.
 
 from __future__ import annotations
 
+import base64
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,3 +91,30 @@ def parse_changes(text: str, changes: Sequence[FileChange]) -> tuple[str, ...]:
         verb = "write" if change.text is not None else "remove"
         results.append(f"Could not {verb} {change.path} on the server: {said or 'no message'}")
     return tuple(results)
+
+
+READ_PROGRAM = r"""set +e
+M='@M'; i=0
+for f in "$1"/*/"$2"; do
+  [ -f "$f" ] || continue
+  echo "$M begin read $i"; i=$((i+1)); echo "path $f"; echo "data $(base64 -w0 -- "$f")"; echo "$M end $?"
+done
+""".replace("@M", MARKER)
+
+
+def build_read(folder: PurePosixPath, name: str) -> str:
+    """A command printing every ``<folder>/*/<name>`` (base64, framed)."""
+    return f"bash -c {shlex.quote(READ_PROGRAM)} sl-read {shlex.quote(str(folder))} {shlex.quote(name)}"
+
+
+def parse_read(text: str) -> dict[PurePosixPath, str]:
+    """Each file's path and text from the output of :func:`build_read` (unreadable ones are left out)."""
+    files: dict[PurePosixPath, str] = {}
+    for section in split_sections(text):
+        if not section.ok:
+            continue
+        path = next((line[5:] for line in section.lines if line.startswith("path ")), "")
+        data = next((line[5:] for line in section.lines if line.startswith("data ")), "")
+        if path:
+            files[PurePosixPath(path)] = base64.b64decode(data).decode("utf-8", errors="replace")
+    return files

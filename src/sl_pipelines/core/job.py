@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import PurePosixPath
 
@@ -46,6 +46,35 @@ class Resources:
     account: str | None = None
     qos: str | None = None
     gres: str | None = None
+
+
+@dataclass(frozen=True)
+class JobDefaults:
+    """Slurm options a server profile gives every job whose pipeline definition leaves them unset.
+
+    A definition's own value (per job, or in its ``defaults``) always wins: the profile says where this
+    user's jobs go on this cluster, a pipeline says what one job needs.
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    gres: str | None = None
+
+    def fill(self, resources: Resources) -> Resources:
+        """``resources`` with each option it leaves unset taken from these defaults."""
+        unset = {
+            item.name: getattr(self, item.name)
+            for item in fields(self)
+            if getattr(resources, item.name) is None and getattr(self, item.name) is not None
+        }
+        return replace(resources, **unset) if unset else resources
+
+    def items(self) -> tuple[tuple[str, str], ...]:
+        """The options that are set, as (name, value) pairs in a fixed order."""
+        return tuple(
+            (item.name, value) for item in fields(self) if (value := getattr(self, item.name)) is not None
+        )
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ the command line has the same small size for one pipeline or a thousand. On the 
 1. asks ``squeue`` for the jobs by id (Slurm filters them: the cost does not grow with other users' jobs),
    in chunks that fit any argument limit;
 2. asks ``squeue`` by name, narrowed to the user, only for jobs whose id was never seen;
-3. asks the accounting source only for what ``squeue`` no longer shows (and for failures, to get their
-   exit code): ``sacct -j`` / ``sacct --name`` where the cluster has accounting, else
-   ``scontrol show job <id>`` (which keeps finished jobs for ``MinJobAge``);
+3. asks the accounting source only for what ``squeue`` no longer shows: ``sacct -j`` / ``sacct --name``
+   where the cluster has accounting, else ``scontrol show job <id>`` (which keeps finished jobs for
+   ``MinJobAge``); and ``scontrol show job`` for the few that squeue shows failed, for their exit code
+   (slurmctld has it at once, where slurmdbd may lag);
 4. prints each tracker file base64-encoded, after the job states.
 
 Every part is framed by marker lines carrying its exit status, so a query that failed is reported as
@@ -23,7 +24,7 @@ import shlex
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
-from sl_pipelines.core.framing import MARKER, split_sections
+from sl_pipelines.core.framing import MARKER, Section, split_sections
 from sl_pipelines.core.seams import ProbeRequest, ProbeResult
 from sl_pipelines.core.slurm import AccountingMode, parse_status_output
 from sl_pipelines.errors import ConfigurationError
@@ -45,13 +46,24 @@ export LC_ALL=C
 M='@@MARK@@'; mode=$1; CH=@@CHUNK@@; fmt='%i|%T|%r|%j'
 sf=JobID,State,ExitCode,Reason,JobName
 me=$(id -un)
-ids=(); names=(); files=(); sec=
+ids=(); names=(); files=(); leases=(); sec=
 while IFS= read -r -d '' rec; do
   case $rec in
-    @ids|@names|@files) sec=${rec#@} ;;
-    *) case $sec in ids) ids+=("$rec") ;; names) names+=("$rec") ;; files) files+=("$rec") ;; esac ;;
+    @ids|@names|@files|@leases) sec=${rec#@} ;;
+    *) case $sec in
+         ids) ids+=("$rec") ;; names) names+=("$rec") ;; files) files+=("$rec") ;; leases) leases+=("$rec") ;;
+       esac ;;
   esac
 done
+if [ ${#leases[@]} -gt 0 ]; then
+  echo "$M begin leases"; renew=()
+  for ((i=0; i<${#leases[@]}; i+=2)); do
+    first=""; [ -f "${leases[i]}" ] && IFS= read -r first < "${leases[i]}"
+    if [ "$first" = "${leases[i+1]}" ]; then renew+=("${leases[i]}"); else echo "lost $((i/2)) $first"; fi
+  done
+  [ ${#renew[@]} -gt 0 ] && printf '%s\0' "${renew[@]}" | xargs -0 touch -c --
+  echo "$M end 0"
+fi
 declare -A seen
 detail=()
 slp_rows() {
@@ -81,13 +93,17 @@ slp_query() {
 }
 slp_query squeue-ids qid "${ids[@]}"
 slp_query squeue-names qname "${names[@]}"
-more=("${detail[@]}"); lost=()
-for j in "${ids[@]}"; do [ -n "${seen[i:$j]}" ] || more+=("$j"); done
+missing=(); lost=()
+for j in "${ids[@]}"; do [ -n "${seen[i:$j]}" ] || missing+=("$j"); done
 for n in "${names[@]}"; do [ -n "${seen[n:$n]}" ] || lost+=("$n"); done
 if [ "$mode" = sacct ]; then
-  slp_query sacct-ids aid "${more[@]}"
+  slp_query sacct-ids aid "${missing[@]}"
   slp_query sacct-names aname "${lost[@]}"
-elif [ ${#more[@]} -gt 0 ]; then
+  more=("${detail[@]}")
+else
+  more=("${detail[@]}" "${missing[@]}")
+fi
+if [ ${#more[@]} -gt 0 ]; then
   echo "$M begin scontrol"; rc=0
   for j in "${more[@]}"; do scontrol -o show job "$j" 2>&1 || rc=$?; done
   echo "$M end $rc"
@@ -116,6 +132,7 @@ def build_probe(request: ProbeRequest, mode: AccountingMode) -> tuple[str, bytes
     records: list[str] = ["@ids", *(_check_id(i) for i in request.job_ids)]
     records += ["@names", *(_check_name(n) for n in request.job_names)]
     records += ["@files", *(_check_path(p) for p in request.tracker_paths)]
+    records += ["@leases", *(part for path, holder in request.leases for part in (_check_path(path), holder))]
     return command, "".join(f"{record}\0" for record in records).encode("utf-8")
 
 
@@ -166,7 +183,22 @@ def parse_probe_output(text: str, request: ProbeRequest) -> ProbeResult:
         unreadable=unreadable,
         slurm_problems=(*problems, *missing),
         round_trips=1,
+        lost_leases=_lost_leases(request, {s.name: s for s in sections}.get("leases")),
     )
+
+
+def _lost_leases(request: ProbeRequest, section: Section | None) -> dict[PurePosixPath, str]:
+    """Leases that name another holder now (taken over), mapped to that holder's id."""
+    if not request.leases or section is None or not section.ok:
+        return {}
+    lost: dict[PurePosixPath, str] = {}
+    for line in section.lines:
+        if not line.startswith("lost "):
+            continue
+        index, _, holder = line[5:].partition(" ")
+        if index.isdigit() and int(index) < len(request.leases):
+            lost[request.leases[int(index)][0]] = holder
+    return lost
 
 
 def _missing_parts(request: ProbeRequest, present: set[str]) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 import xxhash
 
 from sl_pipelines.core.definition import JobTemplate, ParameterValue, PipelineDefinition
-from sl_pipelines.core.job import Command, Environment, Job
+from sl_pipelines.core.job import Command, Environment, Job, JobDefaults
 from sl_pipelines.core.layout import JOB_FOLDERS, SessionPaths
 from sl_pipelines.errors import PipelineDefinitionError
 
@@ -90,8 +90,12 @@ def resolve_pipeline(
     environment: Environment,
     parameters: Mapping[str, ParameterValue] | None = None,
     exports: tuple[tuple[str, str], ...] = (),
+    job_defaults: JobDefaults = JobDefaults(),  # noqa: B008 - a frozen, immutable value
 ) -> ResolvedPipeline:
     """Resolves a definition for one session (or, for dataset scope, a dataset of sessions).
+
+    ``job_defaults`` (the server profile's partition, account, qos, gres) fill what a job's resources
+    leave unset; the definition's own values win.
 
     Raises:
         PipelineDefinitionError: a placeholder or fan-out names a parameter that has no value.
@@ -113,7 +117,9 @@ def resolve_pipeline(
         for number, template in templates
         for key, item in _fan_out(definition, template, params)
     ]
-    context = _Context(definition, session, manager_id, token, tracker, len(expanded), params, exports)
+    context = _Context(
+        definition, session, manager_id, token, tracker, len(expanded), params, exports, job_defaults
+    )
     stages: dict[int, list[ResolvedJob]] = {}
     for number, template, key, item in expanded:
         # One job per session of a dataset works on THAT session: its project, animal and folders.
@@ -176,6 +182,7 @@ class _Context:
     job_count: int
     params: Mapping[str, ParameterValue]
     exports: tuple[tuple[str, str], ...]
+    job_defaults: JobDefaults
 
     def job(
         self, stage: int, template: JobTemplate, key: str, item: tuple[int, str] | None, env: Environment
@@ -188,7 +195,7 @@ class _Context:
             name=name,
             working_directory=folder,
             commands=(argv,),
-            resources=template.resources,
+            resources=self.job_defaults.fill(template.resources),
             environment=env,
             exports=(("SL_PIPELINES_RUN_TOKEN", self.token), *self.exports),
         )
@@ -257,3 +264,26 @@ def _split_template(command: str) -> tuple[str, ...]:
 
 def _text(value: ParameterValue) -> str:
     return ",".join(value) if isinstance(value, tuple) else str(value)
+
+
+def with_gates(resolved: ResolvedPipeline) -> ResolvedPipeline:
+    """The same run for detached mode: every job after stage 1 first runs a gate that lets it work only
+    when the previous stage completed (every job reported) and no failure is recorded; otherwise the
+    gate records why and the job exits without doing its work."""
+    stages: dict[int, tuple[ResolvedJob, ...]] = {}
+    previous: tuple[str, ...] = ()
+    for number in sorted(resolved.stages):
+        jobs = resolved.stages[number]
+        if previous:
+            jobs = tuple(
+                replace(r, job=replace(r.job, commands=(_gate(resolved, r.name, previous), *r.job.commands)))
+                for r in jobs
+            )
+        stages[number] = jobs
+        previous = tuple(r.name for r in resolved.stages[number])
+    return replace(resolved, stages=stages)
+
+
+def _gate(resolved: ResolvedPipeline, job: str, previous: tuple[str, ...]) -> tuple[str, ...]:
+    tracker, manager = str(resolved.tracker_path), str(resolved.manager_id)
+    return ("sl-tracker", "gate", tracker, "--manager-id", manager, "--job", job, "--after", *previous)

@@ -49,6 +49,11 @@ def render_script(job: Job) -> str:
     return "\n".join(lines) + "\n"
 
 
+def is_slurm_word(value: str) -> bool:
+    """True when ``value`` can stand as it is in ``#SBATCH --partition/--account/--qos/--gres``."""
+    return bool(_SIMPLE.match(value))
+
+
 def format_time_limit(minutes: int) -> str:
     """Formats a time limit in minutes as Slurm's ``D-HH:MM:SS``."""
     days, rest = divmod(minutes, 24 * 60)
@@ -86,6 +91,8 @@ def _directives(job: Job) -> list[str]:
     for option, (value, pattern) in optional.items():
         if value is not None:
             pairs.append((option, _checked_token(option, value, pattern, job.name)))
+    if job.dependency is not None:  # a dependency that can never be met cancels the job, never strands it
+        pairs.append(("kill-on-invalid-dep", "yes"))
     return [f"#SBATCH --{option}={value}" for option, value in pairs]
 
 

@@ -18,7 +18,8 @@ from typing import Protocol
 
 from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.file_changes import FileChange
-from sl_pipelines.core.job import Environment, Job
+from sl_pipelines.core.job import Environment, Job, JobDefaults
+from sl_pipelines.core.lease import LeaseOutcome, LeaseRequest
 from sl_pipelines.core.session_query import FoundSession
 from sl_pipelines.core.states import JobStatus
 
@@ -48,11 +49,14 @@ class ProbeRequest:
         job_ids: jobs to look up by id: the cheap query, filtered by Slurm whatever else the cluster holds.
         tracker_paths: tracker files whose text to read (without the lock: writes are atomic). They are read
             after the job states, so a job Slurm reports finished has its tracker report visible.
+        leases: (lease file, holder id) of the runs this manager drives: each is renewed (touched) if it
+            still names the holder, else reported lost.
     """
 
     job_names: tuple[str, ...] = ()
     job_ids: tuple[str, ...] = ()
     tracker_paths: tuple[PurePosixPath, ...] = ()
+    leases: tuple[tuple[PurePosixPath, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class ProbeResult:
         slurm_problems: why a Slurm query did not answer; when not empty, a job's absence from ``jobs``
             means nothing ("no answer" is never "no job").
         round_trips: how many remote commands the probe cost (1 for the Server, 0 locally).
+        lost_leases: leases that name another holder now (the run was taken over), mapped to its id.
     """
 
     jobs: tuple[JobStatus, ...] = ()
@@ -74,6 +79,7 @@ class ProbeResult:
     unreadable: Mapping[PurePosixPath, str] = field(default_factory=dict)
     slurm_problems: tuple[str, ...] = ()
     round_trips: int = 0
+    lost_leases: Mapping[PurePosixPath, str] = field(default_factory=dict)
 
     @property
     def slurm_answered(self) -> bool:
@@ -101,6 +107,26 @@ class SubmissionReport:
     deferred: Mapping[str, str] = field(default_factory=dict)
     unknown: tuple[str, ...] = ()
     round_trips: int = 0
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """One run as the server shows it now (read-only): what ``status`` and ``attach`` display.
+
+    Attributes:
+        record: the run's record (its JSON text).
+        lease: the lease file's text ("" when nobody holds the run), and ``lease_age`` its age in seconds.
+        tracker: the tracker's text (None when missing).
+        jobs: Slurm's view of the run's jobs (by id).
+        slurm_problems: why Slurm did not answer, if it did not.
+    """
+
+    record: str
+    lease: str = ""
+    lease_age: float | None = None
+    tracker: str | None = None
+    jobs: tuple[JobStatus, ...] = ()
+    slurm_problems: tuple[str, ...] = ()
 
 
 class TrackerAction(StrEnum):
@@ -180,6 +206,11 @@ class Backend(Protocol):
         """How long a job's tracker write may take to become visible to the manager (NFS caches)."""
         ...
 
+    @property
+    def job_defaults(self) -> JobDefaults:
+        """Partition, account, qos and gres for jobs whose definition leaves them unset."""
+        ...
+
     def probe(self, request: ProbeRequest) -> ProbeResult:
         """Answers everything one polling cycle needs, in one round trip."""
         ...
@@ -209,12 +240,24 @@ class Backend(Protocol):
         """Applies tracker operations where the trackers live: one outcome per operation, in order."""
         ...
 
+    def take_leases(self, requests: Sequence[LeaseRequest]) -> tuple[LeaseOutcome, ...]:
+        """Takes (or keeps) the leases of runs, under a lock, in one call: who drives each run."""
+        ...
+
+    def list_runs(self) -> tuple[RunSnapshot, ...]:
+        """Every run recorded on the server, with its lease, tracker and jobs: one call (read-only)."""
+        ...
+
     def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
         """Finds sessions (ids, ``project/animal/session`` or paths) with their session data, in one call.
 
         Raises:
             SessionNotFoundError, ConfigurationError: the first spec that names no single session.
         """
+        ...
+
+    def read_files(self, folder: PurePosixPath, name: str) -> Mapping[PurePosixPath, str]:
+        """The text of every ``<folder>/*/<name>`` (the runs' records), in one call."""
         ...
 
     def change_files(self, changes: Sequence[FileChange]) -> tuple[str, ...]:

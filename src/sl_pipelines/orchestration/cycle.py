@@ -11,15 +11,19 @@ removed, a log that cannot be read, a job Slurm refuses) stays with that run.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
 
 from sl_pipelines.adapters.tracker_ops import MANAGER_JOB
 from sl_pipelines.core.arrays import Submission, plan_stage
 from sl_pipelines.core.decisions import Action, Decision
 from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Job
+from sl_pipelines.core.lease import LeaseOutcome
 from sl_pipelines.core.sbatch import is_submit_limit
 from sl_pipelines.core.seams import Backend, ProbeRequest, SubmissionReport, TrackerAction, TrackerOperation
 from sl_pipelines.errors import SlPipelinesError
@@ -49,13 +53,17 @@ def merge_requests(runs: Sequence[PipelineRun]) -> ProbeRequest:
     """One probe request covering every run's jobs and trackers."""
     names: dict[str, None] = {}
     ids: dict[str, None] = {}
-    trackers: dict[object, None] = {}
+    trackers: dict[PurePosixPath, None] = {}
+    leases: dict[tuple[PurePosixPath, str], None] = {}
     for run in runs:
         request = run.probe_request()
         names.update(dict.fromkeys(request.job_names))
         ids.update(dict.fromkeys(request.job_ids))
         trackers.update(dict.fromkeys(request.tracker_paths))
-    return ProbeRequest(job_names=tuple(names), job_ids=tuple(ids), tracker_paths=tuple(trackers))  # type: ignore[arg-type]
+        leases.update(dict.fromkeys(request.leases))
+    return ProbeRequest(
+        job_names=tuple(names), job_ids=tuple(ids), tracker_paths=tuple(trackers), leases=tuple(leases)
+    )
 
 
 def run_cycle(
@@ -67,9 +75,15 @@ def run_cycle(
         ServerError, SchedulerError: the server could not be reached (nothing was decided).
     """
     active = [run for run in runs if run.is_running]
+    take_leases(backend, [run for run in active if not run.lease_held])
+    active = [run for run in active if run.is_running]
     if not active:
         return CycleReport()
     result = backend.probe(merge_requests(active))
+    for run in active:
+        if run.lease_path in result.lost_leases:
+            run.hand_over(result.lost_leases[run.lease_path])
+    active = [run for run in active if run.is_running]
     now = clock()
     decisions = [(run, run.decide(result, now)) for run in active]
     _cancel_stale(backend, decisions)
@@ -82,6 +96,54 @@ def run_cycle(
         _submit(backend, submissions)
     flush_records(backend, active)
     return CycleReport(result.slurm_problems, result.round_trips)
+
+
+def take_leases(
+    backend: Backend, runs: Sequence[PipelineRun], *, force: bool = False, hand_over: bool = True
+) -> None:
+    """Takes the leases of runs this manager is to drive (ONE call); a run another live manager drives is
+    left to it (handed over, or only noted in ``lease_holder`` when not ``hand_over``), never driven twice."""
+    if not runs:
+        return
+    outcomes = list(backend.take_leases([run.lease_request(force=force) for run in runs]))
+    gone = [i for i, outcome in enumerate(outcomes) if not outcome.taken and _holder_gone(outcome)]
+    if gone:  # a manager of this computer that no longer runs (killed, crashed): its lease is void
+        again = backend.take_leases([runs[i].lease_request(force=True) for i in gone])
+        for index, outcome in zip(gone, again, strict=True):
+            outcomes[index] = outcome
+    for run, outcome in zip(runs, outcomes, strict=True):
+        if outcome.taken:
+            run.lease_held = True
+            if outcome.took_over:
+                logger.warning("%s: took the run over from %s", run.describe(), outcome.describe_holder())
+        elif outcome.holder is not None:
+            run.lease_holder = outcome.describe_holder()
+            if hand_over:
+                run.hand_over(run.lease_holder)
+        else:
+            logger.warning("%s: could not take the run's lease yet; trying again next cycle", run.describe())
+
+
+def _holder_gone(outcome: LeaseOutcome) -> bool:
+    """True when the lease's holder was a process of this computer that has ended."""
+    info = outcome.holder or {}
+    if info.get("host") != socket.gethostname() or not info.get("pid", "").isdigit():
+        return False
+    try:
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _is_zombie(int(info["pid"]))
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def flush_records(backend: Backend, runs: Sequence[PipelineRun]) -> None:
@@ -196,7 +258,7 @@ def _succeed(backend: Backend, run: PipelineRun) -> None:
 
 
 def _submit(backend: Backend, submissions: list[tuple[PipelineRun, Decision]]) -> None:
-    claimed = _claim(backend, [run for run, _ in submissions if run.stage == 0])
+    claimed = claim_trackers(backend, [run for run, _ in submissions if run.stage == 0])
     batch: list[tuple[PipelineRun, Job]] = []
     plan: list[Submission] = []
     for run, decision in submissions:
@@ -209,7 +271,7 @@ def _submit(backend: Backend, submissions: list[tuple[PipelineRun, Decision]]) -
         return
     flush_records(backend, list({id(run): run for run, _ in batch}.values()))  # the server's record too
     report = backend.submit_jobs(plan)
-    _apply_submission(backend, batch, report)
+    apply_submission(backend, batch, report)
 
 
 def _plan(backend: Backend, run: PipelineRun, names: Sequence[str]) -> tuple[Submission, ...]:
@@ -221,7 +283,7 @@ def _plan(backend: Backend, run: PipelineRun, names: Sequence[str]) -> tuple[Sub
     return plan_stage(jobs, name=run.stage_array_name, folder=folder, max_array_size=size)
 
 
-def _claim(backend: Backend, runs: list[PipelineRun]) -> set[int]:
+def claim_trackers(backend: Backend, runs: list[PipelineRun]) -> set[int]:
     """Locks each new run's tracker to its manager before anything is submitted, in ONE call.
 
     Returns the ids of the runs whose tracker is now theirs. A refused claim fails its run (the tracker
@@ -246,7 +308,7 @@ def _claim(backend: Backend, runs: list[PipelineRun]) -> set[int]:
     return claimed
 
 
-def _apply_submission(
+def apply_submission(
     backend: Backend, batch: list[tuple[PipelineRun, Job]], report: SubmissionReport
 ) -> None:
     """Journals the ids (one write per run); a refused job fails its run (its other jobs cancelled)."""

@@ -15,7 +15,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +58,7 @@ class RunJournal:
         definition: the pipeline definition's YAML text, so that any PC can rebuild the run exactly.
         started_by: who started the run: user, host, pid and time.
         mode: ``attached`` (a manager drives the run) or ``detached`` (the cluster carries it).
+        tracker: the run's tracker file on the server.
 
     The same JSON is the run's record on the server (``<working_root>/sl_jobs/<token>/run.json``);
     the file in the user data folder is this PC's cache of it.
@@ -79,6 +80,7 @@ class RunJournal:
     definition: str = ""
     started_by: dict[str, str] = field(default_factory=dict)
     mode: str = "attached"
+    tracker: str = ""
 
     @property
     def path(self) -> Path:
@@ -151,6 +153,21 @@ def iter_journals() -> Iterator[RunJournal]:
             yield RunJournal.load(path)
         except JournalError:
             continue
+
+
+def unfinished_records(
+    records: Mapping[Any, str], pipeline: str, sessions: tuple[str, ...]
+) -> list[RunJournal]:
+    """The unfinished runs of this pipeline on these sessions among run records (newest first)."""
+    found = []
+    for where, text in records.items():
+        try:
+            record = RunJournal.from_json(text, where=str(where))
+        except JournalError:
+            continue
+        if record.pipeline == pipeline and record.sessions == sessions and record.status == "RUNNING":
+            found.append(record)
+    return sorted(found, key=lambda r: r.updated_at, reverse=True)
 
 
 def find_unfinished(pipeline: str, backend: str, sessions: tuple[str, ...]) -> RunJournal | None:

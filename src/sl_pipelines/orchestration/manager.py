@@ -10,6 +10,7 @@ from sl_pipelines.core.seams import Backend
 from sl_pipelines.errors import SchedulerError, ServerError
 from sl_pipelines.orchestration.cycle import CycleReport, cancel_runs, run_cycle
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
+from sl_pipelines.orchestration.run import process_holder
 from sl_pipelines.vocabulary import ProcessingStatus
 
 logger = logging.getLogger("sl_pipelines")
@@ -54,6 +55,9 @@ class PipelineManager:
             max_interval if max_interval is not None else max(poll_interval, poll_interval * 4)
         )
         self.patience = patience
+        holder = process_holder(stale_after=max(120.0, 6 * self.max_interval))
+        for pipeline in self.pipelines:  # the lease says when this manager counts as gone
+            pipeline.holder = holder
         self.clock = clock
         self.cycles = 0
         self.silent_since: float | None = None
@@ -62,7 +66,7 @@ class PipelineManager:
     @property
     def in_flight(self) -> list[ProcessingPipeline]:
         """The running pipelines allowed to advance now (started ones first)."""
-        running = [p for p in self.pipelines if p.is_running]
+        running = [p for p in self.pipelines if p.is_running and not p.detached]
         started = [p for p in running if p.stage > 0]
         waiting = [p for p in running if p.stage == 0]
         return (started + waiting)[: max(self.max_parallel, len(started))]
@@ -70,7 +74,7 @@ class PipelineManager:
     @property
     def finished(self) -> bool:
         """True when no pipeline is running any more."""
-        return not any(p.is_running for p in self.pipelines)
+        return not any(p.is_running and not p.detached for p in self.pipelines)
 
     def cycle(self) -> bool:
         """Runs one cycle over the pipelines in flight; True when any job or pipeline changed.

@@ -30,10 +30,10 @@ from sl_pipelines.core.definition import (
 )
 from sl_pipelines.core.job import Job
 from sl_pipelines.core.layout import SessionPaths
-from sl_pipelines.core.resolve import ResolvedPipeline, resolve_pipeline
+from sl_pipelines.core.resolve import ResolvedPipeline, resolve_pipeline, with_gates
 from sl_pipelines.core.seams import Backend
-from sl_pipelines.errors import ConfigurationError, PipelineDefinitionError
-from sl_pipelines.orchestration.cycle import run_cycle
+from sl_pipelines.errors import ConfigurationError, PipelineDefinitionError, RunLockedError
+from sl_pipelines.orchestration.cycle import run_cycle, take_leases
 from sl_pipelines.orchestration.journal import RunJournal
 from sl_pipelines.orchestration.run import FailureReport, PipelineRun
 from sl_pipelines.orchestration.sessions import FoundSession, find_sessions, session_parameters
@@ -101,11 +101,13 @@ class ProcessingPipeline(PipelineRun):
         parameters: Mapping[str, ParameterValue] | None = None,
         keep_job_logs: bool = False,
         dry_run: bool = False,
+        detached: bool = False,
     ) -> ProcessingPipeline:
         """Builds a pipeline: loads its definition, finds the sessions, resolves every stage and job.
 
         The run is journaled in the user data folder (so that it can be resumed) and locked to this
-        manager unless ``dry_run``.
+        manager unless ``dry_run``. A ``detached`` run gates every job after stage 1 on the tracker, for
+        :func:`~sl_pipelines.orchestration.detach.submit_detached`.
 
         Raises:
             PipelineDefinitionError: the definition is invalid.
@@ -131,7 +133,10 @@ class ProcessingPipeline(PipelineRun):
             environment=server.environment,
             parameters=params,
             exports=server.job_exports,
+            job_defaults=server.job_defaults,
         )
+        if detached:
+            resolved = with_gates(resolved)
         journal = RunJournal(
             token=resolved.token,
             pipeline=kind.short_name,
@@ -143,17 +148,26 @@ class ProcessingPipeline(PipelineRun):
             keep_job_logs=keep_job_logs,
             definition=source.read_text(encoding="utf-8"),
             started_by=_who(),
+            tracker=str(resolved.tracker_path),
+            mode="detached" if detached else "attached",
         )
         if not dry_run:
             journal = journal.save()
         return cls(resolved, server, journal, keep_job_logs=keep_job_logs, durable=not dry_run)
 
     @classmethod
-    def resume(cls, journal: RunJournal, server: Backend) -> ProcessingPipeline:
-        """Rebuilds a run from its journal: same manager id, run token and job names.
+    def resume(cls, journal: RunJournal, server: Backend, *, take_over: bool = False) -> ProcessingPipeline:
+        """Rebuilds a run from its journal (or its record on the server): same manager id, run token and
+        job names; and takes the run's lease, so that no other manager drives it meanwhile.
+
+        Args:
+            journal: the run's journal, from this PC or from the server's record.
+            server: where the run runs.
+            take_over: take the lease even from a manager whose heartbeat is still fresh (it stops
+                driving the run at its next cycle).
 
         Raises:
-            RunLockedError: another manager process drives this run now.
+            RunLockedError: another manager drives this run now (names it and when it was last seen).
             ConfigurationError: the definition changed since the run started.
         """
         definition = _definition_of(journal)
@@ -169,13 +183,36 @@ class ProcessingPipeline(PipelineRun):
             environment=server.environment,
             parameters=params,
             exports=server.job_exports,
+            job_defaults=server.job_defaults,
         )
+        if journal.mode == "detached":
+            resolved = with_gates(resolved)
         if resolved.token != journal.token:
             raise ConfigurationError(
                 f"Run journal {journal.path} no longer matches its pipeline definition; "
                 "delete the journal and start a new run."
             )
-        return cls(resolved, server, journal, keep_job_logs=journal.keep_job_logs)
+        pipeline = cls(resolved, server, journal, keep_job_logs=journal.keep_job_logs)
+        if pipeline.is_running:
+            pipeline.take_lease(force=take_over)
+        return pipeline
+
+    def take_lease(self, *, force: bool = False) -> None:
+        """Takes the run's lease on the server now (a manager of this PC that has ended does not count).
+
+        Raises:
+            RunLockedError: another live manager holds it.
+        """
+        take_leases(self.server, [self], force=force, hand_over=False)
+        if not self.lease_held:
+            self.close()
+            holder = self.lease_holder or "another manager"
+            raise RunLockedError(
+                f"Run {self.resolved.token} is already driven by {holder}; watch that manager, or take the "
+                "run over with --take-over (that manager then stops driving it).",
+                token=self.resolved.token,
+                holder=holder,
+            )
 
     # ----------------------------------------------------------------------------------------------------
     # cycling

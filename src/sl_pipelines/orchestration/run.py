@@ -7,7 +7,11 @@ Nothing else writes a run's stage, status or job ids.
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
@@ -26,6 +30,7 @@ from sl_pipelines.core.decisions import (
 )
 from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Job
+from sl_pipelines.core.lease import LEASE_NAME, Holder, LeaseRequest
 from sl_pipelines.core.resolve import JOB_PREFIX, ResolvedJob, ResolvedPipeline
 from sl_pipelines.core.seams import Backend, ProbeRequest, ProbeResult
 from sl_pipelines.core.states import JobState, JobStatus
@@ -102,6 +107,9 @@ class PipelineRun:
         self._durable = durable
         self.record_dirty = durable  # the server's record is written with the first submission
         self.pending_changes: list[FileChange] = []  # cleanups to make with the next record write
+        self.holder = process_holder()
+        self.lease_held = False  # this manager holds the run's lease on the server (renewed each probe)
+        self.lease_holder = ""  # who holds it otherwise, as last seen
         self._lock = RunLock(resolved.token)
         if durable and self.is_running:
             self._lock.acquire()
@@ -152,6 +160,15 @@ class PipelineRun:
         return resolved.job
 
     @property
+    def lease_path(self) -> PurePosixPath:
+        """The run's lease on the server: who drives it, and their heartbeat."""
+        return self.resolved.jobs_folder / LEASE_NAME
+
+    def lease_request(self, *, force: bool = False) -> LeaseRequest:
+        """A request for this run's lease by this manager."""
+        return LeaseRequest(self.resolved.jobs_folder, self.holder, force=force)
+
+    @property
     def record_path(self) -> PurePosixPath:
         """The run's record on the server."""
         return self.resolved.jobs_folder / RECORD_NAME
@@ -184,7 +201,10 @@ class PipelineRun:
         ids = tuple(self.state.job_ids[n] for n in names if n in self.state.job_ids)
         unnamed = tuple(n for n in names if n not in self.state.job_ids)
         lookups = (*unnamed, self.stage_array_name) if unnamed else ()
-        return ProbeRequest(job_names=lookups, job_ids=ids, tracker_paths=(self.remote_tracker_path,))
+        leases = ((self.lease_path, self.holder.holder_id),) if self.lease_held else ()
+        return ProbeRequest(
+            job_names=lookups, job_ids=ids, tracker_paths=(self.remote_tracker_path,), leases=leases
+        )
 
     def decide(self, result: ProbeResult, now: float) -> Decision:
         """Reads this run's part of a probe, decides, and applies the found job ids and the timers."""
@@ -258,10 +278,13 @@ class PipelineRun:
         self.state = updated
 
     def finish(self, status: ProcessingStatus, report: FailureReport | None) -> None:
-        """Ends the run: journals its outcome and lets the run's lock go."""
+        """Ends the run: journals its outcome, and lets its lease (with the record's write) and lock go."""
         self.failure = report
         reason = report.reason if report else ""
         self.apply(status=status, reason=reason, failed_job=report.job if report else None, note="")
+        if self.lease_held:
+            self.pending_changes.append(FileChange(self.lease_path))
+            self.lease_held = False
         self._lock.release()
         log = logger.info if status is ProcessingStatus.SUCCEEDED else logger.warning
         log("%s", self.describe())
@@ -269,6 +292,45 @@ class PipelineRun:
     def close(self) -> None:
         """Lets the run's lock go without ending the run (another manager may then resume it)."""
         self._lock.release()
+
+    @property
+    def detached(self) -> bool:
+        """True once the run was handed to the cluster: no manager drives it any more."""
+        return self.journal.mode == "detached" and self.stage > 0
+
+    def hand_to_cluster(self) -> None:
+        """The run is the cluster's now (every stage and its settling job submitted): record that, and let
+        the lease and the lock go; this manager stops watching it."""
+        if self._durable:
+            self.journal = self.journal.save(mode="detached")
+        self.record_dirty = True
+        if self.lease_held:
+            self.pending_changes.append(FileChange(self.lease_path))
+            self.lease_held = False
+        self._lock.release()
+
+    def hand_over(self, holder: str) -> None:
+        """Another manager took the run's lease: this one stops driving it and leaves the server alone."""
+        reason = f"Another manager ({holder or 'unknown'}) took this run over; it goes on there"
+        self.lease_held = False
+        self.failure = FailureReport(reason)
+        self.apply(status=ProcessingStatus.ABORTED, reason=reason, note="")
+        self.record_dirty = False  # the server's record is the new holder's to write now
+        self._lock.release()
+        logger.warning("%s", self.describe())
+
+
+_HOLDER: Holder | None = None
+
+
+def process_holder(stale_after: float = 300.0) -> Holder:
+    """This process's identity as a lease holder (one per manager process)."""
+    global _HOLDER  # noqa: PLW0603 - one identity per process, made on first use
+    if _HOLDER is None:
+        _HOLDER = Holder(uuid.uuid4().hex, getpass.getuser(), socket.gethostname(), os.getpid(), stale_after)
+    elif _HOLDER.stale_after != stale_after:
+        _HOLDER = replace(_HOLDER, stale_after=stale_after)
+    return _HOLDER
 
 
 def _array_tasks(

@@ -68,11 +68,16 @@ def read_stored_checksum(raw_data: Path) -> str | None:
     return text.strip().lower() or None
 
 
+def checksum_text(checksum: str) -> str:
+    """The content of ``ax_checksum.txt`` holding ``checksum`` (also what an upload writes on the server)."""
+    return checksum + "\n"
+
+
 def write_checksum(raw_data: Path, checksum: str) -> Path:
     """Writes ``checksum`` to ``raw_data/ax_checksum.txt`` atomically; returns the file's path."""
     path = raw_data / CHECKSUM_FILE
     with os_errors("write the checksum", path):
-        atomic_write_text(path, checksum + "\n")
+        atomic_write_text(path, checksum_text(checksum))
     return path
 
 

@@ -12,6 +12,7 @@
 #SBATCH --gres=gpu:1
 #SBATCH --array=0-9%2
 #SBATCH --dependency=afterok:123:456
+#SBATCH --kill-on-invalid-dep=yes
 
 set -euo pipefail
 cd -- '/work/sessions/p1/a1/s1/sl_jobs/run-1234/plane 3'

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
@@ -44,6 +45,8 @@ from sl_pipelines.errors import (
 
 _log = logging.getLogger("sl_pipelines")
 _T = TypeVar("_T")
+_TCPI_BYTES_ACKED = 120
+"""Offset of ``tcpi_bytes_acked`` (u64) in Linux's ``struct tcp_info`` (since Linux 4.1)."""
 _Socket = socket.socket | paramiko.Channel
 
 
@@ -89,6 +92,26 @@ class SSHConnection:
         """True while the connection is up."""
         transport = self._client.get_transport() if self._client else None
         return bool(transport and transport.is_active())
+
+    @property
+    def wire_bytes_sent(self) -> int | None:
+        """Bytes of this connection the server has acknowledged, SSH framing and encryption included.
+
+        Read from the TCP socket (Linux ``TCP_INFO``), so it measures what really crossed the network;
+        None where that is unknown (not Linux, not connected, a connection through a ProxyJump channel).
+        It starts again from zero on a new connection.
+        """
+        transport = self._client.get_transport() if self._client else None
+        sock = getattr(transport, "sock", None)
+        if not isinstance(sock, socket.socket) or not hasattr(socket, "TCP_INFO"):
+            return None
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        except OSError:
+            return None
+        if len(info) < _TCPI_BYTES_ACKED + 8:
+            return None
+        return int(struct.unpack_from("=Q", info, _TCPI_BYTES_ACKED)[0])
 
     def connect(self) -> None:
         """Opens the connection now (it is otherwise opened on first use).

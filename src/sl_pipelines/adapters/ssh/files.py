@@ -29,20 +29,35 @@ _T = TypeVar("_T")
 class RemoteFiles(RemoteCommands):
     """The connection and its commands plus file operations over the one SFTP client."""
 
-    def put_file(self, local: Path, remote: PurePosixPath, *, preserve_mtime: bool = True) -> int:
-        """Uploads one file through the SFTP client (pipelined); returns its size."""
+    def put_file(
+        self,
+        local: Path,
+        remote: PurePosixPath,
+        *,
+        preserve_mtime: bool = True,
+        offset: int = 0,
+        progress: Callable[[int], object] | None = None,
+    ) -> int:
+        """Uploads one file through the SFTP client (pipelined); returns its size.
+
+        With ``offset`` the remote file keeps its first ``offset`` bytes and only the rest is sent (an
+        interrupted upload completed); ``progress`` is called with the size of each block sent.
+        """
         local = Path(local)
 
         def upload() -> int:
             info = local.stat()
             sftp = self.sftp()
-            with local.open("rb") as source, sftp.open(str(remote), "wb") as target:
+            with local.open("rb") as source, sftp.open(str(remote), "r+b" if offset else "wb") as target:
                 target.MAX_REQUEST_SIZE = SFTP_REQUEST_SIZE
                 target.set_pipelined(True)
-                _copy(source, target)
+                if offset:
+                    source.seek(offset)
+                    target.seek(offset)
+                _copy(source, target, progress)
             if preserve_mtime:
                 sftp.utime(str(remote), (info.st_atime, info.st_mtime))
-            self.count_bytes(info.st_size)
+            self.count_bytes(info.st_size - offset)
             return info.st_size
 
         return self._file_call(f"upload {local} to {remote}", upload, remote)
@@ -196,9 +211,15 @@ def _sftp_makedirs(sftp: paramiko.SFTPClient, path: PurePosixPath) -> None:
             raise
 
 
-def _copy(source: IO[bytes] | paramiko.SFTPFile, target: IO[bytes] | paramiko.SFTPFile) -> None:
+def _copy(
+    source: IO[bytes] | paramiko.SFTPFile,
+    target: IO[bytes] | paramiko.SFTPFile,
+    progress: Callable[[int], object] | None = None,
+) -> None:
     while True:
         block = source.read(1 << 20)
         if not block:
             return
         target.write(block)
+        if progress is not None:
+            progress(len(block))
