@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import os
 import pstats
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -82,6 +85,12 @@ class Bench:
 
     def add(self, key: str, value: float) -> None:
         self.samples[key].append(value)
+
+    def forget(self, pipelines: Sequence[ProcessingPipeline]) -> None:
+        """Drops cleaned-up pipelines, so that a round's memory figures do not carry the previous round."""
+        gone = {id(p) for p in pipelines}
+        self.created = [p for p in self.created if id(p) not in gone]
+        gc.collect()
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -190,6 +199,14 @@ def measure_alone(bench: Bench, pipeline: ProcessingPipeline) -> None:
         bench.add(f"cmds/{ALONE}", bench.server.round_trips - exec_before)
 
 
+def current_rss_mb() -> float:
+    """This process's resident memory now (VmRSS), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def journals_written(since: float) -> int:
     return sum(1 for path in runs_dir().glob("*.json") if path.stat().st_mtime > since)
 
@@ -211,12 +228,14 @@ def measure_round(bench: Bench, solo_id: str, set_ids: Sequence[str], last: bool
             measure_cycles(bench, pipelines[:size], str(size), profile)
         bench.add("journals_written", journals_written(since))
         bench.add("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        bench.add("rss_mb", current_rss_mb())
     if last and bench.args.others:
         measure_others(bench, [(ALONE, alone), *((str(s), pipelines[:s]) for s in sizes)])
     with bench.phase("cleanup"):
         live = [*alone, *pipelines]
         cancel_and_wait(bench.server, job_ids(live), [p.resolved.token for p in live])
         remove_run_files(bench.server, bench.project, live)
+        bench.forget(live)
     with bench.phase("settle"):
         settle()
 
@@ -257,6 +276,7 @@ def measure_original(bench: Bench, session_ids: Sequence[str]) -> None:
         client.close()
         cancel_and_wait(bench.server, ids, [p.resolved.token for p in pipelines])
         remove_run_files(bench.server, bench.project, pipelines)
+        bench.forget(pipelines)
 
 
 def run_cluster(key: str, args: argparse.Namespace, scratch: Path) -> Bench:
@@ -303,12 +323,19 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     testbed("start")
-    SftpRequests.install()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="sl-bench-scale-") as scratch:
-        os.environ["SL_PIPELINES_DATA_DIR"] = str(Path(scratch) / "data")
-        benches = [run_cluster(key, args, Path(scratch)) for key in args.clusters]
-    for bench in benches:
+    if len(args.clusters) > 1:  # one process per cluster: each one's memory figures are its own
+        argv = sys.argv[1:]
+        argv = [
+            a for i, a in enumerate(argv) if not (a.startswith("--clusters") or argv[i - 1] == "--clusters")
+        ]
+        for key in args.clusters:
+            subprocess.run([sys.executable, __file__, *argv, f"--clusters={key}"], check=True)
+    else:
+        SftpRequests.install()
+        with tempfile.TemporaryDirectory(prefix="sl-bench-scale-") as scratch:
+            os.environ["SL_PIPELINES_DATA_DIR"] = str(Path(scratch) / "data")
+            bench = run_cluster(args.clusters[0], args, Path(scratch))
         print_report(bench.key, bench.args, bench.samples, bench.loads)
     print(f"\nWhole run: {(time.monotonic() - started) / 60:.1f} min; median [min..max] over every sample.")
 
