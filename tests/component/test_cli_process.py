@@ -216,3 +216,91 @@ def test_ctrl_c_without_a_terminal_keeps_the_jobs_and_resume_finishes(root: Path
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)[0]["status"] == "SUCCEEDED"
     assert ProcessingTracker(tracker_path).is_complete
+
+
+def test_the_project_table_shows_every_session_by_pipeline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "local"
+    for animal, session in (
+        ("A1", "2026-01-05-10-00-00"),
+        ("A1", "2026-01-06-10-00-00"),
+        ("A2", "2026-01-05-11-00-00"),
+    ):
+        generate_session(root / "storage", "proj", animal, session, planes=1, size_kb=1)
+    generate_session(root / "storage", "other", "A1", "2026-01-05-10-00-00", planes=1, size_kb=1)
+    first = root / "storage" / "proj" / "A1" / "2026-01-05-10-00-00" / "tracking_data"
+    ProcessingTracker(first / "behavior_processing_tracker.yaml").start(5, job_count=1)
+    ProcessingTracker(first / "suite2p_processing_tracker.yaml").start(6, job_count=1)
+    ProcessingTracker(first / "suite2p_processing_tracker.yaml").error(
+        6, job="slp-x-2-plane-1", reason="boom"
+    )
+    assert tracker.main(["--local-root", str(root), "status", "proj/*/*", "--json"]) == 0
+    rows = {row["session"]: row["pipelines"] for row in json.loads(capsys.readouterr().out)}
+    assert list(rows) == [
+        "proj/A1/2026-01-05-10-00-00",
+        "proj/A1/2026-01-06-10-00-00",
+        "proj/A2/2026-01-05-11-00-00",
+    ]
+    first_row = rows["proj/A1/2026-01-05-10-00-00"]
+    assert first_row["behavior"]["status"] == "running" and first_row["behavior"]["manager_id"] == 5
+    assert (
+        first_row["suite2p"]["status"] == "failed" and first_row["suite2p"]["failed_job"] == "slp-x-2-plane-1"
+    )
+    assert rows["proj/A2/2026-01-05-11-00-00"]["video"] == {"status": "idle"}
+    assert tracker.main(["--local-root", str(root), "status", "proj/A1/2026-01-0[5]*", "--csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("session,manifest,checksum") and len(lines) == 2
+    assert tracker.main(["--local-root", str(root), "status", "proj/*/*"]) == 0
+    table = capsys.readouterr().out
+    assert "3 sessions" in table and "totals" in table and "1 failed" in table
+    assert tracker.main(["--local-root", str(root), "status", "../*/*"]) == 2
+
+
+def test_a_pattern_with_dates_and_states_selects_sessions_and_says_why_others_were_left_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "local"
+    for animal in ("A1", "A2"):
+        for day in range(1, 11):
+            generate_session(
+                root / "storage", "proj", animal, f"2026-01-{day:02d}-10-00-00", planes=1, size_kb=1
+            )
+    generate_session(root / "storage", "proj", "A1", "pilot", planes=1, size_kb=1)
+    done = (
+        root
+        / "storage"
+        / "proj"
+        / "A1"
+        / "2026-01-04-10-00-00"
+        / "tracking_data"
+        / "checksum_resolution_tracker.yaml"
+    )
+    ProcessingTracker(done).start(3, job_count=1)
+    ProcessingTracker(done).stop(3, job="j")
+    argv = [
+        "checksum",
+        "proj/*/*",
+        "--local-root",
+        str(root),
+        "--since",
+        "2026-01-03",
+        "--until",
+        "2026-01-06",
+    ]
+    assert process.main([*argv, "--pending", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "7 sessions chosen, 14 left out" in out  # days 3-6 of two animals, less the completed one
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in out.splitlines()
+        if line.count("│") == 3
+    }
+    assert rows["proj/A1/pilot"] == "left out: its name is not a date"
+    assert rows["proj/A1/2026-01-04-10-00-00"] == "left out: already complete"
+    assert rows["proj/A2/2026-01-07-10-00-00"] == "left out: after 2026-01-06"
+    assert rows["proj/A2/2026-01-04-10-00-00"] == "chosen"
+    assert process.main(["checksum", "proj/*/*", "--local-root", str(root), "--failed", "--dry-run"]) == 2
+    assert "No session matches the selection" in " ".join(capsys.readouterr().err.split())
+    assert process.main([*argv, "--pending", "--json", "--poll-interval", "0.2"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 7

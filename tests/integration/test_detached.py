@@ -218,3 +218,20 @@ def test_an_attached_run_abandoned_is_converted_to_detached_and_finishes(
     assert (record.status, record.mode) == ("SUCCEEDED", "detached"), record.reason
     assert _tracker(server, record).is_complete
     server.close()
+
+
+def test_a_detached_dataset_pipeline_settles_like_the_others(
+    make_profile: Callable[..., ServerProfile], project: str, tmp_path: Path
+) -> None:
+    profile = make_profile("acct", name="detach-dataset")
+    save_profile(profile)
+    server = Server(profile)
+    sessions = [generate(server, project, "s1", animal="A1"), generate(server, project, "s2", animal="A2")]
+    argv = ["multiday", *sessions, "--server", profile.name, "--detach"]
+    done = subprocess.run([*SL_PROCESS, *argv], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    record = _wait_final(server, project)
+    assert (record.status, record.mode, record.sessions) == ("SUCCEEDED", "detached", tuple(sessions))
+    for spec in sessions:  # each session's extract job worked on its own session
+        assert server.list_dir(server.working_root / spec / "processed_data" / "multiday")
+    server.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -258,3 +259,37 @@ def test_many_sessions_are_found_with_their_session_data_in_one_command(
     assert [len(p.resolved.stages[2]) for p in pipelines] == [1, 2, 3, 4, 5]
     with pytest.raises(SessionNotFoundError, match="'nope' was not found"):
         find_sessions(server, [specs[0], "nope"])
+
+
+def test_a_pattern_selects_sessions_with_their_trackers_in_one_command(
+    make_server: Callable[..., Server], project: str
+) -> None:
+    server = make_server("noacct")
+    env = shlex.quote(server.environment.value)
+    root = shlex.quote(str(server.storage_root))
+    server.run(  # 20 sessions: two animals, ten days each
+        f"source {env}/bin/activate && for a in A1 A2; do for d in $(seq -w 1 10); do sl-worker generate -q "
+        f"--storage-root {root} --project {project} --animal $a --session 2026-01-$d-10-00-00 --planes 1 "
+        "--size-kb 1; done; done",
+        check=True,
+    )
+    tracker = (
+        server.storage_root
+        / project
+        / "A2"
+        / "2026-01-03-10-00-00"
+        / "tracking_data"
+        / "video_processing_tracker.yaml"
+    )
+    server.mkdir(tracker.parent)
+    server.write_text(tracker, "not: [a tracker")
+    server.connect()
+    before = server.round_trips
+    found = server.select_sessions(f"{project}/*/2026-01-0[1-5]*")
+    assert server.round_trips == before + 1
+    assert [f"{s.paths.animal}/{s.paths.session[:10]}" for s in found] == [
+        f"{a}/2026-01-0{d}" for a in ("A1", "A2") for d in range(1, 6)
+    ]
+    assert all(s.session.session_data is not None for s in found)
+    assert found[7].trackers == {"video_processing_tracker.yaml": "not: [a tracker"}
+    assert len(server.select_sessions(f"{project}/*/*")) == 20

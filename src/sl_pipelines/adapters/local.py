@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from filelock import FileLock
 
 from sl_pipelines.adapters.lease_files import renew_leases, take_lease
-from sl_pipelines.adapters.local_files import change_local_file, find_local_sessions
+from sl_pipelines.adapters.local_files import change_local_file, find_local_sessions, select_local_sessions
 from sl_pipelines.adapters.local_jobs import JobRecord, alive, boot_id, process_stat, signal_group
 from sl_pipelines.adapters.run_listing import collect_runs
 from sl_pipelines.adapters.tracker_ops import apply_operations
@@ -39,6 +39,7 @@ from sl_pipelines.core.seams import (
     TrackerOperation,
     TrackerOutcome,
 )
+from sl_pipelines.core.selection import SessionTrackers
 from sl_pipelines.core.session_query import FoundSession
 from sl_pipelines.core.states import JobState, JobStatus
 
@@ -197,6 +198,10 @@ class LocalBackend:
     def take_leases(self, requests: Sequence[LeaseRequest]) -> tuple[LeaseOutcome, ...]:
         """Takes (or keeps) the leases of runs, each under a lock file."""
         return tuple(take_lease(request) for request in requests)
+
+    def select_sessions(self, pattern: str) -> tuple[SessionTrackers, ...]:
+        """The sessions a pattern names, with their trackers and session data."""
+        return select_local_sessions(self.storage_root, self.working_root, pattern)
 
     def list_runs(self) -> tuple[RunSnapshot, ...]:
         """Every run recorded here, with its lease, tracker and jobs (read-only)."""

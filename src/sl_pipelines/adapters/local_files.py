@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from sl_pipelines.core.file_changes import FileChange
-from sl_pipelines.core.layout import RAW_DATA
+from sl_pipelines.core.layout import RAW_DATA, SessionPaths
+from sl_pipelines.core.selection import SessionTrackers, pattern_parts
 from sl_pipelines.core.session_query import SESSION_DATA_FILE, FoundSession, candidates, found_sessions
+from sl_pipelines.vocabulary import TrackerFileNames
 
 
 def find_local_sessions(
@@ -71,3 +73,22 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
+
+
+def select_local_sessions(
+    root: PurePosixPath, working: PurePosixPath, pattern: str
+) -> tuple[SessionTrackers, ...]:
+    """The sessions a pattern names on the local disk, with their trackers and session data."""
+    parts = pattern_parts(pattern)
+    found = []
+    for folder in sorted(Path(root).glob("/".join(parts))):
+        if not (folder / RAW_DATA).is_dir():
+            continue
+        paths = SessionPaths(root, working, *folder.relative_to(Path(root)).parts)
+        trackers = {
+            t.value: text for t in TrackerFileNames if (text := _read(folder / "tracking_data" / t.value))
+        }
+        found.append(
+            SessionTrackers(FoundSession(paths, _read(folder / RAW_DATA / SESSION_DATA_FILE)), trackers)
+        )
+    return tuple(found)

@@ -14,7 +14,9 @@ from sl_pipelines.adapters.upload import UploadProgress, UploadReport
 from sl_pipelines.core.file_changes import FileChange, build_changes, build_read, parse_changes, parse_read
 from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.core.lease import LeaseOutcome, LeaseRequest, build_take, parse_take
+from sl_pipelines.core.selection import SessionTrackers, build_select, parse_select, pattern_parts
 from sl_pipelines.core.session_query import FoundSession, build_find, candidates, found_sessions, parse_find
+from sl_pipelines.vocabulary import TrackerFileNames
 
 
 class ServerFiles:
@@ -108,6 +110,13 @@ class ServerFiles:
         command, data = build_take(requests)
         result = self.transport.run(command, idempotent=False, stdin=data)
         return parse_take(result.stdout, len(requests))
+
+    def select_sessions(self, pattern: str) -> tuple[SessionTrackers, ...]:
+        """The sessions a pattern names, with their trackers and session data: ONE command."""
+        trackers = [name.value for name in TrackerFileNames]
+        command, data = build_select(self.storage_root, pattern_parts(pattern), trackers)
+        result = self.transport.run(command, stdin=data)
+        return parse_select(result.stdout, self.storage_root, self.working_root)
 
     def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
         """Finds every session (ids, project/animal/session or paths) and reads its session data: ONE command.

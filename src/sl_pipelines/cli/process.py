@@ -19,16 +19,17 @@ from sl_pipelines.cli.backends import close_backend, open_backend
 from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.cli.overview import LiveView
 from sl_pipelines.cli.render import failure_details, pipeline_json, progress_caption
+from sl_pipelines.cli.select_args import add_selection, filters, print_selection, select
 from sl_pipelines.core.definition import ParameterValue
 from sl_pipelines.core.layout import JOB_FOLDERS
 from sl_pipelines.core.seams import Backend
+from sl_pipelines.core.selection import is_pattern
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError
 from sl_pipelines.orchestration.detach import submit_detached
 from sl_pipelines.orchestration.journal import RunJournal, find_unfinished, unfinished_records
 from sl_pipelines.orchestration.manager import PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.orchestration.run import RECORD_NAME
-from sl_pipelines.orchestration.sessions import find_sessions
 from sl_pipelines.vocabulary import ProcessingPipelines, ProcessingStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -69,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="set a pipeline parameter (repeatable)",
     )
     parser.add_argument(
-        "--dry-run", action="store_true", help="print the stages and job scripts; submit nothing"
+        "--dry-run",
+        action="store_true",
+        help="print the sessions chosen (and why others were left out), the stages and job scripts; "
+        "submit nothing",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep job folders and logs after success")
     parser.add_argument(
@@ -97,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON (no live view)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the manager does")
+    add_selection(parser)
     return parser
 
 
@@ -161,7 +166,11 @@ def _build(
     backend: Backend,
     parameters: dict[str, ParameterValue],
 ) -> list[ProcessingPipeline]:
-    found = find_sessions(backend, list(args.sessions))  # every session in one call to the server
+    found, skipped = select(backend, list(args.sessions), kind, filters(args))  # one call per pattern
+    if args.dry_run and (skipped or any(is_pattern(spec) for spec in args.sessions)):
+        print_selection(found, skipped, Console(soft_wrap=True))
+    if not found:
+        raise ConfigurationError("No session matches the selection; see --dry-run for why each was left out.")
     dataset = kind in (ProcessingPipelines.MULTIDAY, ProcessingPipelines.FORGING)
     groups = [list(found)] if dataset else [[session] for session in found]
     pipelines = []
@@ -211,7 +220,8 @@ def _unfinished(kind: ProcessingPipelines, backend: Backend, ids: tuple[str, ...
 
 def _print_dry_run(pipelines: Sequence[ProcessingPipeline]) -> None:
     out = Console(soft_wrap=True)  # scripts are printed as they are, never wrapped
-    for p in pipelines:
+    shown = pipelines if len(pipelines) <= 5 else pipelines[:1]
+    for p in shown:
         out.rule(f"{p.pipeline.short_name}: {p.project}/{p.animal}/{p.session}")
         out.print(f"manager id {p.manager_id}, run token {p.resolved.token}, tracker {p.remote_tracker_path}")
         for stage, jobs in sorted(p.resolved.stages.items()):
@@ -219,6 +229,8 @@ def _print_dry_run(pipelines: Sequence[ProcessingPipeline]) -> None:
             for resolved in jobs:
                 out.print(f"[dim]# {resolved.job.script_path}[/]")
                 out.print(resolved.job.render(), markup=False, highlight=False)
+    if len(shown) < len(pipelines):
+        out.print(f"... and {len(pipelines) - len(shown)} more runs of the same shape (scripts not shown).")
 
 
 def _run(

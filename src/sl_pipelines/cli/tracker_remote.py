@@ -19,6 +19,7 @@ from rich.text import Text
 
 from sl_pipelines.cli.backends import close_backend, open_backend
 from sl_pipelines.cli.consoles import make_console
+from sl_pipelines.cli.project_table import project_table
 from sl_pipelines.cli.tracker import (
     EXIT_ERROR,
     EXIT_OK,
@@ -29,6 +30,7 @@ from sl_pipelines.cli.tracker import (
     status_payload,
 )
 from sl_pipelines.core.seams import Backend, ProbeRequest, TrackerAction, TrackerOperation
+from sl_pipelines.core.selection import is_pattern
 from sl_pipelines.core.tracker_state import IDLE_STATE, TrackerState
 from sl_pipelines.core.tracker_text import parse_tracker_text
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError, TrackerCorruptError, TrackerError
@@ -78,8 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--local-root", type=Path, metavar="DIR", help="the local backend's folder")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     status = commands.add_parser("status", help="every pipeline's tracker of a session")
-    status.add_argument("session", help="session id, project/animal/session, or path")
+    status.add_argument(
+        "session",
+        help="session id, project/animal/session, a path, or a pattern: 'proj/*/*' for a project table",
+    )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument(
+        "--csv", action="store_true", help="with a pattern: print CSV (session, one column per pipeline)"
+    )
     abort = commands.add_parser("abort", help="reset one tracker of a session (asks first)")
     abort.add_argument("session", help="session id, project/animal/session, or path")
     abort.add_argument("--pipeline", required=True, help="which pipeline's tracker (short name)")
@@ -98,6 +106,8 @@ def main(argv: Sequence[str]) -> int:
     backend: Backend | None = None
     try:
         backend = open_backend(args.server, args.local_root)
+        if args.command == "status" and is_pattern(args.session):
+            return project_table(backend, args.session, as_json=args.json, as_csv=args.csv, out=out)
         session = find_session(backend, args.session)
         if args.command == "status":
             return _status(backend, session.tracking_data, args.json, out)

@@ -20,6 +20,7 @@ from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Environment, Job, JobDefaults
 from sl_pipelines.core.lease import LeaseOutcome, LeaseRequest
+from sl_pipelines.core.selection import SessionTrackers
 from sl_pipelines.core.session_query import FoundSession
 from sl_pipelines.core.states import JobStatus
 
@@ -242,6 +243,15 @@ class Backend(Protocol):
 
     def take_leases(self, requests: Sequence[LeaseRequest]) -> tuple[LeaseOutcome, ...]:
         """Takes (or keeps) the leases of runs, under a lock, in one call: who drives each run."""
+        ...
+
+    def select_sessions(self, pattern: str) -> tuple[SessionTrackers, ...]:
+        """The sessions a ``project/animal/session`` pattern names, each with its trackers and session
+        data, in one call.
+
+        Raises:
+            ConfigurationError: the pattern is not three parts, or a part could leave the storage root.
+        """
         ...
 
     def list_runs(self) -> tuple[RunSnapshot, ...]:
