@@ -29,12 +29,12 @@ import uuid
 from pathlib import Path
 
 import paramiko
-import yaml
+from bench_scale_ops import long_running_configs
 from testbed_profile import testbed_profile
 
 from sl_pipelines.adapters.server import Server
 from sl_pipelines.orchestration.cycle import run_cycle
-from sl_pipelines.orchestration.pipeline import ProcessingPipeline, default_configs_dir
+from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (1, 10, 50)
@@ -44,14 +44,6 @@ def start_testbed() -> None:
     subprocess.run(
         ["bash", str(ROOT / "scripts" / "testbed.sh"), "start"], check=True, stdout=subprocess.DEVNULL
     )
-
-
-def long_running_configs(folder: Path) -> Path:
-    data = yaml.safe_load((default_configs_dir() / "behavior.yaml").read_text())
-    for job in data["stages"][0]["jobs"]:
-        job["command"] += " --seconds 900"
-    (folder / "behavior.yaml").write_text(yaml.safe_dump(data))
-    return folder
 
 
 def baseline_cycle(client: paramiko.SSHClient, pipelines: list[ProcessingPipeline]) -> tuple[int, int, float]:

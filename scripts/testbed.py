@@ -32,6 +32,14 @@ Subcommands (see ``scripts/testbed.sh``):
     One line per daemon; exit code 0 when every daemon of the last ``start`` runs.
 ``env``
     Prints the info file's path, then its JSON content.
+``load-others N [--cluster acct|noacct|all]``
+    Makes the held jobs of another user (``sltest4``, created when missing, no login) number N on each
+    running cluster: other people's jobs in slurmctld, for benchmarks (``0`` cancels them). See
+    ``scripts/testbed_others.py``.
+
+Each cluster's node advertises 64 CPUs and 64 GiB (``NODE_CPUS``; the machine has 2 CPUs), and
+slurmctld holds up to 50,000 jobs (``MaxJobCount``) with arrays of up to 10,000 tasks (``MaxArraySize``
+10001); ``MinJobAge`` stays Slurm's 300 s.
 
 Everything listens on 127.0.0.1 only, except slurmdbd (port 22819, munge-authenticated): Slurm 22.05's
 slurmdbd has no option to bind a single address.
@@ -102,6 +110,11 @@ CLUSTERS = {
 # lands in every remote command's output; ~/.profile prints too.
 CHATTY_KEY, CHATTY_CLUSTER, CHATTY_USER = "chatty", "noacct", "sltest3"
 CHATTY_BANNER = "Welcome to the cluster"
+# What each cluster's one node advertises (SlurmdParameters=config_overrides: the machine has 2 CPUs). The
+# demo worker's jobs are tiny: 64 slots let 7 behavior pipelines (49 jobs) run at once, so thousands of
+# short jobs drain in minutes, limited by the real CPUs rather than by Slurm's slots.
+NODE_CPUS, NODE_MEMORY_MB = 64, 65536
+MAX_JOB_COUNT, MAX_ARRAY_SIZE = 50000, 10001
 
 RUN = STATE / "run"
 LOGS = STATE / "log"
@@ -470,6 +483,11 @@ def slurm_conf(name: str, accounting: bool, first_job_id: int) -> str:
         "CommunicationParameters=NoCtldInAddrAny,NoInAddrAny",
         f"FirstJobId={first_job_id}",
         "JobCompType=jobcomp/none",
+        # Room for a year of a lab's sessions at once (1,000 seven-job pipelines, another user's 1,000 held
+        # jobs, and the finished ones slurmctld keeps for MinJobAge); MaxArraySize lets one array hold 7,000
+        # tasks. MinJobAge stays Slurm's 300 s: without accounting, finished jobs are looked up there.
+        f"MaxJobCount={MAX_JOB_COUNT}",
+        f"MaxArraySize={MAX_ARRAY_SIZE}",
     ]
     if accounting:
         lines += [
@@ -483,7 +501,7 @@ def slurm_conf(name: str, accounting: bool, first_job_id: int) -> str:
     else:
         lines += ["AccountingStorageType=accounting_storage/none", "JobAcctGatherType=jobacct_gather/none"]
     lines += [
-        f"NodeName={name}-n1 NodeAddr=127.0.0.1 CPUs=8 RealMemory=8000 State=UNKNOWN",
+        f"NodeName={name}-n1 NodeAddr=127.0.0.1 CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} State=UNKNOWN",
         "PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
     ]
     return "\n".join(lines) + "\n"
@@ -915,6 +933,25 @@ def cmd_env() -> int:
     return 0
 
 
+def cmd_load_others(count: int, cluster: str) -> int:
+    """Makes another user's held jobs number ``count`` on the running clusters (see testbed_others.py)."""
+    import testbed_others  # noqa: PLC0415 - only this subcommand needs it
+
+    if count < 0:
+        die("load-others: N must be 0 or more")
+    info = load_info()
+    running = info["clusters"] if info else {}  # type: ignore[index]
+    keys = [k for k in CLUSTERS if cluster in ("all", k) and k in running]
+    if not keys:
+        die(f"load-others: cluster {cluster} is not running; run `scripts/testbed.sh start` first")
+    testbed_others.ensure_other_user(GROUP)
+    for key in keys:
+        name = CLUSTERS[key][0]
+        held = testbed_others.load_others(SLURM_DIR / name / "slurm.conf", base_env(), count)
+        log(f"{name}: {held} held job(s) of {testbed_others.OTHER_USER}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -931,8 +968,11 @@ def main() -> int:
     stop.add_argument("daemons", nargs="*", metavar="DAEMON", help="one of: " + ", ".join(ALL_DAEMONS))
     sub.add_parser("status", help="show which daemons run; exit 0 when all run")
     sub.add_parser("env", help="print the info file path and content")
+    others = sub.add_parser("load-others", help="make another user's held jobs number N (0: cancel them)")
+    others.add_argument("count", type=int, metavar="N")
+    others.add_argument("--cluster", choices=[*CLUSTERS, "all"], default="all")
     args = parser.parse_args()
-    if args.command in ("install", "start", "stop") and os.geteuid() != 0:
+    if args.command in ("install", "start", "stop", "load-others") and os.geteuid() != 0:
         die("must run as root")
     if args.command == "install":
         cmd_install()
@@ -945,6 +985,8 @@ def main() -> int:
         return cmd_status()
     elif args.command == "env":
         return cmd_env()
+    elif args.command == "load-others":
+        return cmd_load_others(args.count, args.cluster)
     return 0
 
 

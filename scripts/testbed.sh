@@ -7,6 +7,8 @@
 #                                               (e.g. slurmctld-slnoacct, munged, slurmdbd)
 #   scripts/testbed.sh status                   one line per daemon; exit 0 when all run
 #   scripts/testbed.sh env                      print the info file path and its JSON
+#   scripts/testbed.sh load-others N            another user's held jobs on each cluster: make them N
+#                                               (0 cancels them), for benchmarks; --cluster acct|noacct
 # SL_TESTBED_NO_ACCOUNTING=1 is the same as start --no-accounting (only the cluster without sacct).
 # State: $SL_TESTBED_DIR (default /var/tmp/sl-testbed); ports: $SL_TESTBED_PORT_BASE (default 22000) + offsets,
 # SSH on base+22 ($SL_TESTBED_SSH_PORT overrides). A second instance needs its own state folder and port base.

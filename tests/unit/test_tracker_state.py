@@ -290,3 +290,14 @@ def test_corrupt_text_names_file_and_fault(text: str, fragment: str) -> None:
     assert message.startswith(f"Tracker file {PATH} is corrupt because ")
     assert "sl-tracker abort" in message
     assert raised.value.path == PATH
+
+
+def test_a_text_read_again_gives_the_same_state_and_a_corrupt_one_names_each_file_it_came_from() -> None:
+    text = dump_tracker_text(FAILED)
+    other = PATH.with_name("suite2p_processing_tracker.yaml")
+    assert parse_tracker_text(text, path=PATH) == parse_tracker_text(text, path=other) == FAILED
+    for path in (PATH, other, PATH):
+        with pytest.raises(TrackerCorruptError) as raised:
+            parse_tracker_text("- 1\n", path=path)
+        assert raised.value.path == path
+        assert str(raised.value).startswith(f"Tracker file {path} is corrupt because ")

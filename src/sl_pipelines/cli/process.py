@@ -10,15 +10,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.logging import RichHandler
-from rich.table import Table
 
 from sl_pipelines.cli import process_runs
 from sl_pipelines.cli.backends import close_backend, open_backend
 from sl_pipelines.cli.consoles import make_console
-from sl_pipelines.cli.render import failure_details, pipeline_json, pipelines_table, progress_caption
+from sl_pipelines.cli.overview import LiveView
+from sl_pipelines.cli.render import failure_details, pipeline_json, progress_caption
 from sl_pipelines.cli.select_args import add_selection, filters, print_selection, select
 from sl_pipelines.core.definition import ParameterValue
 from sl_pipelines.core.layout import JOB_FOLDERS
@@ -244,11 +244,11 @@ def _run(
         if args.json:
             manager.run()
         else:
-            started = time.monotonic()
+            started, live_view = time.monotonic(), LiveView()
 
-            def view(m: PipelineManager) -> Table:
+            def view(m: PipelineManager) -> RenderableType:  # many pipelines: totals, failures, changes
                 caption = progress_caption(m.cycles, time.monotonic() - started, m.pipelines)
-                return pipelines_table(m.pipelines, caption=caption)
+                return live_view.render(m.pipelines, caption=caption)
 
             with Live(view(manager), console=console, refresh_per_second=4, transient=True) as live:
 
@@ -304,7 +304,7 @@ def _summarize(args: argparse.Namespace, pipelines: Sequence[ProcessingPipeline]
     if args.json:
         print(json.dumps([pipeline_json(p) for p in pipelines], indent=2))  # noqa: T201 - the command's output
     else:
-        make_console().print(pipelines_table(pipelines, title="Summary"))
+        make_console().print(LiveView().render(pipelines, title="Summary"))
         for p in pipelines:
             if p.failure is not None:
                 console.print(failure_details(p), markup=False, highlight=False)

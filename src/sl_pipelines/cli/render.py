@@ -1,4 +1,10 @@
-"""Rich rendering of pipelines for the command-line interfaces (the library never prints)."""
+"""Rich rendering of pipelines for the command-line interfaces (the library never prints).
+
+Up to :data:`FULL_TABLE_LIMIT` pipelines, every pipeline has its row. Beyond that,
+:func:`pipelines_overview` shows totals per status and per stage, the failed pipelines and the most
+recently changed ones in full, and the rest in one line: a thousand pipelines stay readable on one
+screen (the full table is ``sl-process --json``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -13,7 +20,7 @@ from sl_pipelines.core.states import JobState
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.vocabulary import ProcessingStatus
 
-_STATUS_STYLE = {
+STATUS_STYLE = {
     ProcessingStatus.RUNNING: "yellow",
     ProcessingStatus.SUCCEEDED: "green",
     ProcessingStatus.FAILED: "red",
@@ -21,39 +28,53 @@ _STATUS_STYLE = {
 }
 
 
+_SHORT_LABELS = {JobState.COMPLETED: "done", JobState.PENDING: "pending", JobState.NOT_FOUND: "waiting"}
+_JOB_LABELS = {state: _SHORT_LABELS.get(state, state.value.lower()) for state in JobState}
+
+
+def job_counts(pipeline: ProcessingPipeline) -> Counter[str]:
+    """How many jobs of the current stage are ``done``, ``running``, ``pending``, ``waiting``, ..."""
+    states = pipeline.job_states
+    waiting = _JOB_LABELS[JobState.NOT_FOUND]
+    return Counter(
+        _JOB_LABELS[status.state] if (status := states.get(name)) is not None else waiting
+        for name in pipeline.spec.stages.get(pipeline.stage, ())
+    )
+
+
+def _counts_text(counts: Counter[str]) -> str:
+    return ", ".join(f"{n:,} {label}" for label, n in sorted(counts.items()))
+
+
 def jobs_summary(pipeline: ProcessingPipeline) -> str:
     """``2 running, 1 pending, 4 done`` for the current stage."""
-    names = [r.name for r in pipeline.resolved.stages.get(pipeline.stage, ())]
-    if not names:
-        return "not submitted"
-    counts: Counter[str] = Counter()
-    for name in names:
-        status = pipeline.job_states.get(name)
-        state = status.state if status is not None else JobState.NOT_FOUND
-        label = {
-            JobState.COMPLETED: "done",
-            JobState.RUNNING: "running",
-            JobState.PENDING: "pending",
-            JobState.NOT_FOUND: "waiting",
-        }.get(state, state.value.lower())
-        counts[label] += 1
-    return ", ".join(f"{n} {label}" for label, n in sorted(counts.items()))
+    return _counts_text(job_counts(pipeline)) or "not submitted"
+
+
+def stage_label(pipeline: ProcessingPipeline) -> str:
+    """``1/3 binarize``: the current stage, of how many, and its name."""
+    names = [s.name for s in pipeline.resolved.definition.stages]
+    label = f"{pipeline.stage}/{len(names)}"
+    return f"{label} {names[pipeline.stage - 1]}" if 0 < pipeline.stage <= len(names) else label
+
+
+PIPELINE_COLUMNS = ("pipeline", "session", "stage", "jobs", "status")
+
+
+def pipeline_row(pipeline: ProcessingPipeline) -> list[RenderableType]:
+    """The cells of one pipeline's row under :data:`PIPELINE_COLUMNS`."""
+    where = f"{pipeline.project}/{pipeline.animal}/{pipeline.session}"
+    status = Text(pipeline.status.name, style=STATUS_STYLE[pipeline.status])
+    return [pipeline.pipeline.short_name, where, stage_label(pipeline), jobs_summary(pipeline), status]
 
 
 def pipelines_table(pipelines: Sequence[ProcessingPipeline], title: str = "", caption: str = "") -> Table:
     """A table of every pipeline: session, stage, jobs of the current stage, status."""
     table = Table(title=title or None, caption=caption or None, caption_justify="left", expand=False)
-    for column in ("pipeline", "session", "stage", "jobs", "status"):
+    for column in PIPELINE_COLUMNS:
         table.add_column(column)
     for p in pipelines:
-        stage_names = [s.name for s in p.resolved.definition.stages]
-        stage = f"{p.stage}/{len(stage_names)}"
-        if 0 < p.stage <= len(stage_names):
-            stage += f" {stage_names[p.stage - 1]}"
-        status = Text(p.status.name, style=_STATUS_STYLE[p.status])
-        table.add_row(
-            p.pipeline.short_name, f"{p.project}/{p.animal}/{p.session}", stage, jobs_summary(p), status
-        )
+        table.add_row(*pipeline_row(p))
     return table
 
 

@@ -21,6 +21,9 @@ from sl_pipelines.vocabulary import ProcessingPipelines, TrackerFileNames
 
 ParameterValue = int | str | tuple[str, ...]
 
+# libyaml's safe loader when PyYAML has it (~10x faster: a manager building a thousand runs reads the
+# definition a thousand times).
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _RESOURCE_KEYS = ("cpus", "memory_gb", "time_limit_minutes", "partition", "account", "qos", "gres")
 _JOB_KEYS = frozenset({"name", "command", "fan_out", *_RESOURCE_KEYS})
 _TOP_KEYS = frozenset(
@@ -115,7 +118,7 @@ def load_definition(path: Path) -> PipelineDefinition:
     """
     checker = _Checker(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)  # noqa: S506 - a safe loader
     except OSError as exc:
         raise PipelineDefinitionError(
             f"Cannot read pipeline definition {path}: {exc.strerror}.", path=path

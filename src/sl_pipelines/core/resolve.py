@@ -7,6 +7,7 @@ is split like a shell would, so a value (a session named ``a b;rm -rf ~``) is al
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -122,8 +123,10 @@ def resolve_pipeline(
     stages: dict[int, list[ResolvedJob]] = {}
     for number, template, key, item in expanded:
         # One job per session of a dataset works on THAT session: its project, animal and folders.
-        own = sessions[item[0]] if template.fan_out == "sessions" and item is not None else session
-        job = replace(context, session=own).job(number, template, key, item, env)
+        if template.fan_out == "sessions" and item is not None and sessions[item[0]] != session:
+            job = replace(context, session=sessions[item[0]]).job(number, template, key, item, env)
+        else:
+            job = context.job(number, template, key, item, env)
         stages.setdefault(number, []).append(ResolvedJob(stage=number, key=key, job=job))
     return ResolvedPipeline(
         definition=definition,
@@ -197,7 +200,9 @@ class _Context:
             exports=(("SL_PIPELINES_RUN_TOKEN", self.token), *self.exports),
         )
 
-    def _values(self, name: str, item: tuple[int, str] | None) -> dict[str, str]:
+    @functools.cached_property
+    def _run_values(self) -> dict[str, str]:
+        """The values every job of this context shares (computed once: a thousand runs resolve at once)."""
         s = self.session
         values = {key: _text(value) for key, value in self.params.items()}
         values.update(
@@ -214,10 +219,13 @@ class _Context:
             tracker=str(self.tracker),
             manager_id=str(self.manager_id),
             job_count=str(self.job_count),
-            job=name,
             token=self.token,
             pipeline=self.definition.pipeline.short_name,
         )
+        return values
+
+    def _values(self, name: str, item: tuple[int, str] | None) -> dict[str, str]:
+        values = dict(self._run_values, job=name)
         if item is not None:
             values.update(index=str(item[0]), item=item[1])
         return values
@@ -231,7 +239,7 @@ class _Context:
             "{session_args}": [f"--{key.replace('_', '-')}={values[key]}" for key in session],
         }
         try:
-            tokens = shlex.split(template.command)
+            tokens = _split_template(template.command)
         except ValueError as exc:
             raise _error(self.definition, template, f"command is not valid shell syntax ({exc})") from exc
         argv: list[str] = []
@@ -246,6 +254,12 @@ class _Context:
             except (ValueError, IndexError) as exc:
                 raise _error(self.definition, template, f"bad placeholder in {token!r} ({exc})") from exc
         return tuple(argv)
+
+
+@functools.lru_cache(maxsize=256)
+def _split_template(command: str) -> tuple[str, ...]:
+    """A command template split like a shell line (the same few templates, for every run)."""
+    return tuple(shlex.split(command))
 
 
 def _text(value: ParameterValue) -> str:

@@ -7,6 +7,7 @@ it is never silently reset.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import PurePath
@@ -24,6 +25,9 @@ _DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 #: Version of the YAML layout written by :func:`dump_tracker_text`.
 FORMAT_VERSION = 1
+
+#: Parsed tracker texts kept (a few MB at most): more than the runs one manager watches at once.
+PARSED_TEXTS_KEPT = 4096
 
 _HEADER = "# sl_pipelines processing tracker. Do not edit by hand while a run is active; use sl-tracker.\n"
 _KEYS = (
@@ -64,10 +68,19 @@ def dump_tracker_text(state: TrackerState) -> str:
 def parse_tracker_text(text: str, *, path: PurePath) -> TrackerState:
     """Returns the state held by the YAML document ``text`` read from ``path``.
 
+    The same text always holds the same (immutable) state, so the states of recent texts are kept: a
+    manager watching a thousand runs re-reads a thousand unchanged trackers every cycle. A corrupt text
+    is never kept; it raises again, naming the path it was read from.
+
     Raises:
         TrackerCorruptError: the text is not YAML, not a mapping, has missing or unknown keys, a value of
             the wrong type, or values that contradict each other; the message names ``path`` and the fault.
     """
+    return _parse_cached(text, path)
+
+
+@functools.lru_cache(maxsize=PARSED_TEXTS_KEPT)
+def _parse_cached(text: str, path: PurePath) -> TrackerState:
     data = _load_mapping(text, path)
     missing = [key for key in _KEYS if key not in data]
     unknown = sorted(str(key) for key in data if key not in _KEYS)
