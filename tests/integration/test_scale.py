@@ -8,9 +8,15 @@ the command line's limits before it travelled on standard input.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import PurePosixPath
+
+import pytest
+from conftest import Testbed
 
 from sl_pipelines.adapters.server import Server
 from sl_pipelines.core.job import Job, Resources
@@ -62,3 +68,53 @@ def test_a_thousand_pipelines_probe_answers_in_one_command(
         path: texts[path] if i < TRACKERS_WRITTEN else None for i, path in enumerate(trackers)
     }
     assert not result.unreadable
+
+
+@pytest.mark.parametrize("cluster", ["acct", "noacct"])
+def test_a_job_of_another_account_asked_for_by_id_is_still_found(
+    cluster: str, testbed: Testbed, make_server: Callable[..., Server]
+) -> None:
+    """The id query is narrowed to the SSH user (so other people's queue does not slow it down); a job
+    that another account submitted (a run taken over from a colleague's login) is not lost by that:
+    the accounting step (sacct, or scontrol without accounting) still answers for it. With sacct that
+    answer can lag the submission by a second: "not found" meanwhile, which the manager waits out."""
+    server = make_server(cluster)
+    env = dict(os.environ, SLURM_CONF=str(testbed.cluster(cluster).slurm_conf))
+    submitted = subprocess.run(
+        [
+            "sbatch",
+            "--hold",
+            "--parsable",
+            "-J",
+            "sl-other-account",
+            "-o",
+            "/dev/null",
+            "--mem=10M",
+            "-t",
+            "1",
+            "--wrap=true",
+        ],
+        env=env,
+        user="sltest3",
+        extra_groups=[],
+        cwd="/tmp",
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    job_id = submitted.stdout.strip().split(";")[0]
+    try:
+        server.connect()
+        request = ProbeRequest(job_names=(), job_ids=(job_id,), tracker_paths=())
+        deadline = time.monotonic() + 30  # slurmdbd records a new job within a second or so
+        while True:
+            result = server.probe(request)
+            assert result.slurm_answered, result.slurm_problems
+            found = [(s.job_id, s.state) for s in result.jobs]
+            if found != [(job_id, JobState.NOT_FOUND)] or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert found == [(job_id, JobState.PENDING)]
+    finally:
+        subprocess.run(["scancel", job_id], env=env, check=False, timeout=60)

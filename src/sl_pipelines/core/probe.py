@@ -3,8 +3,10 @@
 The request (job ids, job names, tracker paths) travels on standard input as NUL-separated records, so
 the command line has the same small size for one pipeline or a thousand. On the server the program:
 
-1. asks ``squeue`` for the jobs by id (Slurm filters them: the cost does not grow with other users' jobs),
-   in chunks that fit any argument limit;
+1. asks ``squeue`` for the jobs by id, narrowed to the user (with a list of ids Slurm sends every job of
+   every user and filters in the client; ``-u`` makes the controller filter, so the cost does not grow
+   with other users' jobs), in chunks that fit any argument limit. A job of another account is not lost
+   by this: it is "missing" here and found by the accounting step below;
 2. asks ``squeue`` by name, narrowed to the user, only for jobs whose id was never seen;
 3. asks the accounting source only for what ``squeue`` no longer shows: ``sacct -j`` / ``sacct --name``
    where the cluster has accounting, else ``scontrol show job <id>`` (which keeps finished jobs for
@@ -81,7 +83,7 @@ slp_query() {
   for ((i=0; i<${#items[@]}; i+=CH)); do
     chunk=$(IFS=,; echo "${items[*]:i:CH}")
     case $kind in
-      qid) out=$(squeue -h -r -t all -o "$fmt" -j "$chunk" 2>&1); r=$?; slp_rows "$out" ;;
+      qid) out=$(squeue -h -r -t all -o "$fmt" -u "$me" -j "$chunk" 2>&1); r=$?; slp_rows "$out" ;;
       qname) out=$(squeue -h -r -t all -o "$fmt" -u "$me" --name="$chunk" 2>&1); r=$?; slp_rows "$out" ;;
       aid) out=$(sacct -X -n -P -o $sf -j "$chunk" 2>&1); r=$? ;;
       aname) out=$(sacct -X -n -P -o $sf -S @@WINDOW@@ -u "$me" --name="$chunk" 2>&1); r=$? ;;
