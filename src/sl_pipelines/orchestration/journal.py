@@ -8,10 +8,13 @@ token, same job names) and finds what was already submitted by name.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import functools
 import getpass
 import json
 import os
+import resource
 import socket
 import tempfile
 import time
@@ -190,6 +193,52 @@ def _holder(handle: Any) -> str:
     return "another manager"
 
 
+def _allow_more_open_files() -> bool:
+    """Raises this process's soft limit on open files to its hard limit; True when it grew.
+
+    Each run a manager drives holds its lock file open, so a thousand runs need a thousand descriptors;
+    a common soft limit is 1,024 while the hard limit is far higher.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return False
+        return True
+    return False
+
+
+@functools.cache
+def _allow_many_runs() -> None:
+    """Once per process: the open-files soft limit raised to the hard one (see ``_allow_more_open_files``)."""
+    _allow_more_open_files()
+
+
+@functools.cache
+def _whoami() -> str:
+    """``user on host`` (asked once: later, with many files open, even the user lookup could fail)."""
+    return f"{getpass.getuser()} on {socket.gethostname()}"
+
+
+def _open_lock_file(path: Path) -> Any:
+    """Opens a run's lock file, or says plainly that this process has too many files open."""
+    _allow_many_runs()
+    try:
+        return path.open("a+", encoding="utf-8")
+    except OSError as error:
+        if error.errno != errno.EMFILE:
+            raise
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        raise JournalError(
+            f"Cannot open {path}: this process has {limit} files open, its limit; each run driven at "
+            "once holds one, so drive fewer runs per manager or raise the limit (`ulimit -n` before "
+            "starting it).",
+            path=path,
+        ) from None
+
+
 class RunLock:
     """Makes sure one manager process at a time drives a run on this PC.
 
@@ -217,7 +266,7 @@ class RunLock:
         if self._file is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+", encoding="utf-8")
+        handle = _open_lock_file(self.path)
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -232,7 +281,7 @@ class RunLock:
         handle.seek(0)
         handle.truncate()
         since = datetime.now(tz=UTC).isoformat(timespec="seconds")
-        handle.write(f"pid {os.getpid()} of {getpass.getuser()} on {socket.gethostname()} since {since}")
+        handle.write(f"pid {os.getpid()} of {_whoami()} since {since}")
         handle.flush()
         self._file = handle
 
