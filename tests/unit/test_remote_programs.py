@@ -58,8 +58,8 @@ class FakeCluster:
         command, data = build_probe(request, mode)
         return parse_probe_output(self.run(command, data), request)
 
-    def submit(self, submissions: list[Submission]) -> SubmissionReport:
-        command, data = build_submit(submissions)
+    def submit(self, submissions: list[Submission], writer: bool | None = None) -> SubmissionReport:
+        command, data = build_submit(submissions, writer=writer)
         return classify_submission(self.run(command, data), submissions, completed=True)
 
 
@@ -185,11 +185,12 @@ def job(folder: Path, name: str, text: str = "ok", **changes: object) -> Job:
     return Job(name, PurePosixPath(folder / "run" / name), (("echo", text),), **changes)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("writer", [False, True], ids=["bash", "python3"])
 def test_submission_writes_every_script_exactly_and_returns_every_id(
-    cluster: FakeCluster, tmp_path: Path
+    cluster: FakeCluster, tmp_path: Path, writer: bool
 ) -> None:
     jobs = [job(tmp_path, f"j{i}", f"it's $HOME \\\n{i}\n\n") for i in range(3)]
-    report = cluster.submit([Submission(j) for j in jobs])
+    report = cluster.submit([Submission(j) for j in jobs], writer)
     assert sorted(report.submitted) == ["j0", "j1", "j2"]
     assert sorted(report.submitted.values()) == ["100", "101", "102"]  # sbatch runs in parallel
     assert not (report.refused or report.deferred or report.unknown)
@@ -197,8 +198,9 @@ def test_submission_writes_every_script_exactly_and_returns_every_id(
         assert Path(j.script_path).read_text() == j.render()
 
 
+@pytest.mark.parametrize("writer", [False, True], ids=["bash", "python3"])
 def test_an_array_runs_each_tasks_own_script_and_logs_into_its_folder(
-    cluster: FakeCluster, tmp_path: Path
+    cluster: FakeCluster, tmp_path: Path, writer: bool
 ) -> None:
     members = [(0, job(tmp_path, "plane-0", "zero")), (2, job(tmp_path, "plane-2", "two"))]
     (single,) = plan_stage(
@@ -207,7 +209,7 @@ def test_an_array_runs_each_tasks_own_script_and_logs_into_its_folder(
     assert not single.is_array  # a group of one is a plain job
     (array,) = plan_stage(members, name="slp-t-2", folder=PurePosixPath(tmp_path / "run"), max_array_size=10)
     assert array.is_array and array.job.array == "0,2" and array.job.name == "slp-t-2"
-    report = cluster.submit([array])
+    report = cluster.submit([array], writer)
     assert report.submitted == {"plane-0": "100_0", "plane-2": "100_2"}
     for index, member in members:  # what Slurm does for task <index>: open its logs, run the array script
         logs = Path(array.job.working_directory) / str(index)
@@ -230,12 +232,13 @@ def test_positions_past_the_clusters_array_limit_go_out_as_single_jobs(tmp_path:
     assert sorted(tuple(j.name for j in s.jobs) for s in groups) == [("a", "c"), ("b",)]
 
 
+@pytest.mark.parametrize("writer", [False, True], ids=["bash", "python3"])
 def test_a_script_that_cannot_be_written_is_refused_and_the_others_go_on(
-    cluster: FakeCluster, tmp_path: Path
+    cluster: FakeCluster, tmp_path: Path, writer: bool
 ) -> None:
     (tmp_path / "file").write_text("not a folder")
     bad = Job("j0", PurePosixPath(tmp_path / "file" / "j0"), (("true",),))
-    report = cluster.submit([Submission(bad), Submission(job(tmp_path, "j1"))])
+    report = cluster.submit([Submission(bad), Submission(job(tmp_path, "j1"))], writer)
     assert report.submitted == {"j1": "100"}
     assert "Could not write" in report.refused["j0"] and "Not a directory" in report.refused["j0"]
 

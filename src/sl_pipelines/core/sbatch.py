@@ -59,27 +59,33 @@ M='@@MARK@@'; P=@@PARALLEL@@
 tmp=$(mktemp -d) || exit 3
 trap 'rm -rf -- "$tmp"' EXIT
 order=(); bad=""; : > "$tmp/err"
-slp_write() { mkdir -p -- "${1%/*}" && printf '%s' "$2" > "$1.tmp.$$" && mv -f -- "$1.tmp.$$" "$1"; }
-while IFS= read -r -d '' kind; do
-  case $kind in
-    F) IFS= read -r -d '' path; IFS= read -r -d '' body
-       [ -n "$bad" ] && continue
-       slp_write "$path" "$body" 2>>"$tmp/err" || { bad=1; rm -f -- "$path.tmp.$$" 2>/dev/null; } ;;
-    L) IFS= read -r -d '' link; IFS= read -r -d '' target
-       [ -n "$bad" ] && continue
-       { mkdir -p -- "${link%/*}" && ln -sfn -- "$target" "$link"; } 2>>"$tmp/err" || bad=1 ;;
-    S) IFS= read -r -d '' index; IFS= read -r -d '' path
-       if [ -n "$bad" ]; then mv -- "$tmp/err" "$tmp/$index.write"; else echo "$path" > "$tmp/$index.path"; fi
-       order+=("$index"); bad=""; : > "$tmp/err" ;;
-  esac
-done
+if [ -n "$1" ] && command -v python3 >/dev/null 2>&1; then
+  python3 -c "$1" "$tmp" || exit 3
+  mapfile -t order < "$tmp/order"
+else
+  slp_write() { mkdir -p -- "${1%/*}" && printf '%s' "$2" > "$1.tmp.$$" && mv -f -- "$1.tmp.$$" "$1"; }
+  while IFS= read -r -d '' kind; do
+    case $kind in
+      F) IFS= read -r -d '' path; IFS= read -r -d '' body
+         [ -n "$bad" ] && continue
+         slp_write "$path" "$body" 2>>"$tmp/err" || { bad=1; rm -f -- "$path.tmp.$$" 2>/dev/null; } ;;
+      L) IFS= read -r -d '' link; IFS= read -r -d '' target
+         [ -n "$bad" ] && continue
+         { mkdir -p -- "${link%/*}" && ln -sfn -- "$target" "$link"; } 2>>"$tmp/err" || bad=1 ;;
+      S) IFS= read -r -d '' index; IFS= read -r -d '' path
+         if [ -n "$bad" ]; then mv -- "$tmp/err" "$tmp/$index.write"; else printf '%s' "$path" > "$tmp/$index.path"; fi
+         order+=("$index"); bad=""; : > "$tmp/err" ;;
+    esac
+  done
+fi
 running=0
 for index in "${order[@]}"; do
   [ -f "$tmp/stop" ] && break
   [ -f "$tmp/$index.path" ] || continue
+  IFS= read -r -d '' script < "$tmp/$index.path"
   if [ $running -ge $P ]; then wait -n; running=$((running-1)); fi
   (
-    out=$(sbatch --parsable "$(cat "$tmp/$index.path")" 2>&1); rc=$?
+    out=$(sbatch --parsable "$script" 2>&1); rc=$?
     printf '%s\n' "$out" > "$tmp/$index.out"; echo $rc > "$tmp/$index.rc"
     if [ $rc -ne 0 ] && printf '%s' "$out" | grep -q -E '@@STOP@@'; then : > "$tmp/stop"; fi
   ) &
@@ -99,14 +105,64 @@ done
 )
 
 
+FEW_FILES = 32
+"""Up to this many files and links, bash writes them; past it, one python3 process does."""
+
+FILE_WRITER = """
+import os, sys
+tmp = sys.argv[1]
+fields = sys.stdin.buffer.read().split(b"\\0")
+suffix = (".tmp.%d" % os.getpid()).encode()
+folders, order, problem = set(), [], None
+def folder(path):
+    parent = os.path.dirname(path)
+    if parent not in folders:
+        os.makedirs(parent, exist_ok=True)
+        folders.add(parent)
+def put(name, text):
+    with open(os.path.join(tmp, name), "wb") as stream:
+        stream.write(text)
+for at in range(0, len(fields) - 2, 3):
+    kind, first, second = fields[at], fields[at + 1], fields[at + 2]
+    if kind == b"S":
+        index = first.decode()
+        put(index + (".write" if problem else ".path"), (problem + "\\n").encode() if problem else second)
+        order.append(index)
+        problem = None
+    elif problem is None:
+        part = first + suffix
+        try:
+            folder(first)
+            if kind == b"F":
+                with open(part, "wb") as stream:
+                    stream.write(second)
+            else:
+                os.symlink(second, part)
+            os.replace(part, first)
+        except OSError as error:
+            problem = "%s: %s" % (os.fsdecode(first), error.strerror or error)
+            try:
+                os.unlink(part)
+            except OSError:
+                pass
+put("order", "".join(index + "\\n" for index in order).encode())
+"""
+"""Writes the scripts and log links of many submissions in one process; per submission the same
+outcome files as the bash loop (``<index>.path`` or ``<index>.write``) and ``order``."""
+
+
 def is_submit_limit(reason: str) -> bool:
     """True when a deferral's reason is a submit limit (then arrays go out as single jobs: an array of
     more tasks than the limit allows would never fit)."""
     return any(text in reason for text in SUBMIT_LIMITS)
 
 
-def build_submit(submissions: Sequence[Submission]) -> tuple[str, bytes]:
-    """Returns the submission's command line (always the same) and its standard input.
+def build_submit(submissions: Sequence[Submission], *, writer: bool | None = None) -> tuple[str, bytes]:
+    """Returns the submission's command line and its standard input.
+
+    Past ``FEW_FILES`` scripts and links the files are written by one ``python3`` process
+    (:data:`FILE_WRITER`, where the server has one) instead of a ``mkdir`` and a ``mv`` or ``ln`` per
+    file; ``writer`` forces the choice (tests run both).
 
     Raises:
         SubmissionError: a path or script contains a NUL character or a path is relative.
@@ -118,7 +174,10 @@ def build_submit(submissions: Sequence[Submission]) -> tuple[str, bytes]:
         for link, target in submission.links():
             records += ["L", _checked(link, target, submission), target]
         records += ["S", str(index), str(submission.job.script_path)]
+    many = writer if writer is not None else len(records) // 3 > FEW_FILES
     command = f"bash -c {shlex.quote(SUBMIT_PROGRAM)} sl-submit"
+    if many:
+        command += f" {shlex.quote(FILE_WRITER)}"
     return command, "".join(f"{record}\0" for record in records).encode("utf-8")
 
 
