@@ -33,6 +33,7 @@ import gc
 import os
 import pstats
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -279,6 +280,18 @@ def measure_original(bench: Bench, session_ids: Sequence[str]) -> None:
         bench.forget(pipelines)
 
 
+def remove_leftovers(server: Server) -> None:
+    """Removes the projects of an earlier benchmark run that was killed before its cleanup (their bare
+    session ids would be ambiguous with this run's): only ``scale-XXXXXX`` folders, which only this
+    script creates, on the testbed."""
+    roots = " ".join(shlex.quote(str(root)) for root in (server.storage_root, server.working_root))
+    each = 'for p in "$root"/scale-??????; do [ -d "$p" ] && echo "$p" && rm -rf -- "$p"; done'
+    command = f"for root in {roots}; do {each}; done; true"
+    removed = server.transport.run(command, timeout=600).stdout.split()
+    if removed:
+        print(f"removed the leftovers of an interrupted run: {', '.join(removed)}", flush=True)
+
+
 def run_cluster(key: str, args: argparse.Namespace, scratch: Path) -> Bench:
     profile, info = testbed_profile(key, name=f"bench-scale-{key}", command_timeout=1800)
     server = Server(profile)
@@ -287,6 +300,7 @@ def run_cluster(key: str, args: argparse.Namespace, scratch: Path) -> Bench:
     bench.time_probes()
     largest = max(args.sizes)
     ids = [s for names in session_names(largest + 1).values() for s in names]
+    remove_leftovers(server)
     try:
         with bench.phase(f"generate {len(ids)} sessions"):
             generate_sessions(server, bench.project, session_names(largest + 1))
