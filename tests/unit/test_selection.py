@@ -23,7 +23,7 @@ from sl_pipelines.core.selection import (
 from sl_pipelines.core.session_query import FoundSession
 from sl_pipelines.core.tracker_state import TrackerState, record_completion, start_run
 from sl_pipelines.core.tracker_text import dump_tracker_text
-from sl_pipelines.errors import ConfigurationError
+from sl_pipelines.errors import ConfigurationError, ServerError
 
 TRACKER = "checksum_resolution_tracker.yaml"
 _NOW, _PATH = "2026-01-06T10:00:00+00:00", PurePosixPath(TRACKER)
@@ -99,7 +99,10 @@ def test_filters_keep_what_they_name_and_say_why_each_other_session_was_left_out
     assert dict(skipped)["proj/A1/pilot"] == "its last run did not fail (idle)"
 
 
-def test_the_selection_program_finds_sessions_with_raw_data_and_their_trackers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reader", [True, False], ids=["python3", "bash"])
+def test_the_selection_program_finds_sessions_with_raw_data_and_their_trackers(
+    tmp_path: Path, reader: bool
+) -> None:
     root = tmp_path / "storage"
     for animal, session in [("A1", "s1"), ("A1", "s2"), ("A2", "s1"), ("A2", "x1")]:
         (root / "proj" / animal / session / "raw_data").mkdir(parents=True)
@@ -109,7 +112,7 @@ def test_the_selection_program_finds_sessions_with_raw_data_and_their_trackers(t
     (root / "proj" / "A1" / "s1" / "raw_data" / "session_data.yaml").write_text("planes: 2\n")
     weird = root / "proj" / "A2" / "s1 ;$(touch x)"
     (weird / "raw_data").mkdir(parents=True)
-    command, data = build_select(PurePosixPath(root), pattern_parts("proj/*/s*"), [TRACKER])
+    command, data = build_select(PurePosixPath(root), pattern_parts("proj/*/s*"), [TRACKER], reader=reader)
     done = subprocess.run(["sh", "-c", command], input=data, capture_output=True, check=True, cwd=tmp_path)
     found = parse_select(done.stdout.decode(), PurePosixPath(root), PurePosixPath("/w"))
     assert [(s.paths.animal, s.paths.session) for s in found] == [
@@ -122,3 +125,16 @@ def test_the_selection_program_finds_sessions_with_raw_data_and_their_trackers(t
     assert found[0].session.session_data == "planes: 2\n"
     assert found[1].trackers == {} and found[1].session.session_data is None
     assert not (tmp_path / "x").exists()
+
+
+def test_a_selection_whose_output_is_cut_chooses_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "storage"
+    for session in ("s1", "s2"):
+        (root / "proj" / "A1" / session / "raw_data").mkdir(parents=True)
+    command, data = build_select(PurePosixPath(root), pattern_parts("proj/*/*"), [TRACKER])
+    done = subprocess.run(["sh", "-c", command], input=data, capture_output=True, check=True)
+    text = done.stdout.decode()
+    assert len(parse_select(text, PurePosixPath(root), PurePosixPath("/w"))) == 2
+    cut = text[: text.rindex("begin done")]  # a reader that died after the first sessions
+    with pytest.raises(ServerError, match="stopped before its end"):
+        parse_select(cut, PurePosixPath(root), PurePosixPath("/w"))

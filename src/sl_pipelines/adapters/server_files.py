@@ -16,6 +16,7 @@ from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.core.lease import LeaseOutcome, LeaseRequest, build_take, parse_take
 from sl_pipelines.core.selection import SessionTrackers, build_select, parse_select, pattern_parts
 from sl_pipelines.core.session_query import FoundSession, build_find, candidates, found_sessions, parse_find
+from sl_pipelines.errors import ServerError
 from sl_pipelines.vocabulary import TrackerFileNames
 
 
@@ -116,7 +117,11 @@ class ServerFiles:
         trackers = [name.value for name in TrackerFileNames]
         command, data = build_select(self.storage_root, pattern_parts(pattern), trackers)
         result = self.transport.run(command, stdin=data)
-        return parse_select(result.stdout, self.storage_root, self.working_root)
+        try:
+            return parse_select(result.stdout, self.storage_root, self.working_root)
+        except ServerError as exc:
+            said = " ".join(result.stderr.split())[-300:] or f"exit status {result.exit_code}"
+            raise ServerError(f"{exc} {self.name} said: {said}", host=self.transport.host) from None
 
     def find_sessions(self, specs: Sequence[str]) -> tuple[FoundSession, ...]:
         """Finds every session (ids, project/animal/session or paths) and reads its session data: ONE command.

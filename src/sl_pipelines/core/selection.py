@@ -21,7 +21,7 @@ from sl_pipelines.core.framing import MARKER, split_sections
 from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.core.session_query import SESSION_DATA_FILE, FoundSession
 from sl_pipelines.core.tracker_text import parse_tracker_text
-from sl_pipelines.errors import ConfigurationError, TrackerCorruptError
+from sl_pipelines.errors import ConfigurationError, ServerError, TrackerCorruptError
 
 _GLOB = re.compile(r"[*?\[]")
 _STAMP = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:-(\d{2})-(\d{2})-(\d{2}))?")
@@ -85,10 +85,15 @@ class SessionTrackers:
 
 
 SELECT_PROGRAM = r"""set +e
-M='@M'; root=$1; shift
+M='@M'; root=$1; reader=$2
 mapfile -d '' -t req
 p1=${req[0]}; p2=${req[1]}; p3=${req[2]}; trackers=("${req[@]:3}")
 shopt -s nullglob; IFS=
+sessions() { for d in "$root"/$p1/$p2/$p3; do [ -d "$d/raw_data" ] && printf '%s\0' "$d"; done; }
+if [ -n "$reader" ] && command -v python3 >/dev/null 2>&1; then
+  sessions | python3 -c "$reader" "$M" "$root" "@DATA" "${trackers[@]}" || exit
+  printf '%s\n' "$M begin done" "$M end 0"; exit
+fi
 for d in "$root"/$p1/$p2/$p3; do
   [ -d "$d/raw_data" ] || continue
   echo "$M begin session"; echo "path ${d#"$root"/}"
@@ -98,21 +103,63 @@ for d in "$root"/$p1/$p2/$p3; do
   done
   echo "$M end 0"
 done
+printf '%s\n' "$M begin done" "$M end 0"
 """.replace("@M", MARKER).replace("@DATA", SESSION_DATA_FILE)
+
+SESSION_READER = """
+import base64, os, sys
+mark, root, data, *trackers = (os.fsencode(a) for a in sys.argv[1:])
+out = sys.stdout.buffer
+def read(path):
+    try:
+        with open(path, "rb") as stream:
+            return base64.b64encode(stream.read())
+    except OSError:
+        return None
+for folder in sys.stdin.buffer.read().split(b"\\0"):
+    if not folder:
+        continue
+    lines = [mark + b" begin session", b"path " + folder[len(root) + 1:]]
+    text = read(os.path.join(folder, b"raw_data", data))
+    if text is not None:
+        lines.append(b"data " + text)
+    for name in trackers:
+        text = read(os.path.join(folder, b"tracking_data", name))
+        if text is not None:
+            lines.append(b"tracker " + name + b" " + text)
+    lines.append(mark + b" end 0")
+    out.write(b"\\n".join(lines) + b"\\n")
+"""
+"""The selection's reading part in one python3 process (one ``base64`` per file otherwise: a project of a
+thousand sessions with nine trackers each started ten thousand processes)."""
 
 
 def build_select(
-    root: PurePosixPath, parts: tuple[str, str, str], trackers: Sequence[str]
+    root: PurePosixPath, parts: tuple[str, str, str], trackers: Sequence[str], *, reader: bool = True
 ) -> tuple[str, bytes]:
-    """The command (the same for any pattern) and its stdin."""
-    command = f"bash -c {shlex.quote(SELECT_PROGRAM)} sl-select {shlex.quote(str(root))}"
+    """The command (the same for any pattern) and its stdin; ``reader=False`` reads with bash only (the
+    way a server without ``python3`` is answered; tests run both)."""
+    program = shlex.quote(SESSION_READER) if reader else "''"
+    command = f"bash -c {shlex.quote(SELECT_PROGRAM)} sl-select {shlex.quote(str(root))} {program}"
     return command, "".join(f"{item}\0" for item in (*parts, *trackers)).encode("utf-8")
 
 
 def parse_select(text: str, root: PurePosixPath, working: PurePosixPath) -> tuple[SessionTrackers, ...]:
-    """The sessions in the program's output, sorted by project, animal and session."""
+    """The sessions in the program's output, sorted by project, animal and session.
+
+    Raises:
+        ServerError: the program did not get to its end (its output is cut): the sessions it names
+            may not be all there are, so none is returned.
+    """
+    sections = split_sections(text)
+    if not any(section.name == "done" and section.ok for section in sections):
+        raise ServerError(
+            "The session search on the server stopped before its end, so its list may be incomplete and "
+            "nothing was chosen; run the command again (if it repeats, check that bash and python3 work "
+            "on the server)."
+        )
     found = []
-    for section in split_sections(text):
+    for section in sections:
         if section.name != "session" or not section.ok:
             continue
         path = next((line[5:] for line in section.lines if line.startswith("path ")), "")
