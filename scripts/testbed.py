@@ -12,6 +12,8 @@ Subcommands (see ``scripts/testbed.sh``):
     starts what is not running: sshd, munged, MariaDB + slurmdbd, and two single-host Slurm clusters:
 
     * ``slacct`` (info key ``acct``): accounting through slurmdbd, ``sacct`` works; SSH user ``sltest``.
+      It enforces association limits (``AccountingStorageEnforce=associations,limits``): ``start`` puts
+      every test user into the account ``sl_lab`` and clears any submit limit a killed test left.
     * ``slnoacct`` (info key ``noacct``): no accounting, ``sacct`` fails; SSH user ``sltest2``.
     * info key ``chatty``: the cluster ``slnoacct`` again, as SSH user ``sltest3``, whose ``~/.bashrc``
       prints a banner before Debian's "not interactive: return" line (so every remote command's output
@@ -109,6 +111,8 @@ CLUSTERS = {
 # many HPC sites, ~/.bashrc prints a banner BEFORE Debian's "not interactive: return" line, so the banner
 # lands in every remote command's output; ~/.profile prints too.
 CHATTY_KEY, CHATTY_CLUSTER, CHATTY_USER = "chatty", "noacct", "sltest3"
+OTHER_USER = "sltest4"  # load-others' user (scripts/testbed_others.py)
+CLUSTER_USERS = (*(user for _, user, _, _ in CLUSTERS.values()), CHATTY_USER, OTHER_USER)
 CHATTY_BANNER = "Welcome to the cluster"
 # What each cluster's one node advertises (SlurmdParameters=config_overrides: the machine has 2 CPUs). The
 # demo worker's jobs are tiny: 64 slots let 7 behavior pipelines (49 jobs) run at once, so thousands of
@@ -497,6 +501,9 @@ def slurm_conf(name: str, accounting: bool, first_job_id: int) -> str:
             f"AccountingStoragePass={MUNGE_SOCKET}",
             "JobAcctGatherType=jobacct_gather/linux",
             "JobAcctGatherFrequency=30",
+            # Limits as on a real site: every user needs an association (``start`` adds the test users to
+            # the account sl_lab), and a test can set a submit limit on one (MaxSubmitJobs).
+            "AccountingStorageEnforce=associations,limits",
         ]
     else:
         lines += ["AccountingStorageType=accounting_storage/none", "JobAcctGatherType=jobacct_gather/none"]
@@ -709,6 +716,42 @@ def sacct_works() -> bool:
     return result.returncode == 0
 
 
+LAB_ACCOUNT = "sl_lab"
+"""The account every test user's association on ``slacct`` belongs to (the cluster enforces limits)."""
+
+
+def ensure_associations() -> None:
+    """Every test user that exists has an association with ``sl_lab`` on ``slacct``, with
+    no submit limit left by an interrupted test; returns when slurmctld knows them all."""
+    env = slurm_env("slacct")
+    users = []
+    for user in CLUSTER_USERS:
+        with contextlib.suppress(KeyError):
+            users.append(pwd.getpwnam(user).pw_name)
+    sacctmgr = ["sacctmgr", "-i"]
+    # "Nothing new added" (exit 1) when they exist already: the check below is what counts.
+    for add in (
+        ["add", "account", LAB_ACCOUNT, "cluster=slacct", "Description=sl_pipelines tests"],
+        ["add", "user", ",".join(users), f"account={LAB_ACCOUNT}", "cluster=slacct"],
+    ):
+        subprocess.run([*sacctmgr, *add], env=env, capture_output=True, text=True, timeout=60, check=False)
+    subprocess.run(
+        [*sacctmgr, "modify", "user", "where", f"name={','.join(users)}", "cluster=slacct",
+         "set", "MaxSubmitJobs=-1", "MaxJobs=-1"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    def known() -> bool:
+        shown = subprocess.run(
+            ["scontrol", "show", "assoc_mgr", "flags=assoc", f"users={','.join(users)}"],
+            env=env, capture_output=True, text=True, timeout=15, check=False,
+        )  # fmt: skip
+        return all(f"UserName={user}(" in shown.stdout for user in users)
+
+    wait_for(f"slacct: associations of {', '.join(users)}", known, 60, "slurmctld-slacct")
+    log(f"slacct: {', '.join(users)} in account {LAB_ACCOUNT}, no submit limit")
+
+
 def start_daemon(name: str, cmd: list[str], restart: bool, **kwargs: object) -> bool:
     """Starts `name` unless it runs (restarts it when its config changed). True when it was started."""
     pid = daemon_pid(name)
@@ -841,6 +884,7 @@ def cmd_start(accounting: bool) -> None:
         if accounting:
             wait_for("sacct on slacct", sacct_works, 60, "slurmdbd")
             log("slacct: sacct answers")
+            ensure_associations()
 
         clusters = {}
         for key, (name, user, cluster_accounting, _) in CLUSTERS.items():
@@ -945,6 +989,8 @@ def cmd_load_others(count: int, cluster: str) -> int:
     if not keys:
         die(f"load-others: cluster {cluster} is not running; run `scripts/testbed.sh start` first")
     testbed_others.ensure_other_user(GROUP)
+    if "acct" in keys:
+        ensure_associations()
     for key in keys:
         name = CLUSTERS[key][0]
         held = testbed_others.load_others(SLURM_DIR / name / "slurm.conf", base_env(), count)
