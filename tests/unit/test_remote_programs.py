@@ -82,9 +82,10 @@ def states(result: ProbeResult) -> dict[str, JobState]:
 # ----------------------------------------------------------------------------------------- probe
 
 
-def test_a_thousand_pipelines_fit_one_small_command_and_squeue_is_asked_by_id(cluster: FakeCluster) -> None:
+def test_a_thousand_pipelines_fit_one_small_command_and_squeue_is_asked_once(cluster: FakeCluster) -> None:
     ids = [str(1000 + i) for i in range(7000)]
-    cluster.set_live(*(f"{i}|RUNNING|None|slp-x-1-{i}" for i in ids))
+    others = [f"{9000 + i}|PENDING|Held|other-{i}" for i in range(50)]  # the user's jobs of other runs
+    cluster.set_live(*(f"{i}|RUNNING|None|slp-x-1-{i}" for i in ids), *others)
     trackers = tuple(PurePosixPath(f"/nowhere/s{i}/tracker.yaml") for i in range(1000))
     request = ProbeRequest(job_ids=tuple(ids), tracker_paths=trackers)
     command, data = build_probe(request, AccountingMode.SACCT)
@@ -93,8 +94,9 @@ def test_a_thousand_pipelines_fit_one_small_command_and_squeue_is_asked_by_id(cl
     assert result.slurm_answered
     assert set(states(result).values()) == {JobState.RUNNING} and len(result.jobs) == 7000
     assert all(result.trackers[path] is None for path in trackers)
-    squeue_calls = cluster.calls("squeue")
-    assert len(squeue_calls) == 18 and all(" -j " in call for call in squeue_calls)  # 400 ids a call
+    # more ids than one call takes (400): ONE listing of the user's jobs, the rows asked for kept
+    (squeue,) = cluster.calls("squeue")
+    assert " -j " not in squeue and f"-u {pwd.getpwuid(os.getuid()).pw_name}" in squeue
     assert cluster.calls("sacct") == []  # everything squeue shows needs no accounting query
 
 
@@ -150,6 +152,18 @@ def test_a_controller_that_does_not_answer_is_never_read_as_no_such_job(
     assert "Unable to contact slurm controller" in " ".join(result.slurm_problems)
     assert states(result) == {"41": JobState.UNKNOWN}
     assert result.trackers == {path: None}  # the trackers are still read
+
+
+def test_a_controller_that_does_not_answer_the_one_listing_for_many_ids_is_a_failed_query(
+    cluster: FakeCluster,
+) -> None:
+    ids = tuple(str(2000 + i) for i in range(500))
+    cluster.set_live(*(f"{i}|RUNNING|None|n{i}" for i in ids))
+    cluster.go_down()
+    result = cluster.probe(ProbeRequest(job_ids=ids))
+    assert not result.slurm_answered
+    assert "Unable to contact slurm controller" in " ".join(result.slurm_problems)
+    assert set(states(result).values()) == {JobState.UNKNOWN}
 
 
 def test_tracker_texts_come_back_exactly_and_hostile_paths_stay_paths(
