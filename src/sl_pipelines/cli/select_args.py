@@ -10,6 +10,7 @@ from rich.table import Table
 
 from sl_pipelines.core.seams import Backend
 from sl_pipelines.core.selection import Filters, choose, is_pattern, parse_day
+from sl_pipelines.core.workflow import WorkflowDefinition, skip_reason, tracker_phases
 from sl_pipelines.orchestration.sessions import FoundSession, find_sessions
 from sl_pipelines.vocabulary import ProcessingPipelines
 
@@ -61,3 +62,37 @@ def print_selection(chosen: Sequence[FoundSession], skipped: Sequence[tuple[str,
     for name, why in skipped:
         table.add_row(name, f"left out: {why}", style="dim")
     out.print(table)
+
+
+def select_for_workflow(
+    backend: Backend, specs: Sequence[str], workflow: WorkflowDefinition, wanted: Filters
+) -> tuple[list[tuple[FoundSession, tuple[ProcessingPipelines, ...]]], list[tuple[str, str]]]:
+    """The sessions a workflow runs on, each with the pipelines already complete on it (skipped with
+    ``--pending``), and the ones left out with why. Patterns are resolved with every tracker in one command
+    each; ``--pending`` leaves out sessions where every step is complete, ``--failed`` keeps those where
+    one failed. Plain names are found in one command and run every step."""
+    chosen: list[tuple[FoundSession, tuple[ProcessingPipelines, ...]]] = []
+    skipped: list[tuple[str, str]] = []
+    dates = Filters(since=wanted.since, until=wanted.until)
+    for spec in specs:
+        if not is_pattern(spec):
+            continue
+        kept, left = choose(
+            backend.select_sessions(spec), ProcessingPipelines.CHECKSUM.tracker_file.value, dates
+        )
+        skipped += left
+        for session in kept:
+            phases = tracker_phases(workflow, session.trackers, session.paths.tracking_data)
+            why = skip_reason(phases, pending=wanted.pending, failed=wanted.failed)
+            paths = session.paths
+            if why:
+                skipped.append((f"{paths.project}/{paths.animal}/{paths.session}", why))
+                continue
+            done = tuple(p for p, phase in phases.items() if phase == "complete") if wanted.pending else ()
+            chosen.append((session.session, done))
+    plain = [spec for spec in specs if not is_pattern(spec)]
+    chosen = [(found, ()) for found in find_sessions(backend, plain)] + chosen
+    unique: dict[object, tuple[FoundSession, tuple[ProcessingPipelines, ...]]] = {}
+    for found, done in chosen:  # a session two patterns name runs once
+        unique.setdefault(found.paths.storage_session, (found, done))
+    return list(unique.values()), skipped

@@ -73,7 +73,8 @@ else
          [ -n "$bad" ] && continue
          { mkdir -p -- "${link%/*}" && ln -sfn -- "$target" "$link"; } 2>>"$tmp/err" || bad=1 ;;
       S) IFS= read -r -d '' index; IFS= read -r -d '' path
-         if [ -n "$bad" ]; then mv -- "$tmp/err" "$tmp/$index.write"; else printf '%s' "$path" > "$tmp/$index.path"; fi
+         if [ -n "$bad" ]; then mv -- "$tmp/err" "$tmp/$index.write"
+         else printf '%s' "$path" > "$tmp/$index.path"; fi
          order+=("$index"); bad=""; : > "$tmp/err" ;;
     esac
   done
