@@ -19,7 +19,7 @@ from sl_pipelines.cli.backends import close_backend, open_backend
 from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.cli.overview import LiveView
 from sl_pipelines.cli.render import failure_details, pipeline_json, progress_caption
-from sl_pipelines.cli.select_args import add_selection, filters, print_selection, select_for_workflow
+from sl_pipelines.cli.select_args import filters, print_selection, select_for_workflow
 from sl_pipelines.core.definition import load_definition
 from sl_pipelines.core.seams import Backend
 from sl_pipelines.core.workflow import (
@@ -101,13 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON (no live view)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the manager does")
-    add_selection(parser)
-    group = next(g for g in parser._action_groups if g.title == "selection")
-    group.description = (
-        (group.description or "") + " For a workflow, --pending leaves out sessions where every step is "
-        "complete and skips the steps already complete on the others; --failed keeps sessions where a step "
-        "failed."
+    group = parser.add_argument_group(
+        "selection",
+        "A SELECTION may be a pattern, project/animal/session with shell wildcards ('proj/*/*',\n"
+        "'proj/A1/*', 'proj/*/2026-01-*'); the filters narrow what a pattern selects.",
     )
+    group.add_argument("--since", metavar="DATE", help="sessions named on or after DATE (2026-01-05)")
+    group.add_argument("--until", metavar="DATE", help="sessions named on or before DATE")
+    group.add_argument(
+        "--pending",
+        action="store_true",
+        help="leave out sessions where every step is complete, and skip the steps already complete on the "
+        "others",
+    )
+    group.add_argument("--failed", action="store_true", help="only sessions where a step failed")
     return parser
 
 
@@ -279,9 +286,10 @@ def summary_table(run: WorkflowRun) -> Table:
             refusal.session, *["-"] * len(run.workflow.pipelines), f"left out: locked by {refusal.owner}"
         )
     for extra in (*run.dataset_runs, *run.manifest_runs):
-        sessions = ", ".join(extra.journal.sessions)
+        count = len(extra.journal.sessions)
+        over = f"of {extra.project}" if count == 1 else f"over {count} sessions of {extra.project}"
         table.add_row(
-            f"{extra.pipeline.short_name}: {sessions}",
+            f"{extra.pipeline.short_name} {over}",
             *[""] * len(run.workflow.pipelines),
             extra.status.name.lower(),
         )
