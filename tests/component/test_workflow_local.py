@@ -82,11 +82,46 @@ def test_a_workflow_runs_each_session_on_its_own_then_the_dataset_and_the_manife
     for name in SESSIONS:
         assert not (root / "storage" / name / "tracking_data" / "workflow").exists(), "locks released"
 
-    # --pending: only the session that failed, and only its steps that did not complete
+    # --pending: the failed session runs only what did not complete; with a dataset step, the complete
+    # sessions of its project come back as members of the dataset (every step skipped)
     code = process.main([*argv[:5], "--pending", "--dry-run"])
     out = " ".join(capsys.readouterr().out.split())
     assert code == 0
-    assert "1 sessions chosen, 2 left out" in out
+    assert "3 sessions chosen, 0 left out" in out
+    assert f"{BROKEN} │ (checksum: complete) → [behavior, (video: complete)]" in out
+    assert f"{SESSIONS[0]} │ every step complete: a member of the forging dataset" in out
+
+    # the data fixed, the re-run with --pending runs behavior alone, then forging over all three
+    again = root.parent / "again"
+    generate_session(again, *BROKEN.split("/"), planes=1, size_kb=1)
+    shutil.copytree(
+        again / BROKEN / "raw_data" / "behavior_data",
+        root / "storage" / BROKEN / "raw_data" / "behavior_data",
+    )
+    code, result = _run([*argv, "--pending"], capsys)
+    assert code == 0, result
+    ran = {s["session"]: sorted(s["pipelines"]) for s in result["sessions"]}
+    assert ran == {BROKEN: ["behavior"], SESSIONS[0]: [], SESSIONS[2]: []}, "checksum would fail: not re-run"
+    (forging,) = result["dataset"]
+    assert forging["status"] == "SUCCEEDED"
+    assert len(list(forged.glob("*/*/processed_data/forging"))) == 3
+
+
+def test_pending_on_named_sessions_reads_their_trackers_and_leaves_out_the_complete_ones(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configs = tmp_path / "configs"
+    shutil.copytree(default_configs_dir(), configs)
+    (configs / "workflows" / "short.yaml").write_text(
+        "workflow: short\nsteps: [checksum, [behavior, video]]\n"
+    )
+    named = ["--workflow", "short", SESSIONS[0], BROKEN, "--local-root", str(root), "--configs", str(configs)]
+    code, result = _run([*named, "--json", "--poll-interval", "0.2"], capsys)
+    assert code == 1 and result["dataset"] == []
+    assert process.main([*named, "--pending", "--dry-run"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 sessions chosen, 1 left out" in out
+    assert f"{SESSIONS[0]} │ left out: every step already complete" in out
     assert f"{BROKEN} │ (checksum: complete) → [behavior, (video: complete)]" in out
 
 

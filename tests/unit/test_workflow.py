@@ -13,6 +13,7 @@ from sl_pipelines.core.workflow import (
     SessionNext,
     available_workflows,
     dataset_groups,
+    dataset_members,
     load_workflow,
     parse_workflow,
     projects_touched,
@@ -192,3 +193,10 @@ def test_tracker_phases_read_each_step_tracker() -> None:
     assert phases[P.ARCHIVING] == "corrupt"
     assert phases[P.BEHAVIOR] == "idle"
     assert set(phases) == set(LAB_DAILY.pipelines)
+
+
+def test_complete_sessions_come_back_only_for_a_dataset_of_a_project_that_runs() -> None:
+    complete = ["p/A1/s1", "q/B1/s1"]
+    assert dataset_members(WITH_DATASET, ["p/A1/s2"], complete) == ("p/A1/s1",)
+    assert dataset_members(WITH_DATASET, [], complete) == ()
+    assert dataset_members(LAB_DAILY, ["p/A1/s2"], complete) == (), "no dataset step: they stay out"

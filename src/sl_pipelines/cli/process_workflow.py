@@ -174,6 +174,8 @@ def plan_table(run: WorkflowRun) -> Table:
                 p.short_name if p not in progress.complete else f"({p.short_name}: complete)" for p in step
             ]
             parts.append(names[0] if len(names) == 1 else f"[{', '.join(names)}]")
+        if set(workflow.pipelines) <= set(progress.complete):
+            parts = [f"every step complete: a member of the {_names(workflow.dataset)} dataset"]
         table.add_row(escape(progress.name), escape(" → ".join(parts)))
     after = [f"{p.short_name} over the sessions that reach it (per project)" for p in workflow.dataset]
     projects = sorted({s.found.paths.project for s in run.sessions})
@@ -181,6 +183,10 @@ def plan_table(run: WorkflowRun) -> Table:
     table.caption = escape("then: " + "; then ".join(after))
     table.caption_justify = "left"
     return table
+
+
+def _names(pipelines: Sequence[ProcessingPipelines]) -> str:
+    return ", ".join(p.short_name for p in pipelines)
 
 
 def _run(args: argparse.Namespace, backend: Backend, run: WorkflowRun, console: Console) -> int:

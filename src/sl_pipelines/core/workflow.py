@@ -34,6 +34,7 @@ from sl_pipelines.vocabulary import ProcessingPipelines, ProcessingStatus
 WORKFLOWS_FOLDER = "workflows"
 DATASET_PIPELINES = frozenset({ProcessingPipelines.MULTIDAY, ProcessingPipelines.FORGING})
 _TOP_KEYS = frozenset({"workflow", "description", "steps"})
+COMPLETE = "every step already complete"  # why --pending leaves a session out
 
 Step = tuple[ProcessingPipelines, ...]
 _Fail = Callable[[str, str], PipelineDefinitionError]
@@ -279,7 +280,25 @@ def skip_reason(phases: Mapping[ProcessingPipelines, str], *, pending: bool, fai
     """Why ``--pending`` (every step already complete) or ``--failed`` (no step failed) leaves a session
     out; "" keeps it."""
     if pending and phases and all(phase == "complete" for phase in phases.values()):
-        return "every step already complete"
+        return COMPLETE
     if failed and "failed" not in phases.values():
         return "no step of it failed"
     return ""
+
+
+def dataset_members(
+    workflow: WorkflowDefinition, running: Sequence[str], complete: Sequence[str]
+) -> tuple[str, ...]:
+    """Of the sessions ``--pending`` would leave out because every step is complete, those that join the
+    run anyway: a workflow with a dataset step makes each project's dataset again over all the sessions
+    that reached it, so a project where a session runs brings back its complete ones (every step skipped).
+
+    Args:
+        workflow: the workflow.
+        running: the sessions (``project/animal/session``) that run some step.
+        complete: the sessions where every step is complete.
+    """
+    if not workflow.dataset:
+        return ()
+    projects = set(projects_touched(running))
+    return tuple(name for name in complete if name.split("/", 1)[0] in projects)
