@@ -11,6 +11,9 @@ import pytest
 from sl_pipelines.adapters.profiles import ServerProfile, save_profile
 from sl_pipelines.adapters.server import Server
 from sl_pipelines.cli import process, tracker
+from sl_pipelines.core.layout import SessionPaths
+from sl_pipelines.core.lease import Holder
+from sl_pipelines.orchestration.session_locks import lock_path, take_locks
 
 pytestmark = pytest.mark.usefixtures("private_data_dir")
 
@@ -110,3 +113,36 @@ def test_lab_daily_over_six_sessions_one_failing_then_pending_picks_only_it(
     assert "1 sessions chosen, 5 left out" in out
     assert broken in out
     assert "[behavior, (suite2p: complete), (video: complete)] → archiving" in out
+
+
+def test_a_session_locked_on_the_server_by_another_workflow_is_left_out_until_unlocked(
+    server: Server, workflow_project: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = workflow_project
+    env = shlex.quote(server.environment.value)
+    server.run(
+        f"source {env}/bin/activate && sl-worker generate -q --storage-root {server.storage_root} "
+        f"--project {project} --animal A1 --sessions-per-animal 2 --planes 1 --size-kb 1",
+        check=True,
+    )
+    first, second = (f"{project}/A1/{day}" for day in DAYS[:2])
+    paths = SessionPaths(server.storage_root, server.working_root, *first.split("/"))
+    other = Holder(
+        "other-run", "ana", "lab-pc-9", 4242, 3600.0, (("workflow", "other-run"), ("started", "t0"))
+    )
+    assert take_locks(server, [(first, paths)], other) == ([first], [])
+
+    argv = ["--workflow", "quick", f"{project}/*/*", "--server", "wf", "--json", "--poll-interval", "0.5"]
+    assert process.main(argv) == 1
+    result = json.loads(capsys.readouterr().out)
+    (refused,) = result["refused"]
+    assert refused["session"] == first
+    assert "workflow run other-run (pid 4242 of ana on lab-pc-9, started t0" in refused["locked_by"]
+    assert [(s["session"], s["outcome"]) for s in result["sessions"]] == [(second, "done")]
+    (forging,) = result["dataset"]
+    assert forging["session"] == second and forging["status"] == "SUCCEEDED"
+    assert server.read_text(lock_path(paths)) == other.text(), "another run's lock stays as it was"
+
+    assert tracker.main(["--server", "wf", "unlock", first, "--yes"]) == 0
+    assert "held by workflow run other-run" in capsys.readouterr().out
+    assert not server.exists(lock_path(paths))
