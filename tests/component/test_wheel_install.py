@@ -72,3 +72,7 @@ def test_the_wheel_ships_the_configs_and_runs_the_local_demo(tmp_path: Path) -> 
     (outcome,) = json.loads(done.stdout)
     assert outcome["status"] == "SUCCEEDED", outcome
     assert (root / "working" / "p" / "A1" / "s1" / "processed_data").is_dir()
+    workflow = [str(venv / "bin" / "sl-process"), "--workflow", "lab-daily", "p/A1/s1", "--dry-run"]
+    planned = _run([*workflow, "--local-root", str(root)], elsewhere)
+    steps = "checksum → preparation → [behavior, suite2p, video] → archiving"
+    assert steps in planned.stdout, "the workflows ship with the package"

@@ -14,7 +14,7 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.logging import RichHandler
 
-from sl_pipelines.cli import process_runs
+from sl_pipelines.cli import process_runs, process_workflow
 from sl_pipelines.cli.backends import close_backend, open_backend
 from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.cli.overview import LiveView
@@ -43,6 +43,9 @@ whose manager was interrupted is finished with --resume, without submitting anyt
 
 Runs live on the server too: `sl-process status|attach|cancel --server P ...` looks at them from any PC
 (see `sl-process status --help`).
+
+Workflows run several pipelines in order on each session, with parallel steps and a session lock:
+`sl-process --workflow lab-daily 'proj/*/*' --pending` (see `sl-process --workflow NAME --help`).
 
 Exit status: 0 when every pipeline succeeded, 1 when any failed or was aborted, 2 for bad input,
 130 when interrupted."""
@@ -101,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON (no live view)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the manager does")
+    parser.add_argument(
+        "--workflow",
+        metavar="NAME",
+        help="run a workflow from configs/workflows/ instead of one pipeline; then every positional "
+        "argument is a session (see `sl-process --workflow NAME --help`)",
+    )
     add_selection(parser)
     return parser
 
@@ -110,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and arguments[0] in process_runs.COMMANDS:
         return process_runs.main(arguments)
+    if any(a == "--workflow" or a.startswith("--workflow=") for a in arguments):
+        return process_workflow.main(arguments)
     args = build_parser().parse_args(arguments)
     console = make_console(stderr=True)
     # On a terminal, log records go through the live view's console, which prints them above the view.

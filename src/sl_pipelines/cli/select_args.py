@@ -8,8 +8,15 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from sl_pipelines.core.seams import Backend
-from sl_pipelines.core.selection import Filters, choose, is_pattern, parse_day
+from sl_pipelines.core.seams import Backend, ProbeRequest
+from sl_pipelines.core.selection import Filters, SessionTrackers, choose, is_pattern, parse_day
+from sl_pipelines.core.workflow import (
+    COMPLETE,
+    WorkflowDefinition,
+    dataset_members,
+    skip_reason,
+    tracker_phases,
+)
 from sl_pipelines.orchestration.sessions import FoundSession, find_sessions
 from sl_pipelines.vocabulary import ProcessingPipelines
 
@@ -61,3 +68,64 @@ def print_selection(chosen: Sequence[FoundSession], skipped: Sequence[tuple[str,
     for name, why in skipped:
         table.add_row(name, f"left out: {why}", style="dim")
     out.print(table)
+
+
+def select_for_workflow(
+    backend: Backend, specs: Sequence[str], workflow: WorkflowDefinition, wanted: Filters
+) -> tuple[list[tuple[FoundSession, tuple[ProcessingPipelines, ...]]], list[tuple[str, str]]]:
+    """The sessions a workflow runs on, each with the pipelines already complete on it (skipped with
+    ``--pending``), and the ones left out with why.
+
+    Patterns are resolved with every tracker in one command each (dates filter them); plain names are
+    found in one command, and with ``--pending`` or ``--failed`` their trackers read in one more.
+    ``--pending`` leaves out sessions where every step is complete, ``--failed`` keeps those where one
+    failed. A session named twice runs once.
+    """
+    found: list[SessionTrackers] = []
+    skipped: list[tuple[str, str]] = []
+    dates = Filters(since=wanted.since, until=wanted.until)
+    for spec in specs:
+        if is_pattern(spec):
+            kept, left = choose(
+                backend.select_sessions(spec), ProcessingPipelines.CHECKSUM.tracker_file.value, dates
+            )
+            found += kept
+            skipped += left
+    plain = list(find_sessions(backend, [spec for spec in specs if not is_pattern(spec)]))
+    found = _with_trackers(backend, plain, workflow, wanted.pending or wanted.failed) + found
+    chosen: dict[str, tuple[FoundSession, tuple[ProcessingPipelines, ...]]] = {}
+    complete: dict[str, FoundSession] = {}
+    for session in found:
+        paths = session.paths
+        name = f"{paths.project}/{paths.animal}/{paths.session}"
+        if name in chosen or name in complete:
+            continue
+        phases = tracker_phases(workflow, session.trackers, paths.tracking_data)
+        why = skip_reason(phases, pending=wanted.pending, failed=wanted.failed)
+        if why == COMPLETE:
+            complete[name] = session.session
+        elif why:
+            skipped.append((name, why))
+        else:
+            done = tuple(p for p, phase in phases.items() if phase == "complete") if wanted.pending else ()
+            chosen[name] = (session.session, done)
+    members = dataset_members(workflow, list(chosen), list(complete))
+    for name in members:  # every step skipped: they are there for the dataset step
+        chosen[name] = (complete[name], workflow.pipelines)
+    skipped += [(name, COMPLETE) for name in complete if name not in members]
+    return list(chosen.values()), skipped
+
+
+def _with_trackers(
+    backend: Backend, sessions: Sequence[FoundSession], workflow: WorkflowDefinition, needed: bool
+) -> list[SessionTrackers]:
+    """The sessions with the texts of the workflow's trackers (one probe for all), or with none."""
+    if not needed or not sessions:
+        return [SessionTrackers(s) for s in sessions]
+    names = [p.tracker_file.value for p in workflow.pipelines]
+    paths = [s.paths.tracker(name) for s in sessions for name in names]
+    texts = backend.probe(ProbeRequest(tracker_paths=tuple(paths))).trackers
+    return [
+        SessionTrackers(s, {n: t for n in names if (t := texts.get(s.paths.tracker(n))) is not None})
+        for s in sessions
+    ]

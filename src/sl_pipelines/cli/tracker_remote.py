@@ -2,7 +2,9 @@
 
 ``status SESSION`` shows every pipeline's tracker of the session, read in one round trip;
 ``abort SESSION --pipeline NAME`` resets one stuck tracker after a confirmation. The change itself
-is made where the tracker lives (``sl-tracker batch`` on the server), under the tracker's lock.
+is made where the tracker lives (``sl-tracker batch`` on the server), under the tracker's lock. An abort
+also releases the session's workflow lock, if a workflow run holds it (that run then starts no further
+step on the session); ``unlock SESSION`` releases only the workflow lock.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from sl_pipelines.cli.tracker import (
     handle_abort,
     status_payload,
 )
+from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.core.seams import Backend, ProbeRequest, TrackerAction, TrackerOperation
 from sl_pipelines.core.selection import is_pattern
 from sl_pipelines.core.tracker_state import IDLE_STATE, TrackerState
 from sl_pipelines.core.tracker_text import parse_tracker_text
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError, TrackerCorruptError, TrackerError
+from sl_pipelines.orchestration.session_locks import lock_path, release_locks
 from sl_pipelines.orchestration.sessions import find_session
 from sl_pipelines.vocabulary import ProcessingPipelines
 
@@ -92,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     abort.add_argument("session", help="session id, project/animal/session, or path")
     abort.add_argument("--pipeline", required=True, help="which pipeline's tracker (short name)")
     abort.add_argument("--yes", action="store_true", help="do not ask; required when stdin is not a terminal")
+    unlock = commands.add_parser(
+        "unlock",
+        help="release the session's workflow lock (asks first): that run starts no further step on it",
+    )
+    unlock.add_argument("session", help="session id, project/animal/session, or path")
+    unlock.add_argument(
+        "--yes", action="store_true", help="do not ask; required when stdin is not a terminal"
+    )
     return parser
 
 
@@ -111,15 +123,53 @@ def main(argv: Sequence[str]) -> int:
         session = find_session(backend, args.session)
         if args.command == "status":
             return _status(backend, session.tracking_data, args.json, out)
-        pipeline = ProcessingPipelines.from_name(args.pipeline)
-        tracker = RemoteTracker(backend, session.tracker(pipeline.tracker_file.value))
-        return handle_abort(tracker, args, CliStreams(stdin=sys.stdin, out=out, err=err))
+        return _change(backend, session, args, CliStreams(stdin=sys.stdin, out=out, err=err))
     except (SlPipelinesError, ValueError) as exc:
         err.print(Text(f"error: {exc}", style="red"))
         return EXIT_USAGE if isinstance(exc, ConfigurationError | LookupError | ValueError) else EXIT_ERROR
     finally:
         if backend is not None:
             close_backend(backend)
+
+
+def _change(backend: Backend, session: SessionPaths, args: argparse.Namespace, streams: CliStreams) -> int:
+    """``unlock``, or ``abort`` (which also releases the session's workflow lock)."""
+    if args.command == "unlock":
+        return _unlock(backend, session, args.yes, streams)
+    pipeline = ProcessingPipelines.from_name(args.pipeline)
+    tracker = RemoteTracker(backend, session.tracker(pipeline.tracker_file.value))
+    code = handle_abort(tracker, args, streams)
+    if code == EXIT_OK and backend.read_text(lock_path(session)) is not None:
+        return _unlock(backend, session, True, streams)
+    return code
+
+
+def _unlock(backend: Backend, session: SessionPaths, yes: bool, streams: CliStreams) -> int:
+    """Releases the session's workflow lock after a confirmation (or ``--yes``), naming who held it."""
+    path = lock_path(session)
+    text = backend.read_text(path)
+    if text is None:
+        streams.out.print(f"No workflow holds {path}; nothing to release.")
+        return EXIT_OK
+    lines = text.splitlines()
+    info = dict(line.partition("=")[::2] for line in lines[1:])
+    who = f"pid {info.get('pid', '?')} of {info.get('user', '?')} on {info.get('host', '?')}"
+    owner = f"workflow run {lines[0] if lines else '?'} ({who}, started {info.get('started', '?')})"
+    if not yes:
+        if not streams.stdin.isatty():
+            raise ConfigurationError(
+                f"Refusing to release {path} without confirmation as stdin is not a terminal: pass --yes."
+            )
+        streams.out.print(f"{path} is held by {owner}.")
+        streams.out.print("Release it (that run starts no further step on this session)? [y/N] ", end="")
+        if streams.stdin.readline().strip().lower() not in ("y", "yes"):
+            streams.out.print("Nothing was released.")
+            return EXIT_ERROR
+    (problem,) = release_locks(backend, [session])
+    if problem:
+        raise TrackerError(f"On {backend.name}: {problem}", path=path)
+    streams.out.print(f"Released the workflow lock of {path}; it was held by {owner}.")
+    return EXIT_OK
 
 
 def _status(backend: Backend, folder: PurePosixPath, as_json: bool, out: Console) -> int:

@@ -30,12 +30,14 @@ class Holder:
     host: str
     pid: int
     stale_after: float
+    details: tuple[tuple[str, str], ...] = ()  # more ``key=value`` lines (a workflow lock's run and start)
 
     def text(self) -> str:
         """The lease file's text."""
+        more = "".join(f"{key}={value}\n" for key, value in self.details)
         return (
             f"{self.holder_id}\nuser={self.user}\nhost={self.host}\npid={self.pid}\n"
-            f"stale_after={int(self.stale_after)}\n"
+            f"stale_after={int(self.stale_after)}\n{more}"
         )
 
     def describe(self) -> str:

@@ -14,8 +14,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
 from sl_pipelines.adapters.tracker_ops import MANAGER_JOB
@@ -43,18 +43,22 @@ class CycleReport:
     Attributes:
         slurm_problems: why Slurm did not answer (empty when it did); the runs waited.
         round_trips: remote commands the cycle's probe cost.
+        lost_leases: the extra leases (see :func:`run_cycle`) that name another holder now, with its id.
     """
 
     slurm_problems: tuple[str, ...] = ()
     round_trips: int = 0
+    lost_leases: Mapping[PurePosixPath, str] = field(default_factory=dict)
 
 
-def merge_requests(runs: Sequence[PipelineRun]) -> ProbeRequest:
-    """One probe request covering every run's jobs and trackers."""
+def merge_requests(
+    runs: Sequence[PipelineRun], extra_leases: Sequence[tuple[PurePosixPath, str]] = ()
+) -> ProbeRequest:
+    """One probe request covering every run's jobs and trackers (and other leases to renew)."""
     names: dict[str, None] = {}
     ids: dict[str, None] = {}
     trackers: dict[PurePosixPath, None] = {}
-    leases: dict[tuple[PurePosixPath, str], None] = {}
+    leases: dict[tuple[PurePosixPath, str], None] = dict.fromkeys(extra_leases)
     for run in runs:
         request = run.probe_request()
         names.update(dict.fromkeys(request.job_names))
@@ -67,9 +71,15 @@ def merge_requests(runs: Sequence[PipelineRun]) -> ProbeRequest:
 
 
 def run_cycle(
-    backend: Backend, runs: Sequence[PipelineRun], clock: Callable[[], float] = time.monotonic
+    backend: Backend,
+    runs: Sequence[PipelineRun],
+    clock: Callable[[], float] = time.monotonic,
+    extra_leases: Sequence[tuple[PurePosixPath, str]] = (),
 ) -> CycleReport:
     """Advances every running run by one cycle (``clock`` gives monotonic seconds for the run's timers).
+
+    ``extra_leases`` (lease file, holder id) are renewed by the same probe, such as a workflow's session
+    locks; those found naming another holder come back in the report.
 
     Raises:
         ServerError, SchedulerError: the server could not be reached (nothing was decided).
@@ -79,7 +89,7 @@ def run_cycle(
     active = [run for run in active if run.is_running]
     if not active:
         return CycleReport()
-    result = backend.probe(merge_requests(active))
+    result = backend.probe(merge_requests(active, extra_leases))
     for run in active:
         if run.lease_path in result.lost_leases:
             run.hand_over(result.lost_leases[run.lease_path])
@@ -96,7 +106,9 @@ def run_cycle(
     if submissions:
         _submit(backend, submissions)
     flush_records(backend, active)
-    return CycleReport(result.slurm_problems, result.round_trips)
+    extra = {path for path, _ in extra_leases}
+    lost = {path: holder for path, holder in result.lost_leases.items() if path in extra}
+    return CycleReport(result.slurm_problems, result.round_trips, lost)
 
 
 def take_leases(
@@ -107,7 +119,7 @@ def take_leases(
     if not runs:
         return
     outcomes = list(backend.take_leases([run.lease_request(force=force) for run in runs]))
-    gone = [i for i, outcome in enumerate(outcomes) if not outcome.taken and _holder_gone(outcome)]
+    gone = [i for i, outcome in enumerate(outcomes) if not outcome.taken and holder_gone(outcome)]
     if gone:  # a manager of this computer that no longer runs (killed, crashed): its lease is void
         again = backend.take_leases([runs[i].lease_request(force=True) for i in gone])
         for index, outcome in zip(gone, again, strict=True):
@@ -125,7 +137,7 @@ def take_leases(
             logger.warning("%s: could not take the run's lease yet; trying again next cycle", run.describe())
 
 
-def _holder_gone(outcome: LeaseOutcome) -> bool:
+def holder_gone(outcome: LeaseOutcome) -> bool:
     """True when the lease's holder was a process of this computer that has ended."""
     info = outcome.holder or {}
     if info.get("host") != socket.gethostname() or not info.get("pid", "").isdigit():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import PurePosixPath
 
 from sl_pipelines.core.seams import Backend
 from sl_pipelines.errors import SchedulerError, ServerError
@@ -55,13 +56,21 @@ class PipelineManager:
             max_interval if max_interval is not None else max(poll_interval, poll_interval * 4)
         )
         self.patience = patience
-        holder = process_holder(stale_after=max(120.0, 6 * self.max_interval))
+        self.holder = process_holder(stale_after=max(120.0, 6 * self.max_interval))
         for pipeline in self.pipelines:  # the lease says when this manager counts as gone
-            pipeline.holder = holder
+            pipeline.holder = self.holder
         self.clock = clock
         self.cycles = 0
         self.silent_since: float | None = None
         self.last_problem = ""
+        self.extra_leases: tuple[tuple[PurePosixPath, str], ...] = ()  # renewed by every probe
+        self.lost_leases: dict[PurePosixPath, str] = {}  # extra leases another holder took, with its id
+
+    def add(self, pipelines: Sequence[ProcessingPipeline]) -> None:
+        """Adds pipelines to drive (a workflow's next steps); they start at the next cycle."""
+        for pipeline in pipelines:
+            pipeline.holder = self.holder
+        self.pipelines.extend(pipelines)
 
     @property
     def in_flight(self) -> list[ProcessingPipeline]:
@@ -83,16 +92,25 @@ class PipelineManager:
             ServerError, SchedulerError: the server did not answer (see :meth:`run` for riding it out).
         """
         before = self._fingerprint()
-        report: CycleReport = run_cycle(self.backend, self.in_flight, self.clock)
+        report: CycleReport = run_cycle(self.backend, self.in_flight, self.clock, self.extra_leases)
         self.cycles += 1
+        self.lost_leases.update(report.lost_leases)
         if report.slurm_problems:
             self._silent("; ".join(report.slurm_problems))
         else:
             self.silent_since, self.last_problem = None, ""
         return self._fingerprint() != before
 
-    def run(self, observer: Observer | None = None, sleep: Callable[[float], None] = time.sleep) -> bool:
+    def run(
+        self,
+        observer: Observer | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        advance: Observer | None = None,
+    ) -> bool:
         """Cycles until every pipeline has finished; True when all succeeded.
+
+        ``advance`` is called after every cycle, before the manager looks whether all has finished: it
+        may :meth:`add` pipelines (a workflow's next steps), which then keep the manager cycling.
 
         A cycle in which the server or Slurm does not answer (a dropped link, slurmctld restarting, munge
         down) decides nothing; the manager logs it and asks again, for up to ``patience`` seconds of
@@ -105,10 +123,18 @@ class PipelineManager:
             except (ServerError, SchedulerError) as exc:
                 self._silent(str(exc), error=exc)
                 changed = False
+            added = False
+            if advance is not None:
+                count = len(self.pipelines)
+                advance(self)
+                added = len(self.pipelines) != count
             if observer is not None:
                 observer(self)
             if self.finished:
                 break
+            if added:  # new runs submit at once, without waiting for a poll
+                interval = self.poll_interval
+                continue
             interval = self.poll_interval if changed else min(interval * 1.5, self.max_interval)
             sleep(interval)
         return all(p.status is ProcessingStatus.SUCCEEDED for p in self.pipelines)
