@@ -14,7 +14,7 @@ import pytest
 from sl_pipelines.adapters.profiles import ServerProfile, save_profile
 from sl_pipelines.adapters.upload import check_names, scan_local
 from sl_pipelines.cli import server as cli
-from sl_pipelines.cli.push import raw_data_folder
+from sl_pipelines.cli.push import _then_command, raw_data_folder
 from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.errors import ConfigurationError, TransferError, VerificationError
 from sl_pipelines.workers.checksum import CHECKSUM_FILE, calculate_checksum
@@ -121,7 +121,14 @@ def test_bad_arguments_exit_2_before_connecting(
 ) -> None:
     base = ["push", str(raw.parent), "--server", nowhere, "--project", "p", "--animal", "A1"]
     assert cli.main([*base, "--then", "no-such-pipeline"]) == 2
-    assert "--then" in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--then" in err and "not a workflow either (workflows: lab-daily, quick)" in err
     assert cli.main([*base, "--session", "../escape"]) == 2
     assert "not a usable session name" in capsys.readouterr().err
     assert cli.main(["push", str(raw.parent), "--server", nowhere]) == 2, "project and animal are required"
+
+
+def test_then_runs_a_pipeline_or_a_workflow() -> None:
+    assert _then_command("checksum") == ["checksum"]
+    assert _then_command("lab-daily") == ["--workflow", "lab-daily"]
+    assert _then_command(None) == []

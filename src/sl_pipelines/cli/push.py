@@ -2,7 +2,8 @@
 
 ::
 
-    sl-server push LOCAL_SESSION_FOLDER --server P --project X --animal Y [--session NAME] [--then PIPELINE]
+    sl-server push LOCAL_SESSION_FOLDER --server P --project X --animal Y [--session NAME]
+        [--then PIPELINE|WORKFLOW]
 
 A progress bar (rate, time left) is drawn on stderr when it is a terminal; otherwise, and at the end,
 one summary line goes to stdout. The upload itself is :mod:`sl_pipelines.adapters.upload`'s.
@@ -34,7 +35,9 @@ from rich.text import Text
 from sl_pipelines.adapters import profiles
 from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.core.layout import RAW_DATA
+from sl_pipelines.core.workflow import available_workflows
 from sl_pipelines.errors import ConfigurationError
+from sl_pipelines.orchestration.pipeline import default_configs_dir
 from sl_pipelines.vocabulary import ProcessingPipelines
 
 if TYPE_CHECKING:
@@ -70,8 +73,9 @@ def add_parser(groups: Any) -> None:
     push.add_argument("--session", help="the session's name (default: the folder's name)")
     push.add_argument(
         "--then",
-        metavar="PIPELINE",
-        help="then run this pipeline on the session (sl-process PIPELINE project/animal/session)",
+        metavar="PIPELINE|WORKFLOW",
+        help="then run this pipeline (sl-process PIPELINE project/animal/session) or this workflow "
+        "(sl-process --workflow WORKFLOW project/animal/session, e.g. lab-daily) on the session",
     )
     push.set_defaults(handler=handle_push)
 
@@ -90,11 +94,7 @@ def handle_push(arguments: argparse.Namespace, out: Console) -> int:
     """Uploads the session, prints one summary line, and runs ``--then``'s pipeline when asked."""
     from sl_pipelines.adapters.server import Server  # noqa: PLC0415 - paramiko only for commands that connect
 
-    if arguments.then is not None:
-        try:
-            ProcessingPipelines.from_name(arguments.then)
-        except ValueError as exc:
-            raise ConfigurationError(f"--then: {exc}", key="then") from exc
+    then = _then_command(arguments.then)
     source, default_name = raw_data_folder(arguments.folder)
     session = arguments.session or default_name
     spec = f"{arguments.project}/{arguments.animal}/{session}"
@@ -116,11 +116,31 @@ def handle_push(arguments: argparse.Namespace, out: Console) -> int:
             )
             return EXIT_INTERRUPTED
     out.print(summary(report, spec, server.name), markup=False)
-    if arguments.then is None:
+    if not then:
         return 0
-    from sl_pipelines.cli import process  # noqa: PLC0415 - workflows will plug in here
+    from sl_pipelines.cli import process  # noqa: PLC0415 - only --then needs it
 
-    return process.main([arguments.then, spec, "--server", arguments.server])
+    return process.main([*then, spec, "--server", arguments.server])
+
+
+def _then_command(name: str | None) -> list[str]:
+    """``sl-process``'s first arguments for ``--then NAME``: a pipeline, or a shipped workflow.
+
+    Raises:
+        ConfigurationError: ``NAME`` is neither (checked before anything is uploaded).
+    """
+    if name is None:
+        return []
+    try:
+        ProcessingPipelines.from_name(name)
+    except ValueError as exc:
+        workflows = available_workflows(default_configs_dir())
+        if name in workflows:
+            return ["--workflow", name]
+        raise ConfigurationError(
+            f"--then: {exc} It is not a workflow either (workflows: {', '.join(workflows)}).", key="then"
+        ) from exc
+    return [name]
 
 
 def summary(report: UploadReport, spec: str, server: str) -> str:
