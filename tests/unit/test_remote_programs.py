@@ -154,6 +154,24 @@ def test_a_controller_that_does_not_answer_is_never_read_as_no_such_job(
     assert result.trackers == {path: None}  # the trackers are still read
 
 
+@pytest.mark.parametrize("tasks", [3, 450], ids=["by-id", "one-listing"])
+def test_array_tasks_are_found_by_task_id_and_an_ended_one_is_asked_about(
+    cluster: FakeCluster, tasks: int
+) -> None:
+    live = [f"700_{k}|RUNNING|None|slp-t-a1" for k in range(tasks)]
+    live[1] = "700_1|FAILED|NonZeroExitCode|slp-t-a1"
+    others = [f"800_{k}|PENDING|Held|other" for k in range(5)]
+    cluster.set_live(*live, *others)
+    wanted = (*(f"700_{k}" for k in range(tasks)), "701")
+    result = cluster.probe(ProbeRequest(job_ids=wanted, job_names=("slp-t-a1", "slp-t-gone")))
+    found = states(result)
+    assert found["700_1"] is JobState.FAILED and found["700_0"] is JobState.RUNNING
+    assert found["701"] is JobState.NOT_FOUND and not any(i.startswith("800_") for i in found)
+    assert [c.split()[-1] for c in cluster.calls("scontrol")] == ["700_1"]
+    (sacct_ids, sacct_names) = cluster.calls("sacct")
+    assert sacct_ids.endswith("-j 701") and "--name=slp-t-gone" in sacct_names  # only what squeue lacks
+
+
 def test_a_controller_that_does_not_answer_the_one_listing_for_many_ids_is_a_failed_query(
     cluster: FakeCluster,
 ) -> None:

@@ -66,15 +66,8 @@ if [ ${#leases[@]} -gt 0 ]; then
   [ ${#renew[@]} -gt 0 ] && printf '%s\0' "${renew[@]}" | xargs -0 touch -c --
   echo "$M end 0"
 fi
-declare -A seen
-detail=()
-slp_rows() {
-  while IFS='|' read -r jid st _ jname; do
-    [[ $jid =~ ^[0-9] ]] || continue
-    seen["i:$jid"]=1; seen["i:${jid%%_*}"]=1; seen["n:$jname"]=1
-    case $st in @@ACTIVE@@) ;; *) detail+=("$jid") ;; esac
-  done <<< "$1"
-}
+rows=""
+slp_rows() { [ -n "$1" ] && rows+="$1"$'\n'; }
 slp_query() {
   local label=$1 kind=$2 rc=0 i chunk out r; shift 2
   local -a items=("$@")
@@ -83,12 +76,10 @@ slp_query() {
   if [ "$kind" = qid ] && [ ${#items[@]} -gt $CH ]; then
     # For a list of ids slurmctld sends every job of the user and squeue filters: with more ids than
     # one call takes, one listing costs what each chunk's call would. Keep the rows asked for.
-    local -A want; for i in "${items[@]}"; do want[$i]=1; done
     out=$(squeue -h -r -t all -o "$fmt" -u "$me" 2>&1); rc=$?
-    out=$(while IFS= read -r r; do
-      i=${r%%|*}; [ -n "$r" ] || continue
-      if [[ ! $i =~ ^[0-9] ]] || [ -n "${want[$i]}" ] || [ -n "${want[${i%%_*}]}" ]; then echo "$r"; fi
-    done <<< "$out")
+    out=$(awk -F'|' 'NR == FNR { want[$0] = 1; next } { base = $1; sub(/_.*/, "", base) }
+      $0 != "" && ($1 !~ /^[0-9]/ || ($1 in want) || (base in want))' \
+      <(printf '%s\n' "${items[@]}") - <<< "$out")
     slp_rows "$out"
     [ -n "$out" ] && printf '%s\n' "$out"
     echo "$M end $rc"; return 0
@@ -108,9 +99,24 @@ slp_query() {
 }
 slp_query squeue-ids qid "${ids[@]}"
 slp_query squeue-names qname "${names[@]}"
-missing=(); lost=()
-for j in "${ids[@]}"; do [ -n "${seen[i:$j]}" ] || missing+=("$j"); done
-for n in "${names[@]}"; do [ -n "${seen[n:$n]}" ] || lost+=("$n"); done
+# Which ids and names squeue did not show (missing, lost), and which jobs it shows ended (detail): one
+# awk over the asked-for items and squeue's rows (a bash loop took 0.2 s per 7,000 rows).
+missing=(); lost=(); detail=()
+while IFS=$'\t' read -r kind item; do
+  case $kind in m) missing+=("$item") ;; l) lost+=("$item") ;; d) detail+=("$item") ;; esac
+done < <({ [ ${#ids[@]} -gt 0 ] && printf 'I|%s\n' "${ids[@]}"
+  [ ${#names[@]} -gt 0 ] && printf 'N|%s\n' "${names[@]}"; printf '%s' "$rows"; } | awk -F'|' '
+  $1 == "I" { ids[++ni] = substr($0, 3); next }
+  $1 == "N" { names[++nn] = substr($0, 3); next }
+  $1 ~ /^[0-9]/ {
+    name = $0; for (k = 0; k < 3; k++) name = substr(name, index(name, "|") + 1)
+    base = $1; sub(/_.*/, "", base); seen["i:" $1] = 1; seen["i:" base] = 1; seen["n:" name] = 1
+    if ($2 !~ /^(@@ACTIVE@@)$/ && !(("d:" $1) in seen)) { seen["d:" $1] = 1; print "d\t" $1 }
+  }
+  END {
+    for (k = 1; k <= ni; k++) if (!(("i:" ids[k]) in seen)) print "m\t" ids[k]
+    for (k = 1; k <= nn; k++) if (!(("n:" names[k]) in seen)) print "l\t" names[k]
+  }')
 if [ "$mode" = sacct ]; then
   slp_query sacct-ids aid "${missing[@]}"
   slp_query sacct-names aname "${lost[@]}"
