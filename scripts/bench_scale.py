@@ -161,6 +161,20 @@ def submit(bench: Bench, pipelines: list[ProcessingPipeline], label: str) -> Non
     bench.add(f"submit_cycles/{label}", cycles)
 
 
+collecting: dict[str, list[float]] = {}
+"""Time the garbage collector spent in the cycle being measured (``gc.callbacks``)."""
+
+
+def _gc_timer(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        collecting["start"] = [time.perf_counter()]
+    elif "start" in collecting:
+        collecting.setdefault("spent", []).append(time.perf_counter() - collecting.pop("start")[0])
+
+
+gc.callbacks.append(_gc_timer)
+
+
 def measure_cycles(
     bench: Bench, pipelines: list[ProcessingPipeline], label: str, profile: bool = False
 ) -> None:
@@ -175,10 +189,12 @@ def measure_cycles(
     for _ in range(bench.args.repeat):
         exec_before, sftp_before = bench.server.round_trips, SftpRequests.count
         bench.probe_seconds = 0.0
+        collecting.clear()
         started, cpu = time.perf_counter(), time.process_time()
         changed = manager.cycle()
         bench.add(f"cycle_ms/{label}", (time.perf_counter() - started) * 1000)
         bench.add(f"cpu_ms/{label}", (time.process_time() - cpu) * 1000)
+        bench.add(f"gc_ms/{label}", sum(collecting.get("spent", [0.0])) * 1000)
         bench.add(f"probe_ms/{label}", bench.probe_seconds * 1000)
         bench.add(f"cmds/{label}", bench.server.round_trips - exec_before)
         bench.add(f"sftp/{label}", SftpRequests.count - sftp_before)

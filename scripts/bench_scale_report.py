@@ -94,7 +94,8 @@ def _goal_lines(args: argparse.Namespace, f: Figures) -> list[str]:
         f"{spread([s * 1000 for s in f.samples.get(f'build_s/{ALONE}', [])], 1)} ms",
         f"manager: peak RSS {f.get('peak_rss_mb')} MB (round 1 is a fresh manager's), RSS at {largest:,} in "
         f"flight {f.get('rss_mb')} MB; CPU per polling cycle at {largest:,} pipelines "
-        f"{f.get(f'cpu_ms/{largest}', 1)} ms (goals <= 300 MB, <= 100 ms); journal files written during the "
+        f"{f.get(f'cpu_ms/{largest}', 1)} ms, of which garbage collection {f.get(f'gc_ms/{largest}', 1)} ms "
+        "(goals <= 300 MB, <= 100 ms); journal files written during the "
         f"polling cycles: {f.get('journals_written')}; measured cycles that saw a change: {changed}",
     ]
     return lines

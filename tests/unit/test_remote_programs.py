@@ -303,3 +303,23 @@ def test_a_dropped_connection_leaves_cut_jobs_unknown(tmp_path: Path) -> None:
     output = "@@SLP@@ begin job 0\n7\n@@SLP@@ end 0\n@@SLP@@ begin job 1\n"
     report = classify_submission(output, submissions, completed=False)
     assert report.submitted == {"a": "7"} and report.unknown == ("b", "c")
+
+
+@pytest.mark.parametrize("count", [3, 250], ids=["touch", "xargs"])
+def test_the_probe_renews_the_leases_it_holds_and_names_the_holder_of_a_lost_one(
+    cluster: FakeCluster, tmp_path: Path, count: int
+) -> None:
+    paths = [tmp_path / f"run{i}" / "lease" for i in range(count)]
+    for path in paths:
+        path.parent.mkdir()
+        path.write_text("mine\nuser host pid\n")
+        os.utime(path, (1_000_000, 1_000_000))
+    paths[1].write_text("theirs\n")
+    os.utime(paths[1], (1_000_000, 1_000_000))
+    gone = tmp_path / "gone" / "lease"
+    leases = tuple((PurePosixPath(p), "mine") for p in [*paths, gone])
+    result = cluster.probe(ProbeRequest(leases=leases))
+    assert result.lost_leases == {PurePosixPath(paths[1]): "theirs", PurePosixPath(gone): ""}
+    renewed = [p for p in paths if p.stat().st_mtime > 1_000_000]
+    assert renewed == [p for i, p in enumerate(paths) if i != 1]  # only the leases it holds
+    assert not gone.exists()  # touch -c: a missing lease is not made

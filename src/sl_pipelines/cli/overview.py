@@ -18,7 +18,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -28,8 +29,10 @@ from sl_pipelines.cli.render import (
     job_counts,
     pipeline_row,
     pipelines_table,
+    progress_caption,
     stage_label,
 )
+from sl_pipelines.orchestration.manager import Observer, PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.vocabulary import ProcessingStatus
 
@@ -179,3 +182,29 @@ def _rows_table(title: str, pipelines: Sequence[ProcessingPipeline], *, reasons:
         reason = [p.failure.reason if p.failure is not None else ""] if reasons else []
         table.add_row(*pipeline_row(p), *reason)
     return table
+
+
+def drive_with_live_view(
+    console: Console,
+    manager: PipelineManager,
+    drive: Callable[[Observer, Callable[[float], None]], object],
+    *,
+    prefix: str = "",
+) -> None:
+    """Runs ``drive(observer, sleep)`` (the manager's loop) under the live view of its pipelines, the
+    elapsed time moving between cycles; ``prefix`` leads the caption."""
+    started, live_view = time.monotonic(), LiveView()
+
+    def view(m: PipelineManager) -> RenderableType:  # many pipelines: totals, failures, changes
+        caption = prefix + progress_caption(m.cycles, time.monotonic() - started, m.pipelines)
+        return live_view.render(m.pipelines, caption=caption)
+
+    with Live(view(manager), console=console, refresh_per_second=4, transient=True) as live:
+
+        def wait(seconds: float) -> None:
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                time.sleep(min(0.5, left))
+                live.update(view(manager))
+
+        drive(lambda m: live.update(view(m)), wait)

@@ -6,20 +6,17 @@ import argparse
 import json
 import logging
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 
-from rich.console import Console, RenderableType
-from rich.live import Live
+from rich.console import Console
 from rich.logging import RichHandler
 
 from sl_pipelines.cli import process_runs, process_workflow
 from sl_pipelines.cli.backends import close_backend, open_backend
 from sl_pipelines.cli.consoles import make_console
-from sl_pipelines.cli.overview import LiveView
-from sl_pipelines.cli.render import failure_details, pipeline_json, progress_caption
-from sl_pipelines.cli.select_args import add_selection, filters, print_selection, select
+from sl_pipelines.cli.overview import LiveView, drive_with_live_view
+from sl_pipelines.cli.render import failure_details, pipeline_json
+from sl_pipelines.cli.select_args import add_run_options, add_selection, filters, print_selection, select
 from sl_pipelines.core.definition import ParameterValue
 from sl_pipelines.core.layout import JOB_FOLDERS
 from sl_pipelines.core.seams import Backend
@@ -61,29 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "sessions", nargs="+", metavar="SESSION", help="session id, project/animal/session or path"
     )
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--server", metavar="PROFILE", help="run on the Slurm server of this profile")
-    where.add_argument("--local-root", type=Path, metavar="DIR", help="folder of the local backend")
-    parser.add_argument("--configs", type=Path, metavar="DIR", help="folder of pipeline definitions (YAML)")
+    add_run_options(
+        parser,
+        configs="folder of pipeline definitions (YAML)",
+        dry_run="print the sessions chosen (and why others were left out), the stages and job scripts; "
+        "submit nothing",
+        max_parallel=4,
+    )
     parser.add_argument(
         "--param",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="set a pipeline parameter (repeatable)",
-    )
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the sessions chosen (and why others were left out), the stages and job scripts; "
-        "submit nothing",
-    )
-    parser.add_argument("--keep-logs", action="store_true", help="keep job folders and logs after success")
-    parser.add_argument(
-        "--poll-interval", type=float, default=None, metavar="S", help="seconds between cycles"
-    )
-    parser.add_argument(
-        "--max-parallel", type=int, default=4, metavar="N", help="pipelines in flight at once"
     )
     parser.add_argument(
         "--resume",
@@ -102,8 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --resume: take the run over even from a manager that still drives it (it then stops)",
     )
-    parser.add_argument("--json", action="store_true", help="print the outcome as JSON (no live view)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what the manager does")
     parser.add_argument(
         "--workflow",
         metavar="NAME",
@@ -255,21 +240,9 @@ def _run(
         if args.json:
             manager.run()
         else:
-            started, live_view = time.monotonic(), LiveView()
-
-            def view(m: PipelineManager) -> RenderableType:  # many pipelines: totals, failures, changes
-                caption = progress_caption(m.cycles, time.monotonic() - started, m.pipelines)
-                return live_view.render(m.pipelines, caption=caption)
-
-            with Live(view(manager), console=console, refresh_per_second=4, transient=True) as live:
-
-                def wait(seconds: float) -> None:  # keeps the elapsed time moving between cycles
-                    deadline = time.monotonic() + seconds
-                    while (left := deadline - time.monotonic()) > 0:
-                        time.sleep(min(0.5, left))
-                        live.update(view(manager))
-
-                manager.run(observer=lambda m: live.update(view(m)), sleep=wait)
+            drive_with_live_view(
+                console, manager, lambda observer, sleep: manager.run(observer=observer, sleep=sleep)
+            )
     except KeyboardInterrupt:
         return _interrupted(manager, console)
     return _summarize(args, pipelines, console)

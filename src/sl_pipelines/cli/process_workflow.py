@@ -5,21 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console, RenderableType
-from rich.live import Live
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from sl_pipelines.cli.backends import close_backend, open_backend
 from sl_pipelines.cli.consoles import make_console
-from sl_pipelines.cli.overview import LiveView
-from sl_pipelines.cli.render import failure_details, pipeline_json, progress_caption
-from sl_pipelines.cli.select_args import filters, print_selection, select_for_workflow
+from sl_pipelines.cli.overview import drive_with_live_view
+from sl_pipelines.cli.render import failure_details, pipeline_json
+from sl_pipelines.cli.select_args import (
+    add_run_options,
+    add_selection,
+    filters,
+    print_selection,
+    select_for_workflow,
+)
 from sl_pipelines.core.definition import load_definition
 from sl_pipelines.core.seams import Backend
 from sl_pipelines.core.workflow import (
@@ -80,41 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SELECTION",
         help="session id, project/animal/session, path, or a pattern such as 'proj/*/*'",
     )
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--server", metavar="PROFILE", help="run on the Slurm server of this profile")
-    where.add_argument("--local-root", type=Path, metavar="DIR", help="folder of the local backend")
-    parser.add_argument(
-        "--configs", type=Path, metavar="DIR", help="folder of pipeline definitions, with workflows/ in it"
-    )
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the sessions chosen (and why others were left out) and the steps each will run; "
+    add_run_options(
+        parser,
+        configs="folder of pipeline definitions, with workflows/ in it",
+        dry_run="print the sessions chosen (and why others were left out) and the steps each will run; "
         "lock and submit nothing",
+        max_parallel=16,
     )
-    parser.add_argument("--keep-logs", action="store_true", help="keep job folders and logs after success")
-    parser.add_argument(
-        "--poll-interval", type=float, default=None, metavar="S", help="seconds between cycles"
+    add_selection(
+        parser,
+        word="SELECTION",
+        pending="leave out sessions where every step is complete, and skip the steps already complete on "
+        "the others",
+        failed="only sessions where a step failed",
     )
-    parser.add_argument(
-        "--max-parallel", type=int, default=16, metavar="N", help="pipelines in flight at once (default 16)"
-    )
-    parser.add_argument("--json", action="store_true", help="print the outcome as JSON (no live view)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what the manager does")
-    group = parser.add_argument_group(
-        "selection",
-        "A SELECTION may be a pattern, project/animal/session with shell wildcards ('proj/*/*',\n"
-        "'proj/A1/*', 'proj/*/2026-01-*'); the filters narrow what a pattern selects.",
-    )
-    group.add_argument("--since", metavar="DATE", help="sessions named on or after DATE (2026-01-05)")
-    group.add_argument("--until", metavar="DATE", help="sessions named on or before DATE")
-    group.add_argument(
-        "--pending",
-        action="store_true",
-        help="leave out sessions where every step is complete, and skip the steps already complete on the "
-        "others",
-    )
-    group.add_argument("--failed", action="store_true", help="only sessions where a step failed")
     return parser
 
 
@@ -198,23 +181,12 @@ def _run(args: argparse.Namespace, backend: Backend, run: WorkflowRun, console: 
         if args.json:
             run.run(manager)
         else:
-            started, live_view = time.monotonic(), LiveView()
-
-            def view(m: PipelineManager) -> RenderableType:
-                caption = f"workflow {run.token} · " + progress_caption(
-                    m.cycles, time.monotonic() - started, m.pipelines
-                )
-                return live_view.render(m.pipelines, caption=caption)
-
-            with Live(view(manager), console=console, refresh_per_second=4, transient=True) as live:
-
-                def wait(seconds: float) -> None:  # keeps the elapsed time moving between cycles
-                    deadline = time.monotonic() + seconds
-                    while (left := deadline - time.monotonic()) > 0:
-                        time.sleep(min(0.5, left))
-                        live.update(view(manager))
-
-                run.run(manager, observer=lambda m: live.update(view(m)), sleep=wait)
+            drive_with_live_view(
+                console,
+                manager,
+                lambda observer, sleep: run.run(manager, observer=observer, sleep=sleep),
+                prefix=f"workflow {run.token} · ",
+            )
     except KeyboardInterrupt:
         return _interrupted(run, manager, console)
     return _summarize(args, run, console)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -21,17 +22,47 @@ from sl_pipelines.orchestration.sessions import FoundSession, find_sessions
 from sl_pipelines.vocabulary import ProcessingPipelines
 
 
-def add_selection(parser: argparse.ArgumentParser) -> None:
-    """Adds the selection options to ``sl-process``."""
+def add_selection(
+    parser: argparse.ArgumentParser,
+    *,
+    word: str = "SESSION",
+    pending: str = "skip sessions this pipeline already completed",
+    failed: str = "only sessions whose last run of it failed",
+) -> None:
+    """Adds the selection options (patterns are explained; dates and tracker states narrow them)."""
     group = parser.add_argument_group(
         "selection",
-        "A SESSION may be a pattern, project/animal/session with shell wildcards ('proj/*/*', "
+        f"A {word} may be a pattern, project/animal/session with shell wildcards ('proj/*/*', "
         "'proj/A1/*', 'proj/*/2026-01-*'); the filters narrow what a pattern selects.",
     )
     group.add_argument("--since", metavar="DATE", help="sessions named on or after DATE (2026-01-05)")
     group.add_argument("--until", metavar="DATE", help="sessions named on or before DATE")
-    group.add_argument("--pending", action="store_true", help="skip sessions this pipeline already completed")
-    group.add_argument("--failed", action="store_true", help="only sessions whose last run of it failed")
+    group.add_argument("--pending", action="store_true", help=pending)
+    group.add_argument("--failed", action="store_true", help=failed)
+
+
+def add_run_options(
+    parser: argparse.ArgumentParser, *, configs: str, dry_run: str, max_parallel: int, extra: str = ""
+) -> None:
+    """The options every run of ``sl-process`` takes: where, definitions, dry run, logs, pace, output."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--server", metavar="PROFILE", help="run on the Slurm server of this profile")
+    where.add_argument("--local-root", type=Path, metavar="DIR", help="folder of the local backend")
+    parser.add_argument("--configs", type=Path, metavar="DIR", help=configs)
+    parser.add_argument("--dry-run", action="store_true", help=dry_run)
+    parser.add_argument("--keep-logs", action="store_true", help="keep job folders and logs after success")
+    parser.add_argument(
+        "--poll-interval", type=float, default=None, metavar="S", help="seconds between cycles"
+    )
+    parser.add_argument(
+        "--max-parallel",
+        type=int,
+        default=max_parallel,
+        metavar="N",
+        help=f"pipelines in flight at once (default {max_parallel}){extra}",
+    )
+    parser.add_argument("--json", action="store_true", help="print the outcome as JSON (no live view)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the manager does")
 
 
 def filters(args: argparse.Namespace) -> Filters:

@@ -47,7 +47,7 @@ PROBE_PROGRAM = (
 export LC_ALL=C
 M='@@MARK@@'; mode=$1; CH=@@CHUNK@@; fmt='%i|%T|%r|%j'
 sf=JobID,State,ExitCode,Reason,JobName
-me=$(id -un)
+me=${USER:-$(id -un)}
 ids=(); names=(); files=(); leases=(); sec=
 while IFS= read -r -d '' rec; do
   case $rec in
@@ -63,7 +63,8 @@ if [ ${#leases[@]} -gt 0 ]; then
     first=""; [ -f "${leases[i]}" ] && IFS= read -r first < "${leases[i]}"
     if [ "$first" = "${leases[i+1]}" ]; then renew+=("${leases[i]}"); else echo "lost $((i/2)) $first"; fi
   done
-  [ ${#renew[@]} -gt 0 ] && printf '%s\0' "${renew[@]}" | xargs -0 touch -c --
+  if [ ${#renew[@]} -gt 200 ]; then printf '%s\0' "${renew[@]}" | xargs -0 touch -c --
+  elif [ ${#renew[@]} -gt 0 ]; then touch -c -- "${renew[@]}"; fi
   echo "$M end 0"
 fi
 rows=""

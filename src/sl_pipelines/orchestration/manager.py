@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -65,6 +66,7 @@ class PipelineManager:
         self.last_problem = ""
         self.extra_leases: tuple[tuple[PurePosixPath, str], ...] = ()  # renewed by every probe
         self.lost_leases: dict[PurePosixPath, str] = {}  # extra leases another holder took, with its id
+        self._frozen_runs = 0
 
     def add(self, pipelines: Sequence[ProcessingPipeline]) -> None:
         """Adds pipelines to drive (a workflow's next steps); they start at the next cycle."""
@@ -91,6 +93,7 @@ class PipelineManager:
         Raises:
             ServerError, SchedulerError: the server did not answer (see :meth:`run` for riding it out).
         """
+        self._freeze_runs()
         before = self._fingerprint()
         report: CycleReport = run_cycle(self.backend, self.in_flight, self.clock, self.extra_leases)
         self.cycles += 1
@@ -157,6 +160,14 @@ class PipelineManager:
     def cancel_all(self, reason: str = "cancelled by the user") -> None:
         """Cancels every running pipeline's jobs (by id and by name) and records why in each tracker."""
         cancel_runs(self.backend, self.pipelines, reason)
+
+    def _freeze_runs(self) -> None:
+        """Takes the runs' long-lived objects (definitions, scripts, journals of every run) out of the
+        garbage collector's full passes, which otherwise walked them all every few cycles; what a cycle
+        allocates is collected as before. Once per new set of runs (``gc.freeze``)."""
+        if len(self.pipelines) != self._frozen_runs:
+            gc.freeze()
+            self._frozen_runs = len(self.pipelines)
 
     def _fingerprint(self) -> tuple[object, ...]:
         return tuple(
