@@ -729,24 +729,26 @@ def ensure_associations() -> None:
         with contextlib.suppress(KeyError):
             users.append(pwd.getpwnam(user).pw_name)
     sacctmgr = ["sacctmgr", "-i"]
-    # "Nothing new added" (exit 1) when they exist already: the check below is what counts.
-    for add in (
+    steps = (  # "Nothing new added" (exit 1) when they exist already: the check below is what counts
+        ["add", "cluster", "slacct"],  # slurmctld registers it too, perhaps not yet on a fresh database
         ["add", "account", LAB_ACCOUNT, "cluster=slacct", "Description=sl_pipelines tests"],
         ["add", "user", ",".join(users), f"account={LAB_ACCOUNT}", "cluster=slacct"],
-    ):
-        subprocess.run([*sacctmgr, *add], env=env, capture_output=True, text=True, timeout=60, check=False)
-    subprocess.run(
-        [*sacctmgr, "modify", "user", "where", f"name={','.join(users)}", "cluster=slacct",
+        ["modify", "user", "where", f"name={','.join(users)}", "cluster=slacct",
          "set", "MaxSubmitJobs=-1", "MaxJobs=-1"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 
     def known() -> bool:
+        for step in steps:
+            run_step = [*sacctmgr, *step]
+            subprocess.run(run_step, env=env, capture_output=True, text=True, timeout=60, check=False)
         shown = subprocess.run(
             ["scontrol", "show", "assoc_mgr", "flags=assoc", f"users={','.join(users)}"],
             env=env, capture_output=True, text=True, timeout=15, check=False,
         )  # fmt: skip
-        return all(f"UserName={user}(" in shown.stdout for user in users)
+        if all(f"UserName={user}(" in shown.stdout for user in users):
+            return True
+        time.sleep(0.5)
+        return False
 
     wait_for(f"slacct: associations of {', '.join(users)}", known, 60, "slurmctld-slacct")
     log(f"slacct: {', '.join(users)} in account {LAB_ACCOUNT}, no submit limit")
