@@ -36,6 +36,7 @@ def _line_with(text: str, start: str, end: str) -> str:
 
 
 def test_sl_process_error_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "local").mkdir()  # an empty local backend: the session is not there
     done = _piped(tmp_path, "sl-process", "behavior", f"p/A1/{LONG}", "--local-root", str(tmp_path / "local"))
     assert done.returncode == 2
     line = _line_with(done.stderr, "error: Session", "check the name and that the session was uploaded.")

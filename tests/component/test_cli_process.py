@@ -304,3 +304,15 @@ def test_a_pattern_with_dates_and_states_selects_sessions_and_says_why_others_we
     assert "No session matches the selection" in " ".join(capsys.readouterr().err.split())
     assert process.main([*argv, "--pending", "--json", "--poll-interval", "0.2"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 7
+
+
+def test_a_local_root_that_does_not_exist_is_refused_and_not_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "loacl"
+    assert process.main(["checksum", "proj/*/*", "--local-root", str(typo)]) == 2
+    assert f"--local-root {typo} is not a folder" in " ".join(capsys.readouterr().err.split())
+    assert tracker.main(["--local-root", str(typo), "status", "proj/*/*"]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert process.main(["--workflow", "quick", "proj/*/*", "--local-root", str(typo)]) == 2
+    assert not typo.exists(), "nothing is made where the user pointed by mistake"
