@@ -13,7 +13,6 @@ never touched: identical means "already uploaded", different is refused, naming 
 
 from __future__ import annotations
 
-import os
 import shlex
 import tarfile
 import time
@@ -210,11 +209,7 @@ def _hash_files(source: Path, data: list[str], progress: UploadProgress) -> _Dig
     progress.stage("hashing", sum(sizes.values()))
     view = new_buffer()
     for path in data:
-        fd = os.open(source / path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            hasher.add(path, fd, view)
-        finally:
-            os.close(fd)
+        hasher.add_file(path, view)
         progress.advance(sizes[path])
     digest = hasher.result()
     return _Digests(digest.checksum, digest.files, sizes)

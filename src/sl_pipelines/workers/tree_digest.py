@@ -125,6 +125,14 @@ class TreeHasher:
         self._files[relative] = str(digest.hexdigest())
         self._size += size
 
+    def add_file(self, relative: str, view: memoryview) -> None:
+        """Opens ``relative`` under the root and hashes it (:meth:`add`)."""
+        fd = os.open(self._root / relative, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.add(relative, fd, view)
+        finally:
+            os.close(fd)
+
     def result(self) -> TreeDigest:
         """The digest of every file added so far."""
         return TreeDigest(str(self._tree.hexdigest()), dict(self._files), self._size)
@@ -159,11 +167,7 @@ def hash_tree(
     hasher = TreeHasher(folder, exclude)
     view = new_buffer()
     for relative in files:
-        fd = os.open(folder / relative, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            hasher.add(relative, fd, view)
-        finally:
-            os.close(fd)
+        hasher.add_file(relative, view)
     return hasher.result()
 
 
