@@ -448,6 +448,17 @@ def sshd_config() -> str:
     return "\n".join(lines) + "\n"
 
 
+CGROUP_CONF = """# Written by scripts/testbed.py: a job may use the memory it asked for, no swap.
+
+CgroupPlugin=cgroup/v1
+CgroupAutomount=no
+CgroupMountpoint=/sys/fs/cgroup
+ConstrainRAMSpace=yes
+ConstrainSwapSpace=yes
+AllowedSwapSpace=0
+"""
+
+
 def slurm_conf(name: str, accounting: bool, first_job_id: int) -> str:
     d = SLURM_DIR / name
     lines = [
@@ -470,7 +481,10 @@ def slurm_conf(name: str, accounting: bool, first_job_id: int) -> str:
         "SlurmctldDebug=info",
         "SlurmdDebug=info",
         "ProctrackType=proctrack/linuxproc",
-        "TaskPlugin=task/none",
+        # Memory is enforced as on a real site (cgroup.conf: ConstrainRAMSpace): a job that uses more
+        # than it asked for is killed by the kernel and ends OUT_OF_MEMORY. These machines have cgroup v1
+        # with the memory controller; proctrack/cgroup does not work here, task/cgroup does.
+        "TaskPlugin=task/cgroup",
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_CPU_Memory",
         "DefMemPerCPU=256",
@@ -661,6 +675,7 @@ def ensure_layout(password: str) -> dict[str, bool]:
         mkdir(d / "state", 0o700)
         mkdir(d / "spool", 0o755)
         changed[name] = write_if_changed(d / "slurm.conf", slurm_conf(name, accounting, first_job_id))
+        changed[name] |= write_if_changed(d / "cgroup.conf", CGROUP_CONF)
     changed["slurmdbd"] = write_if_changed(SLURM_DIR / "slacct" / "slurmdbd.conf", slurmdbd_conf(), 0o600)
     ensure_users(password)
     for key, user in [*((key, c[1]) for key, c in CLUSTERS.items()), (CHATTY_KEY, CHATTY_USER)]:

@@ -139,9 +139,27 @@ def test_failure_survives_late_sibling_start_and_stop_until_a_new_run(path: Path
     assert state.encountered_error and not state.is_complete and not state.is_running
     assert state.failure is not None
     assert (state.failure.job, state.failure.reason) == ("b", "segmentation fault")
-    assert state.completed_jobs == ("a",)
+    assert state.completed_jobs == ("a", "b", "c")  # counted (for a retry), yet the run stays failed
+    with pytest.raises(TrackerError, match="cannot clear another job's failure"):
+        tracker.retry(7, "c", 2)  # a sibling never erases the failure
+    with pytest.raises(TrackerOwnershipError):
+        tracker.retry(8, "b", 2)
+    assert tracker.read().failure == state.failure
     fresh = tracker.start(8, job_count=1)
     assert fresh.is_running and fresh.failure is None and fresh.completed_jobs == ()
+
+
+def test_a_manager_retry_moves_the_jobs_failure_into_the_history(path: Path) -> None:
+    tracker = _tracker(path)
+    tracker.start(7, job_count=2)
+    tracker.error(7, job="b", reason="killed by SIGTERM")
+    tracker.stop(7, job="a")
+    state = tracker.retry(7, "b", 2)
+    assert state.is_running and state.failure is None
+    assert [(r.job, r.attempt, r.reason) for r in state.retries] == [("b", 2, "killed by SIGTERM")]
+    assert tracker.retry(7, "b", 2) == state  # repeated by a restarted manager: nothing changes
+    assert tracker.stop(7, job="b").is_complete
+    assert "retries:" in path.read_text(encoding="utf-8")
 
 
 def test_error_takes_the_job_from_slurm_or_records_unknown(path: Path) -> None:

@@ -15,10 +15,12 @@ from sl_pipelines.core.tracker_state import (
     MAX_REASON_LENGTH,
     TrackerFailure,
     TrackerPhase,
+    TrackerRetry,
     TrackerState,
     job_identity_from_env,
     record_completion,
     record_failure,
+    record_retry,
     start_run,
 )
 from sl_pipelines.core.tracker_text import dump_tracker_text, parse_tracker_text
@@ -33,6 +35,7 @@ ALMOST = replace(RUNNING, completed_jobs=("1_0", "1_1"))
 COMPLETE = replace(RUNNING, completed_jobs=("1_0", "1_1", "1_2"))
 FAILED = replace(RUNNING, failure=TrackerFailure(job="1_1", reason="boom", at=T0))
 FRESH_8 = TrackerState(manager_id=8, job_count=2, started_at=NOW, updated_at=NOW)
+RETRIED = replace(RUNNING, retries=(TrackerRetry("1_1", 2, "boom", NOW), TrackerRetry("1_1", 3, "", NOW)))
 
 
 def _start(manager_id: int, job_count: int = 2) -> Callable[[TrackerState], TrackerState]:
@@ -45,6 +48,10 @@ def _stop(manager_id: int, job: str) -> Callable[[TrackerState], TrackerState]:
 
 def _error(manager_id: int, job: str, reason: str = "") -> Callable[[TrackerState], TrackerState]:
     return lambda s: record_failure(s, manager_id, job, reason, now=NOW, path=PATH)
+
+
+def _retry(manager_id: int, job: str, attempt: int) -> Callable[[TrackerState], TrackerState]:
+    return lambda s: record_retry(s, manager_id, job, attempt, now=NOW, path=PATH)
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,12 @@ TRANSITIONS = [
     Case("stop other id after failure: ownership", FAILED, _stop(8, "1_2"), TrackerOwnershipError),
     Case("stop other id after completion: ownership", COMPLETE, _stop(8, "1_2"), TrackerOwnershipError),
     Case("stop on idle tracker: error", IDLE_STATE, _stop(7, "1_0"), TrackerError),
-    Case("stop after failure: stays failed", FAILED, _stop(7, "1_2"), FAILED),
+    Case(
+        "stop after failure: counted, stays failed (a sibling of a job waiting for its retry)",
+        FAILED,
+        _stop(7, "1_2"),
+        replace(FAILED, completed_jobs=("1_0", "1_2"), updated_at=NOW),
+    ),
     Case("stop after completion: unchanged", COMPLETE, _stop(7, "1_3"), COMPLETE),
     Case("stop without a job identity", RUNNING, _stop(7, " "), TrackerError),
     # error
@@ -109,6 +121,29 @@ TRANSITIONS = [
     Case("error other id while running: ownership", RUNNING, _error(8, "1_2"), TrackerOwnershipError),
     Case("error other id after failure: ownership", FAILED, _error(8, "1_2"), TrackerOwnershipError),
     Case("error on idle tracker: error", IDLE_STATE, _error(7, "1_2"), TrackerError),
+    # retry: only the owner, only the failed job's own failure
+    Case(
+        "retry the failed job: its failure moves into the history",
+        FAILED,
+        _retry(7, "1_1", 2),
+        replace(FAILED, failure=None, retries=(TrackerRetry("1_1", 2, "boom", NOW),), updated_at=NOW),
+    ),
+    Case(
+        "retry a job that died without a record: recorded",
+        RUNNING,
+        _retry(7, "1_2", 2),
+        replace(RUNNING, retries=(TrackerRetry("1_2", 2, "", NOW),), updated_at=NOW),
+    ),
+    Case(
+        "retry recorded twice (a restarted manager): unchanged",
+        replace(RUNNING, retries=(TrackerRetry("1_2", 2, "", T0),)),
+        _retry(7, "1_2", 2),
+        replace(RUNNING, retries=(TrackerRetry("1_2", 2, "", T0),)),
+    ),
+    Case("retry a sibling of the failed job: refused", FAILED, _retry(7, "1_2", 2), TrackerError),
+    Case("retry by another manager: ownership", FAILED, _retry(8, "1_1", 2), TrackerOwnershipError),
+    Case("retry as attempt 1: refused", FAILED, _retry(7, "1_1", 1), TrackerError),
+    Case("retry on idle tracker: error", IDLE_STATE, _retry(7, "1_1", 2), TrackerError),
 ]
 
 
@@ -167,10 +202,21 @@ def test_failure_survives_a_sibling_that_starts_later_and_the_remaining_completi
     state = _run(state, _start(7, 3), _stop(7, "c"), _stop(7, "b"))
     assert state.encountered_error and not state.is_complete and not state.is_running
     assert state.failure == TrackerFailure("b", "segfault", NOW)
-    assert state.completed_jobs == ("a",)
+    assert state.completed_jobs == ("a", "b", "c")  # counted, yet the run stays failed
     assert _run(state, _start(8, 1)) == TrackerState(
         manager_id=8, job_count=1, started_at=NOW, updated_at=NOW
     )
+
+
+def test_a_retry_lets_the_retried_job_complete_the_run_its_siblings_finished_meanwhile() -> None:
+    state = _run(IDLE_STATE, _start(7, 3), _stop(7, "a"), _error(7, "b", "killed"), _stop(7, "c"))
+    assert state.encountered_error
+    with pytest.raises(TrackerError, match="cannot clear another job's failure"):
+        _retry(7, "c", 2)(state)
+    state = _retry(7, "b", 2)(state)
+    assert state.is_running and state.retries == (TrackerRetry("b", 2, "killed", NOW),)
+    state = _run(state, _start(7, 3), _stop(7, "b"))
+    assert state.is_complete and state.completed_jobs == ("a", "b", "c")
 
 
 def test_completion_reported_twice_counts_once_and_completes_only_with_every_job() -> None:
@@ -204,7 +250,7 @@ def test_job_identity_from_env(environ: dict[str, str], identity: str | None) ->
 # --- YAML ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("state", [IDLE_STATE, RUNNING, COMPLETE, FAILED, FRESH_8], ids=str)
+@pytest.mark.parametrize("state", [IDLE_STATE, RUNNING, COMPLETE, FAILED, FRESH_8, RETRIED], ids=str)
 def test_dump_then_parse_round_trips(state: TrackerState) -> None:
     assert parse_tracker_text(dump_tracker_text(state), path=PATH) == state
 
@@ -301,3 +347,15 @@ def test_a_text_read_again_gives_the_same_state_and_a_corrupt_one_names_each_fil
             parse_tracker_text("- 1\n", path=path)
         assert raised.value.path == path
         assert str(raised.value).startswith(f"Tracker file {path} is corrupt because ")
+
+
+def test_retries_are_written_only_when_there_are_some() -> None:
+    assert "retries" not in dump_tracker_text(FAILED)  # readable by versions that know no retries
+    loaded: dict[str, Any] = yaml.safe_load(dump_tracker_text(RETRIED))
+    assert loaded["retries"] == [
+        {"job": "1_1", "attempt": 2, "reason": "boom", "at": NOW},
+        {"job": "1_1", "attempt": 3, "reason": "", "at": NOW},
+    ]
+    bad = dump_tracker_text(RETRIED).replace("attempt: 3", "attempt: three")
+    with pytest.raises(TrackerCorruptError, match="retries holds"):
+        parse_tracker_text(bad, path=PATH)

@@ -35,6 +35,8 @@ def _apply(op: TrackerOperation, lock_kind: LockKind | str | None, timeout: floa
             tracker.start(op.manager_id, op.job_count)
         elif op.action is TrackerAction.ERROR:
             tracker.error(op.manager_id, job=op.job or MANAGER_JOB, reason=op.reason)
+        elif op.action is TrackerAction.RETRY:
+            tracker.retry(op.manager_id, op.job, op.attempt)
         else:
             tracker.abort()
     except TrackerLockTimeout as exc:

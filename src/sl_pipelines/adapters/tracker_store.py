@@ -25,6 +25,7 @@ from sl_pipelines.core.tracker_state import (
     job_identity_from_env,
     record_completion,
     record_failure,
+    record_retry,
     start_run,
     utc_now,
 )
@@ -126,9 +127,10 @@ class ProcessingTracker:
         """Records that ``job`` of ``manager_id``'s run completed; returns the new state.
 
         ``job`` defaults to the Slurm identity of this process (``<array>_<task>`` or the job id). A job
-        that reports twice counts once. A run that is complete or failed is left unchanged, so a late
-        completion cannot hide a failure. Ownership is checked against the recorded manager id even
-        when the run is no longer running: another id always gets :class:`TrackerOwnershipError`.
+        that reports twice counts once. A complete run is left unchanged; a failed run records the
+        completion and stays failed, so a late completion cannot hide a failure. Ownership is checked
+        against the recorded manager id even when the run is no longer running: another id always gets
+        :class:`TrackerOwnershipError`.
 
         Raises:
             TrackerError: no ``job`` was given and this process is not a Slurm job, or no run is active.
@@ -162,6 +164,20 @@ class ProcessingTracker:
         identity = job if job is not None else (self._job_from_env() or UNKNOWN_JOB)
         return self._update(
             lambda state, now: record_failure(state, manager_id, identity, reason, now=now, path=self._path)
+        )
+
+    def retry(self, manager_id: int, job: str, attempt: int) -> TrackerState:
+        """The owning manager retries ``job`` as attempt ``attempt``: the job's failure (if any) moves into
+        the tracker's retry history, so that the attempt can report; returns the new state.
+
+        Raises:
+            TrackerError: no run is active, or the run's failure is another job's (a retry never clears
+                a sibling's failure).
+            TrackerOwnershipError: the tracker belongs to another manager's run.
+            TrackerCorruptError, TrackerLockTimeout: as for :meth:`read`.
+        """
+        return self._update(
+            lambda state, now: record_retry(state, manager_id, job, attempt, now=now, path=self._path)
         )
 
     def abort(self) -> TrackerState:

@@ -18,6 +18,10 @@ The rules (DESIGN.md, "runtime_cycle() rules"):
 * A job of the current stage that has no id and that a clean answer does not show was never submitted:
   it is submitted now (after a crash between journaling the stage and sbatch, or a deferred sbatch).
 * A tracker taken over or reset by someone else (``sl-tracker abort``) aborts the run.
+* Retries: a job with a retry policy whose attempt ended in a state the policy retries runs again
+  (RETRY), alone and with escalated resources (:mod:`sl_pipelines.core.retry`); its siblings are left
+  as they are. A failure the job recorded in the tracker waits for Slurm's final state before the
+  decision. When no attempt is left, the run fails naming the last attempt.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from sl_pipelines.core.retry import Attempt, RetryVerdict, first_attempt, next_attempt
 from sl_pipelines.core.run_state import Action, Decision, Facts, Patience, RunSpec, RunState
 from sl_pipelines.core.states import JobState, JobStatus
 
@@ -88,6 +93,9 @@ def _decide(spec: RunSpec, state: RunState, facts: Facts, patience: Patience) ->
     if tracker.failure is not None:
         failure = tracker.failure
         status = facts.jobs.get(failure.job)
+        retried = _reported_failure(spec, state, facts, patience, cancel)
+        if retried is not None:
+            return retried
         return Decision(
             Action.FAIL,
             state.stage,
@@ -199,14 +207,13 @@ def _judge_stage(
     stage = state.stage
     survey = _survey(spec.stages[stage], state, facts, patience)
     if survey.failed:
-        name, status = survey.failed[0]
-        reason = f"Slurm reports {status.describe()}"
-        return _fail(stage, reason, job=name, state=status.state, cancel=cancel, since=survey.since)
+        failed = [(name, status, f"Slurm reports {status.describe()}") for name, status in survey.failed]
+        return _retry_or_fail(spec, state, failed, cancel, survey.since)
     if survey.missing:
         return Decision(Action.SUBMIT, stage, to_submit=tuple(survey.missing), since=survey.since)
     if survey.expired:
-        name, reason, status = survey.expired[0]
-        return _fail(stage, reason, job=name, state=status.state, cancel=cancel, since=survey.since)
+        expired = [(name, status, reason) for name, reason, status in survey.expired]
+        return _retry_or_fail(spec, state, expired, cancel, survey.since)
     if survey.waiting:
         first = facts.jobs.get(survey.waiting[0])
         detail = f" ({first.describe()})" if first is not None else ""
@@ -274,6 +281,79 @@ def _stage_finished(spec: RunSpec, stage: int, survey: _Survey, patience: Patien
         f"{tracker.job_count} completions; jobs exited without reporting"
     )
     return _fail(stage, reason, since=since)
+
+
+def _reported_failure(
+    spec: RunSpec, state: RunState, facts: Facts, patience: Patience, cancel: tuple[str, ...]
+) -> Decision | None:
+    """A failure a retryable job recorded in the tracker: wait for Slurm's final state, then retry the job
+    or fail the run; None when the failure is not a retryable job's (the run fails as usual)."""
+    assert facts.tracker is not None and facts.tracker.failure is not None
+    failure = facts.tracker.failure
+    name = failure.job
+    if name not in spec.retry or name not in spec.stages.get(state.stage, ()):
+        return None
+    status = facts.jobs.get(name)
+    if status is None or not status.state.is_terminal:
+        since = dict(state.since)
+        if not facts.slurm_answered:
+            return Decision(Action.WAIT, state.stage, reason=f"Slurm did not answer: {facts.slurm_problem}")
+        started = since.setdefault(f"final:{name}", facts.now)
+        if facts.now - started >= patience.lost_job:
+            return None
+        reason = f"waiting for Slurm's final state of {name}, which reported an error: {failure.reason}"
+        return Decision(Action.WAIT, state.stage, reason=reason, since=since)
+    if not status.state.is_failure:
+        return None
+    reason = f"Job {name} reported an error: {failure.reason} (Slurm reports {status.describe()})"
+    decision = _retry_or_fail(spec, state, [(name, status, reason)], cancel, state.since)
+    return replace(decision, record=False)
+
+
+def _retry_or_fail(
+    spec: RunSpec,
+    state: RunState,
+    failed: Sequence[tuple[str, JobStatus, str]],
+    cancel: tuple[str, ...],
+    since: Mapping[str, float],
+) -> Decision:
+    """Retries every failed job whose policy allows it, or fails the run on the first that it does not."""
+    retries: dict[str, tuple[Attempt, ...]] = {}
+    for name, status, reason in failed:
+        verdict, history = _verdict(spec, state, name, status, reason)
+        if verdict is None or not verdict.retry:
+            why = reason
+            if verdict is not None:
+                total = spec.retry[name].policy.attempts
+                why += f"; attempt {verdict.attempt} of {total} ({status.job_id}), not retried: "
+                why += verdict.reason
+            return _fail(state.stage, why, job=name, state=status.state, cancel=cancel, since=since)
+        retries[name] = history
+    kept = {k: v for k, v in since.items() if not any(k.endswith(f":{name}") for name in retries)}
+    described = "; ".join(f"{name}: {history[-1].reason}" for name, history in retries.items())
+    return Decision(Action.RETRY, state.stage, reason=f"retrying {described}", to_retry=retries, since=kept)
+
+
+def _verdict(
+    spec: RunSpec, state: RunState, name: str, status: JobStatus, reason: str
+) -> tuple[RetryVerdict | None, tuple[Attempt, ...]]:
+    """The retry verdict on a job's ended attempt, and its attempts with that outcome (and the next one)."""
+    job = spec.retry.get(name)
+    if job is None:
+        return None, ()
+    history = state.attempts.get(name) or (first_attempt(job.template, ""),)
+    ended = replace(history[-1], job_id=status.job_id, state=status.state.value, reason=reason)
+    history = (*history[:-1], ended)
+    verdict = next_attempt(job.policy, job.template, history, status.state)
+    if verdict.retry and verdict.resources is not None:
+        growth = Attempt(
+            verdict.attempt,
+            reason=verdict.reason,
+            memory_gb=verdict.resources.memory_mb / 1024,
+            time_limit_minutes=verdict.resources.time_limit_minutes,
+        )
+        history = (*history, growth)
+    return verdict, history
 
 
 def _fail(

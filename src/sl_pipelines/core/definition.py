@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 
 from sl_pipelines.core.job import Environment, EnvironmentKind, Resources
+from sl_pipelines.core.retry import RETRYABLE_STATES, RetryPolicy
+from sl_pipelines.core.states import JobState
 from sl_pipelines.errors import ConfigurationError, PipelineDefinitionError
 from sl_pipelines.vocabulary import ProcessingPipelines, TrackerFileNames
 
@@ -25,7 +27,15 @@ ParameterValue = int | str | tuple[str, ...]
 # definition a thousand times).
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _RESOURCE_KEYS = ("cpus", "memory_gb", "time_limit_minutes", "partition", "account", "qos", "gres")
-_JOB_KEYS = frozenset({"name", "command", "fan_out", *_RESOURCE_KEYS})
+_RETRY_KEYS = (
+    "retries",
+    "retry_on",
+    "memory_factor",
+    "time_factor",
+    "max_memory_gb",
+    "max_time_limit_minutes",
+)
+_JOB_KEYS = frozenset({"name", "command", "fan_out", *_RESOURCE_KEYS, *_RETRY_KEYS})
 _TOP_KEYS = frozenset(
     {"pipeline", "description", "tracker", "environment", "scope", "defaults", "parameters", "stages"}
 )
@@ -39,6 +49,7 @@ class JobTemplate:
     command: str
     resources: Resources
     fan_out: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,7 @@ class PipelineDefinition:
     source: Path | None = None
     description: str = ""
     defaults: Resources = field(default_factory=Resources)
+    retry_defaults: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 class _Checker:
@@ -144,10 +156,11 @@ def parse_definition(data: object, *, source: Path | None = None) -> PipelineDef
     if scope not in ("session", "dataset"):
         raise check.fail("scope", f"expected 'session' or 'dataset', got {scope!r}")
     defaults = _resources(check, top.get("defaults", {}), "defaults", Resources())
+    retry = _retry(check, top.get("defaults", {}), "defaults", RetryPolicy())
     stages_data = top.get("stages")
     if not isinstance(stages_data, list) or not stages_data:
         raise check.fail("stages", "expected a non-empty list of stages")
-    stages = tuple(_stage(check, item, f"stages[{i}]", defaults) for i, item in enumerate(stages_data))
+    stages = tuple(_stage(check, item, f"stages[{i}]", defaults, retry) for i, item in enumerate(stages_data))
     return PipelineDefinition(
         pipeline=pipeline,
         tracker=tracker,
@@ -158,24 +171,25 @@ def parse_definition(data: object, *, source: Path | None = None) -> PipelineDef
         source=source,
         description=str(top.get("description", "")).strip(),
         defaults=defaults,
+        retry_defaults=retry,
     )
 
 
-def _stage(check: _Checker, data: object, key: str, defaults: Resources) -> StageTemplate:
+def _stage(check: _Checker, data: object, key: str, defaults: Resources, retry: RetryPolicy) -> StageTemplate:
     stage = check.mapping(data, key)
     check.unknown(stage, frozenset({"name", "jobs"}), f"{key}.")
     name = check.text(stage.get("name"), f"{key}.name")
     jobs_data = stage.get("jobs")
     if not isinstance(jobs_data, list) or not jobs_data:
         raise check.fail(f"{key}.jobs", "expected a non-empty list of jobs")
-    jobs = tuple(_job(check, item, f"{key}.jobs[{i}]", defaults) for i, item in enumerate(jobs_data))
+    jobs = tuple(_job(check, item, f"{key}.jobs[{i}]", defaults, retry) for i, item in enumerate(jobs_data))
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
         raise check.fail(f"{key}.jobs", f"job names must be unique within a stage, got {names}")
     return StageTemplate(name=name, jobs=jobs)
 
 
-def _job(check: _Checker, data: object, key: str, defaults: Resources) -> JobTemplate:
+def _job(check: _Checker, data: object, key: str, defaults: Resources, retry: RetryPolicy) -> JobTemplate:
     job = check.mapping(data, key)
     check.unknown(job, _JOB_KEYS, f"{key}.")
     name = check.text(job.get("name"), f"{key}.name")
@@ -189,13 +203,14 @@ def _job(check: _Checker, data: object, key: str, defaults: Resources) -> JobTem
         command=check.text(job.get("command"), f"{key}.command"),
         resources=_resources(check, job, key, defaults),
         fan_out=fan_out,
+        retry=_retry(check, job, key, retry),
     )
 
 
 def _resources(check: _Checker, data: object, key: str, base: Resources) -> Resources:
     values = check.mapping(data, key)
     if key == "defaults":
-        check.unknown(values, frozenset(_RESOURCE_KEYS), "defaults.")
+        check.unknown(values, frozenset((*_RESOURCE_KEYS, *_RETRY_KEYS)), "defaults.")
     cpus = check.positive(values.get("cpus", base.cpus), f"{key}.cpus", int)
     base_gb = base.memory_mb / 1024
     memory = check.positive(values.get("memory_gb", base_gb), f"{key}.memory_gb", float)
@@ -207,6 +222,48 @@ def _resources(check: _Checker, data: object, key: str, base: Resources) -> Reso
         value = values.get(name, getattr(base, name))
         optional[name] = None if value is None else check.text(value, f"{key}.{name}")
     return Resources(cpus=cpus, memory_mb=round(memory * 1024), time_limit_minutes=minutes, **optional)
+
+
+def _retry(check: _Checker, data: object, key: str, base: RetryPolicy) -> RetryPolicy:
+    """The retry policy of a job (or the pipeline's default one), each key falling back to ``base``."""
+    values = check.mapping(data, key)
+    retries = values.get("retries", base.retries)
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise check.fail(f"{key}.retries", f"expected a whole number of 0 or more, got {retries!r}")
+    factors = {}
+    for name in ("memory_factor", "time_factor"):
+        factor = check.positive(values.get(name, getattr(base, name)), f"{key}.{name}", float)
+        if factor < 1:
+            raise check.fail(f"{key}.{name}", f"expected a factor of 1 or more, got {factor!r}")
+        factors[name] = factor
+    max_memory = values.get("max_memory_gb", base.max_memory_gb)
+    if max_memory is not None:
+        max_memory = check.positive(max_memory, f"{key}.max_memory_gb", float)
+    max_minutes = values.get("max_time_limit_minutes", base.max_time_limit_minutes)
+    if max_minutes is not None:
+        max_minutes = check.positive(max_minutes, f"{key}.max_time_limit_minutes", int)
+    return RetryPolicy(
+        retries=retries,
+        retry_on=_retry_on(check, values.get("retry_on"), f"{key}.retry_on", base.retry_on),
+        max_memory_gb=max_memory,
+        max_time_limit_minutes=max_minutes,
+        **factors,
+    )
+
+
+def _retry_on(check: _Checker, value: object, key: str, base: frozenset[JobState]) -> frozenset[JobState]:
+    if value is None:
+        return base
+    allowed = ", ".join(sorted(state.value for state in RETRYABLE_STATES))
+    if not isinstance(value, list) or not value:
+        raise check.fail(key, f"expected a non-empty list of Slurm states (any of {allowed})")
+    states = []
+    for item in value:
+        state = JobState.parse(str(item))
+        if state not in RETRYABLE_STATES:
+            raise check.fail(key, f"{item!r} is not a state that can be retried (use any of {allowed})")
+        states.append(state)
+    return frozenset(states)
 
 
 def _environment(check: _Checker, data: object) -> Environment | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
 import xxhash
@@ -18,6 +18,7 @@ import xxhash
 from sl_pipelines.core.definition import JobTemplate, ParameterValue, PipelineDefinition
 from sl_pipelines.core.job import Command, Environment, Job, JobDefaults
 from sl_pipelines.core.layout import JOB_FOLDERS, SessionPaths
+from sl_pipelines.core.retry import RetryPolicy
 from sl_pipelines.errors import PipelineDefinitionError
 
 JOB_PREFIX = "slp"
@@ -30,6 +31,7 @@ class ResolvedJob:
     stage: int
     key: str
     job: Job
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @property
     def name(self) -> str:
@@ -127,7 +129,7 @@ def resolve_pipeline(
             job = replace(context, session=sessions[item[0]]).job(number, template, key, item, env)
         else:
             job = context.job(number, template, key, item, env)
-        stages.setdefault(number, []).append(ResolvedJob(stage=number, key=key, job=job))
+        stages.setdefault(number, []).append(ResolvedJob(number, key, job, template.retry))
     return ResolvedPipeline(
         definition=definition,
         session=session,

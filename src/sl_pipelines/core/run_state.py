@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from sl_pipelines.core.retry import Attempt, JobRetry
 from sl_pipelines.core.states import JobState, JobStatus
 from sl_pipelines.core.tracker_state import TrackerState
 from sl_pipelines.vocabulary import ProcessingStatus
@@ -23,6 +24,7 @@ class Action(StrEnum):
     SUCCEED = "succeed"
     FAIL = "fail"
     ABORT = "abort"
+    RETRY = "retry"
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,13 @@ class RunSpec:
         manager_id: the id of the manager that owns the run.
         tracker_path: the tracker file (for messages).
         stages: stage number (from 1) → the names of its jobs.
+        retry: job name → its retry policy and first resources, for the jobs that may be retried.
     """
 
     manager_id: int
     tracker_path: str
     stages: Mapping[int, tuple[str, ...]]
+    retry: Mapping[str, JobRetry] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class RunState:
             waits each condition out again, which errs on the side of waiting).
         note: what the run waits for, for the live view (not journaled).
         limited: a submit limit held the run's jobs back: submit them one by one, not as arrays.
+        attempts: job name → its attempts in order, for the jobs that may be retried (journaled).
     """
 
     stage: int = 0
@@ -75,6 +80,7 @@ class RunState:
     since: Mapping[str, float] = field(default_factory=dict)
     note: str = ""
     limited: bool = False
+    attempts: Mapping[str, tuple[Attempt, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,8 @@ class Decision:
         since: the run's timers after this cycle.
         stale: ids of requeued copies of jobs that already reported completion: cancel them, whatever
             the action, so that finished work never runs twice.
+        to_retry: (RETRY) job name → its attempts with the ended one's outcome filled in and the next
+            one appended: record the retries in the tracker, journal them, then submit those jobs.
     """
 
     action: Action
@@ -130,3 +138,4 @@ class Decision:
     found_ids: Mapping[str, str] = field(default_factory=dict)
     since: Mapping[str, float] = field(default_factory=dict)
     stale: tuple[str, ...] = ()
+    to_retry: Mapping[str, tuple[Attempt, ...]] = field(default_factory=dict)

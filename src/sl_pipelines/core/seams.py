@@ -136,6 +136,7 @@ class TrackerAction(StrEnum):
     CLAIM = "claim"  # start (or join) the run of this manager id before anything is submitted
     ERROR = "error"  # record the run's failure; the first failure recorded stays
     ABORT = "abort"  # reset the tracker to idle, whoever owns it
+    RETRY = "retry"  # the owning manager retries one job: its failure (if any) moves into the history
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,9 @@ class TrackerOperation:
         path: the tracker file.
         manager_id: the run's manager id (claim, error).
         job_count: jobs in the run (claim).
-        job: the job the failure is pinned on (error).
+        job: the job the failure is pinned on (error), or the job retried (retry).
         reason: the failure's reason (error).
+        attempt: the number of the attempt that now runs (retry).
     """
 
     action: TrackerAction
@@ -157,6 +159,7 @@ class TrackerOperation:
     job_count: int = 1
     job: str = ""
     reason: str = ""
+    attempt: int = 0
 
 
 @dataclass(frozen=True)

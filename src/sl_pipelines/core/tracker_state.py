@@ -13,6 +13,11 @@ cannot contradict itself:
 A manager id names one run: once that run is complete or failed, the same id cannot start it again,
 so a late or requeued sibling job never erases the run's outcome. A new run needs a new manager id
 (or an abort first).
+
+Retries: only the owning manager can clear a failure, and only that of the one job it retries
+(``record_retry``): the failure moves into the tracker's ``retries`` history, so the job's next attempt
+can report. A sibling never erases a failure. Completions keep being recorded while the run is failed
+(the phase stays failed), so the siblings that finished while a job waited for its retry still count.
 """
 
 from __future__ import annotations
@@ -58,6 +63,23 @@ class TrackerFailure:
 
 
 @dataclass(frozen=True)
+class TrackerRetry:
+    """A retry the owning manager recorded: job ``job`` runs again as attempt ``attempt``.
+
+    Attributes:
+        job: the job's identity in the run.
+        attempt: the number of the attempt that now runs (2 for the first retry).
+        reason: the failure the job had recorded ("" when it died before it could record one).
+        at: when the retry was recorded (ISO 8601 UTC).
+    """
+
+    job: str
+    attempt: int
+    reason: str
+    at: str
+
+
+@dataclass(frozen=True)
 class TrackerState:
     """One snapshot of a processing tracker.
 
@@ -68,6 +90,7 @@ class TrackerState:
         failure: the run's failure, or None.
         started_at: when the run started (ISO 8601 UTC), or None when idle.
         updated_at: when the tracker last changed (ISO 8601 UTC), or None when idle.
+        retries: the retries the manager recorded, in order (see :func:`record_retry`).
     """
 
     manager_id: int | None = None
@@ -76,6 +99,7 @@ class TrackerState:
     failure: TrackerFailure | None = None
     started_at: str | None = None
     updated_at: str | None = None
+    retries: tuple[TrackerRetry, ...] = ()
 
     @property
     def phase(self) -> TrackerPhase:
@@ -160,9 +184,11 @@ def record_completion(
 ) -> TrackerState:
     """Returns the state after job ``job`` of manager ``manager_id``'s run reports completion.
 
-    Completions are recorded by job identity, so a job that reports twice counts once. A run that is no
-    longer running (complete or failed) is left unchanged: a late completion cannot turn a failed run
-    into a complete one. Ownership is checked against the recorded manager id in every phase, so a
+    Completions are recorded by job identity, so a job that reports twice counts once. A complete run is
+    left unchanged; a failed run records the completion but stays failed (its phase is derived from the
+    failure), so a late completion cannot turn a failed run into a complete one, and a sibling that
+    finished while another job waits for its retry still counts once that retry clears the failure.
+    Ownership is checked against the recorded manager id in every phase, so a
     different manager gets an error even after the run finished.
 
     Raises:
@@ -172,7 +198,7 @@ def record_completion(
     _check_owner(state, manager_id, path, action=f"report completion of job {job!r}")
     if not job.strip():
         raise TrackerError(f"Cannot record a completion in tracker {path} without a job identity.", path=path)
-    if not state.is_running or job in state.completed_jobs:
+    if state.is_complete or job in state.completed_jobs or len(state.completed_jobs) >= state.job_count:
         return state
     completed = tuple(sorted((*state.completed_jobs, job)))
     return replace(state, completed_jobs=completed, updated_at=now)
@@ -198,6 +224,35 @@ def record_failure(
     short = " ".join(reason.split())[:MAX_REASON_LENGTH]
     failure = TrackerFailure(job=job.strip() or UNKNOWN_JOB, reason=short, at=now)
     return replace(state, failure=failure, updated_at=now)
+
+
+def record_retry(
+    state: TrackerState, manager_id: int, job: str, attempt: int, *, now: str, path: PurePath
+) -> TrackerState:
+    """Returns the state after the owning manager retries job ``job`` as attempt ``attempt``.
+
+    The job's failure (if it recorded one) moves into the ``retries`` history and the run runs again.
+    Recording the same retry twice changes nothing (a manager that restarts may repeat it).
+
+    Raises:
+        TrackerOwnershipError: the tracker belongs to another manager's run.
+        TrackerError: the tracker is idle, ``attempt`` is below 2, or the run's failure is another job's:
+            a retry never erases a sibling's failure.
+    """
+    _check_owner(state, manager_id, path, action=f"retry job {job!r}")
+    if attempt < 2 or not job.strip():
+        raise TrackerError(f"Cannot retry job {job!r} as attempt {attempt} in tracker {path}.", path=path)
+    if any(r.job == job and r.attempt == attempt for r in state.retries):
+        return state
+    failure = state.failure
+    if failure is not None and failure.job != job:
+        raise TrackerError(
+            f"Tracker {path} holds the failure of job {failure.job}, not of {job}: retrying {job} "
+            "cannot clear another job's failure.",
+            path=path,
+        )
+    entry = TrackerRetry(job=job, attempt=attempt, reason=failure.reason if failure else "", at=now)
+    return replace(state, failure=None, retries=(*state.retries, entry), updated_at=now)
 
 
 def _check_manager_id(manager_id: int, path: PurePath) -> None:

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import yaml
 
-from sl_pipelines.core.tracker_state import MAX_MANAGER_ID, TrackerFailure, TrackerState
+from sl_pipelines.core.tracker_state import MAX_MANAGER_ID, TrackerFailure, TrackerRetry, TrackerState
 from sl_pipelines.errors import TrackerCorruptError
 
 _T = TypeVar("_T")
@@ -41,6 +41,9 @@ _KEYS = (
     "updated_at",
 )
 _FAILURE_KEYS = ("job", "reason", "at")
+#: Written only when the run had retries, so trackers without retries stay readable by older versions.
+_OPTIONAL_KEYS = ("retries",)
+_RETRY_KEYS = ("job", "attempt", "reason", "at")
 
 
 def dump_tracker_text(state: TrackerState) -> str:
@@ -51,7 +54,7 @@ def dump_tracker_text(state: TrackerState) -> str:
     failure = None
     if state.failure is not None:
         failure = {"job": state.failure.job, "reason": state.failure.reason, "at": state.failure.at}
-    document = {
+    document: dict[str, object] = {
         "format": FORMAT_VERSION,
         "status": state.phase.value,
         "manager_id": state.manager_id,
@@ -61,6 +64,10 @@ def dump_tracker_text(state: TrackerState) -> str:
         "started_at": state.started_at,
         "updated_at": state.updated_at,
     }
+    if state.retries:
+        document["retries"] = [
+            {"job": r.job, "attempt": r.attempt, "reason": r.reason, "at": r.at} for r in state.retries
+        ]
     body = yaml.dump(document, Dumper=_DUMPER, sort_keys=False, default_flow_style=False, allow_unicode=True)
     return _HEADER + body
 
@@ -83,7 +90,7 @@ def parse_tracker_text(text: str, *, path: PurePath) -> TrackerState:
 def _parse_cached(text: str, path: PurePath) -> TrackerState:
     data = _load_mapping(text, path)
     missing = [key for key in _KEYS if key not in data]
-    unknown = sorted(str(key) for key in data if key not in _KEYS)
+    unknown = sorted(str(key) for key in data if key not in _KEYS and key not in _OPTIONAL_KEYS)
     if missing or unknown:
         raise _corrupt(path, _describe_keys(missing, unknown))
     version = _typed(data, "format", int, path)
@@ -96,6 +103,7 @@ def _parse_cached(text: str, path: PurePath) -> TrackerState:
         failure=_failure(data, path),
         started_at=_timestamp(data, "started_at", path),
         updated_at=_timestamp(data, "updated_at", path),
+        retries=_retries(data.get("retries", []), path),
     )
     _check_consistent(state, str(data["status"]), path)
     return state
@@ -171,6 +179,22 @@ def _failure(data: Mapping[object, object], path: PurePath) -> TrackerFailure | 
             raise _corrupt(path, f"failure {key} is {_kind(value[key])} {value[key]!r} instead of str")
     _check_iso(value["at"], "failure at", path)
     return TrackerFailure(job=value["job"], reason=value["reason"], at=value["at"])
+
+
+def _retries(value: object, path: PurePath) -> tuple[TrackerRetry, ...]:
+    if not isinstance(value, list):
+        raise _corrupt(path, f"retries is {_kind(value)} instead of a list")
+    retries = []
+    for item in value:
+        if not isinstance(item, dict) or sorted(item) != sorted(_RETRY_KEYS):
+            raise _corrupt(path, f"retries holds {item!r} instead of a mapping with job, attempt, reason, at")
+        attempt = item["attempt"]
+        texts = (item["job"], item["reason"], item["at"])
+        if not all(isinstance(v, str) for v in texts) or type(attempt) is not int:
+            raise _corrupt(path, f"retries holds {item!r} with a value of the wrong type")
+        _check_iso(item["at"], "retries at", path)
+        retries.append(TrackerRetry(job=item["job"], attempt=attempt, reason=item["reason"], at=item["at"]))
+    return tuple(retries)
 
 
 def _timestamp(data: Mapping[object, object], key: str, path: PurePath) -> str | None:

@@ -29,6 +29,7 @@ def encode_operations(operations: Sequence[TrackerOperation]) -> bytes:
             "job_count": op.job_count,
             "job": op.job,
             "reason": op.reason,
+            "attempt": op.attempt,
         }
         for op in operations
     ]
@@ -57,6 +58,7 @@ def _operation(item: Any) -> TrackerOperation:
         job_count=int(item.get("job_count", 1)),
         job=str(item.get("job", "")),
         reason=str(item.get("reason", "")),
+        attempt=int(item.get("attempt", 0)),
     )
 
 

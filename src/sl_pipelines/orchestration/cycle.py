@@ -16,6 +16,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from sl_pipelines.adapters.tracker_ops import MANAGER_JOB
@@ -27,6 +28,7 @@ from sl_pipelines.core.lease import LeaseOutcome
 from sl_pipelines.core.sbatch import is_submit_limit
 from sl_pipelines.core.seams import Backend, ProbeRequest, SubmissionReport, TrackerAction, TrackerOperation
 from sl_pipelines.errors import SlPipelinesError
+from sl_pipelines.orchestration.retries import prepare_retries
 from sl_pipelines.orchestration.run import RECORD_NAME, FailureReport, PipelineRun, ProbeIndex
 from sl_pipelines.vocabulary import ProcessingStatus
 
@@ -103,6 +105,7 @@ def run_cycle(
         if decision.action is Action.SUCCEED:
             _succeed(backend, run)
     submissions = [(r, d) for r, d in decisions if d.action is Action.SUBMIT]
+    submissions += prepare_retries(backend, [(r, d) for r, d in decisions if d.action is Action.RETRY])
     if submissions:
         _submit(backend, submissions)
     flush_records(backend, active)
@@ -277,7 +280,8 @@ def _submit(backend: Backend, submissions: list[tuple[PipelineRun, Decision]]) -
     for run, decision in submissions:
         if run.stage == 0 and id(run) not in claimed:
             continue
-        run.apply(stage=decision.stage, since={})  # the intent is journaled BEFORE sbatch
+        attempts = run.first_attempts(decision.to_submit, datetime.now(tz=UTC).isoformat(timespec="seconds"))
+        run.apply(stage=decision.stage, since={}, attempts=attempts)  # the intent is journaled BEFORE sbatch
         batch.extend((run, run.job(name)) for name in decision.to_submit)
         plan.extend(_plan(backend, run, decision.to_submit))
     if not batch:
@@ -290,10 +294,11 @@ def _submit(backend: Backend, submissions: list[tuple[PipelineRun, Decision]]) -
 def _plan(backend: Backend, run: PipelineRun, names: Sequence[str]) -> tuple[Submission, ...]:
     """The stage's jobs to submit as arrays (one per resource group) and single jobs."""
     positions = {name: index for index, name in enumerate(run.spec.stages[run.stage])}
-    jobs = [(positions[name], run.job(name)) for name in names]
+    jobs = [(positions[name], run.job(name)) for name in names if run.slurm_name(name) == name]
+    retried = tuple(Submission(run.job(name)) for name in names if run.slurm_name(name) != name)
     folder = run.resolved.jobs_folder
     size = 0 if run.state.limited else backend.max_array_size  # under a submit limit: one job at a time
-    return plan_stage(jobs, name=run.stage_array_name, folder=folder, max_array_size=size)
+    return (*plan_stage(jobs, name=run.stage_array_name, folder=folder, max_array_size=size), *retried)
 
 
 def claim_trackers(backend: Backend, runs: list[PipelineRun]) -> set[int]:
@@ -328,8 +333,8 @@ def apply_submission(
     runs = {id(run): run for run, _ in batch}
     refused: list[tuple[PipelineRun, Decision]] = []
     for key, run in runs.items():
-        names = [job.name for r, job in batch if id(r) == key]
-        ids = {n: report.submitted[n] for n in names if n in report.submitted}
+        names = [job.name for r, job in batch if id(r) == key]  # Slurm's names (a retry's has its attempt)
+        ids = {run.job_name(n): report.submitted[n] for n in names if n in report.submitted}
         if ids:
             run.apply(job_ids={**run.state.job_ids, **ids})
         held = [n for n in names if n in report.deferred or n in report.unknown]
@@ -342,7 +347,7 @@ def apply_submission(
         if bad is not None:
             cancel = tuple(run.state.job_ids[n] for n in run.spec.stages[run.stage] if n in run.state.job_ids)
             decision = Decision(
-                Action.FAIL, run.stage, reason=report.refused[bad], failed_job=bad, record=True
+                Action.FAIL, run.stage, reason=report.refused[bad], failed_job=run.job_name(bad), record=True
             )
             refused.append((run, replace(decision, to_cancel=cancel)))
     conclude_failures(backend, refused)

@@ -62,6 +62,8 @@ class RunJournal:
         started_by: who started the run: user, host, pid and time.
         mode: ``attached`` (a manager drives the run) or ``detached`` (the cluster carries it).
         tracker: the run's tracker file on the server.
+        attempts: job name → its attempts in order (see :class:`sl_pipelines.core.retry.Attempt`), for
+            the jobs that may be retried; a job without an entry ran once, under ``job_ids``.
 
     The same JSON is the run's record on the server (``<working_root>/sl_jobs/<token>/run.json``);
     the file in the user data folder is this PC's cache of it.
@@ -84,6 +86,7 @@ class RunJournal:
     started_by: dict[str, str] = field(default_factory=dict)
     mode: str = "attached"
     tracker: str = ""
+    attempts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:

@@ -32,6 +32,7 @@ from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Job
 from sl_pipelines.core.lease import LEASE_NAME, Holder, LeaseRequest
 from sl_pipelines.core.resolve import JOB_PREFIX, ResolvedJob, ResolvedPipeline
+from sl_pipelines.core.retry import Attempt, JobRetry, attempt_job, attempt_name, first_attempt
 from sl_pipelines.core.seams import Backend, ProbeRequest, ProbeResult
 from sl_pipelines.core.states import JobState, JobStatus
 from sl_pipelines.core.tracker_state import TrackerState
@@ -42,7 +43,7 @@ from sl_pipelines.vocabulary import ProcessingPipelines, ProcessingStatus
 
 logger = logging.getLogger("sl_pipelines")
 
-_PERSISTENT = ("stage", "status", "job_ids", "reason")
+_PERSISTENT = ("stage", "status", "job_ids", "reason", "attempts")
 RECORD_NAME = "run.json"
 """The run's record on the server: ``<working_root>/sl_jobs/<token>/run.json`` (the journal's JSON)."""
 
@@ -109,12 +110,19 @@ class PipelineRun:
             manager_id=resolved.manager_id,
             tracker_path=str(resolved.tracker_path),
             stages={n: tuple(r.name for r in jobs) for n, jobs in resolved.stages.items()},
+            retry={
+                r.name: JobRetry(r.retry, r.job.resources) for r in resolved.all_jobs() if r.retry.retries
+            },
         )
         self.state = RunState(
             stage=journal.stage,
             status=ProcessingStatus[journal.status],
             job_ids=dict(journal.job_ids),
             reason=journal.reason,
+            attempts={
+                name: tuple(Attempt.from_dict(item) for item in items)
+                for name, items in journal.attempts.items()
+            },
         )
         self.failure: FailureReport | None = FailureReport(journal.reason) if journal.reason else None
         self.job_states: dict[str, JobStatus] = {}
@@ -169,11 +177,30 @@ class PipelineRun:
         return next((r for r in self.resolved.all_jobs() if r.name == wanted), None)
 
     def job(self, name: str) -> Job:
-        """The job with this name (it must be one of the run's)."""
+        """The job with this name (it must be one of the run's), as its current attempt runs it."""
         resolved = self.resolved_job(name)
         if resolved is None:
             raise KeyError(name)
-        return resolved.job
+        attempts = self.state.attempts.get(resolved.name)
+        return attempt_job(resolved.job, attempts[-1]) if attempts else resolved.job
+
+    def slurm_name(self, name: str) -> str:
+        """The Slurm job name of the job's current attempt."""
+        attempts = self.state.attempts.get(name)
+        return attempt_name(name, attempts[-1].attempt) if attempts else name
+
+    def job_name(self, slurm_name: str) -> str:
+        """The run's job that a Slurm job name (of any of its attempts) stands for."""
+        base, dot, attempt = slurm_name.rpartition(".a")
+        return base if dot and attempt.isdigit() else slurm_name
+
+    def first_attempts(self, names: Sequence[str], now: str) -> dict[str, tuple[Attempt, ...]]:
+        """The attempts with attempt 1 of each retryable job of ``names`` that has none yet."""
+        attempts = dict(self.state.attempts)
+        for name in names:
+            if name in self.spec.retry and name not in attempts:
+                attempts[name] = (first_attempt(self.spec.retry[name].template, now),)
+        return attempts
 
     @property
     def lease_path(self) -> PurePosixPath:
@@ -215,7 +242,7 @@ class PipelineRun:
         """
         names = self.spec.stages.get(self.stage, ())
         ids = tuple(self.state.job_ids[n] for n in names if n in self.state.job_ids)
-        unnamed = tuple(n for n in names if n not in self.state.job_ids)
+        unnamed = tuple(self.slurm_name(n) for n in names if n not in self.state.job_ids)
         lookups = (*unnamed, self.stage_array_name) if unnamed else ()
         leases = ((self.lease_path, self.holder.holder_id),) if self.lease_held else ()
         return ProbeRequest(
@@ -234,8 +261,24 @@ class PipelineRun:
         if decision.found_ids:
             logger.info("%s: found submitted jobs %s", self.describe(), sorted(decision.found_ids))
             changes["job_ids"] = {**self.state.job_ids, **decision.found_ids}
+        ended = self._ended_attempts(facts)
+        if ended:
+            changes["attempts"] = {**self.state.attempts, **ended}
         self.apply(**changes)
         return decision
+
+    def _ended_attempts(self, facts: Facts) -> dict[str, tuple[Attempt, ...]]:
+        """The attempts whose end this cycle shows (Slurm's final state of the job's current attempt)."""
+        ended = {}
+        for name, items in self.state.attempts.items():
+            status = facts.jobs.get(name)
+            if not items or items[-1].state or status is None or not status.state.is_terminal:
+                continue
+            if items[-1].job_id not in ("", status.job_id):
+                continue
+            last = replace(items[-1], job_id=status.job_id, state=status.state.value, reason=status.reason)
+            ended[name] = (*items[:-1], last)
+        return ended
 
     def _facts(self, result: ProbeResult, now: float, index: ProbeIndex) -> Facts:
         names = self.spec.stages.get(self.stage, ())
@@ -249,9 +292,14 @@ class PipelineRun:
                 jobs[name] = JobStatus(job_id, name, JobState.NOT_FOUND)
         unnamed = {n for n in names if n not in self.state.job_ids}
         if unnamed:
-            found = [s for name in unnamed for s in index.by_name.get(name, ())]
+            found = [
+                replace(s, name=name)
+                for name in unnamed
+                for s in index.by_name.get(self.slurm_name(name), ())
+            ]
             array = index.by_name.get(self.stage_array_name, ())
-            found += _array_tasks(array, self.stage_array_name, names, unnamed)
+            first = {n for n in unnamed if self.slurm_name(n) == n}  # a retry never runs in the array
+            found += _array_tasks(array, self.stage_array_name, names, first)
             jobs.update(latest_by_name(found))
         self.job_states = jobs
         problem, corrupt = self._read_tracker(result)
@@ -286,7 +334,7 @@ class PipelineRun:
 
         What must survive a crash (stage, status, job ids, reason) is journaled atomically first.
         """
-        updated = replace(self.state, **changes)
+        updated = _with_attempt_ids(replace(self.state, **changes))
         persistent = {key: getattr(updated, key) for key in _PERSISTENT}
         if self._durable and any(persistent[key] != getattr(self.state, key) for key in _PERSISTENT):
             self.journal = self.journal.save(
@@ -294,6 +342,9 @@ class PipelineRun:
                 status=updated.status.name,
                 job_ids=dict(updated.job_ids),
                 reason=updated.reason,
+                attempts={
+                    name: [attempt.to_dict() for attempt in items] for name, items in updated.attempts.items()
+                },
             )
             self.record_dirty = True
         self.state = updated
@@ -339,6 +390,21 @@ class PipelineRun:
         self.record_dirty = False  # the server's record is the new holder's to write now
         self._lock.release()
         logger.warning("%s", self.describe())
+
+
+def _with_attempt_ids(state: RunState) -> RunState:
+    """The state with each retryable job's current attempt carrying the job id the run knows for it."""
+    stale = {
+        name: items
+        for name, items in state.attempts.items()
+        if items and name in state.job_ids and items[-1].job_id != state.job_ids[name]
+    }
+    if not stale:
+        return state
+    attempts = dict(state.attempts)
+    for name, items in stale.items():
+        attempts[name] = (*items[:-1], replace(items[-1], job_id=state.job_ids[name]))
+    return replace(state, attempts=attempts)
 
 
 _HOLDER: Holder | None = None
