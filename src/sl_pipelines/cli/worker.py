@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -17,10 +18,11 @@ from typing import TextIO
 
 from sl_pipelines.cli.worker_args import build_parser
 from sl_pipelines.core.layout import SessionPaths
+from sl_pipelines.core.retry import ATTEMPT_VARIABLE
 from sl_pipelines.errors import SlPipelinesError
 from sl_pipelines.workers.archiving import archive_session
 from sl_pipelines.workers.checksum import resolve_checksum
-from sl_pipelines.workers.demo import run_demo
+from sl_pipelines.workers.demo import held_memory, run_demo
 from sl_pipelines.workers.demo_data import generate_project
 from sl_pipelines.workers.manifest import generate_manifest
 from sl_pipelines.workers.preparation import TransferResult, prepare_session
@@ -64,16 +66,19 @@ def _manifest(args: argparse.Namespace) -> str:
 
 
 def _demo(args: argparse.Namespace) -> str:
-    result = run_demo(
-        _session(args),
-        pipeline=args.pipeline,
-        part=args.part,
-        inputs=args.inputs,
-        planes=args.planes,
-        plane=args.plane,
-        seconds=args.seconds,
-        fail=args.fail,
-    )
+    attempt = int(os.environ.get(ATTEMPT_VARIABLE) or 1)
+    strained = args.until_attempt is None or attempt <= args.until_attempt
+    with held_memory(args.allocate_mb if strained else 0):
+        result = run_demo(
+            _session(args),
+            pipeline=args.pipeline,
+            part=args.part,
+            inputs=args.inputs,
+            planes=args.planes,
+            plane=args.plane,
+            seconds=args.seconds if strained else 0.0,
+            fail=args.fail,
+        )
     return f"Demo part {args.part} wrote {len(result.files)} files into {result.output}."
 
 

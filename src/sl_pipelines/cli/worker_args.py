@@ -143,6 +143,21 @@ def _add_faults(faults: argparse._ArgumentGroup) -> None:
         "--seconds", type=_seconds, default=0.0, metavar="S", help="pretend to work S seconds"
     )
     faults.add_argument(
+        "--allocate-mb",
+        type=_integer,
+        default=0,
+        metavar="MB",
+        help="hold MB of memory (written, so really used) while working: a job asking for less runs "
+        "out of memory",
+    )
+    faults.add_argument(
+        "--until-attempt",
+        type=_positive,
+        metavar="N",
+        help="apply --seconds and --allocate-mb only on attempts up to N (SL_ATTEMPT, set on retries); "
+        "later attempts do the work at once",
+    )
+    faults.add_argument(
         "--fail",
         nargs="?",
         const="asked to fail with --fail",

@@ -21,7 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -97,6 +98,17 @@ def run_demo(
         if planes is not None and part in PLANE_PARTS:
             return _plane_part(paths, base, part, files, planes=planes, plane=plane)
         return _generic(paths, base / part, files)
+
+
+@contextmanager
+def held_memory(megabytes: int) -> Iterator[None]:
+    """Holds ``megabytes`` of memory, every page written (so counted against the job), while inside."""
+    block = bytearray(megabytes * 1024 * 1024)
+    block[::_BLOCK] = b"\x01" * len(range(0, len(block), _BLOCK))
+    try:
+        yield
+    finally:
+        del block
 
 
 def _check_arguments(

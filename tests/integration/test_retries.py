@@ -1,0 +1,129 @@
+"""Retries with escalation on the real testbed: Slurm really kills jobs (cgroup memory, time limit)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pipeline_helpers import generate, run_to_end, tracker_of
+
+from sl_pipelines.adapters.server import Server
+from sl_pipelines.orchestration.pipeline import ProcessingPipeline
+from sl_pipelines.vocabulary import ProcessingStatus
+
+pytestmark = pytest.mark.usefixtures("private_data_dir")
+
+DEMO = "sl-worker demo {tracked} {session_args} --pipeline behavior --inputs 'behavior_data/runtime*'"
+
+
+def configs(tmp_path: Path, strained: dict[str, Any], extra: str) -> Path:
+    """A one-stage pipeline: a sibling that finishes at once, and a strained job with a retry policy."""
+    folder = tmp_path / "configs"
+    folder.mkdir(exist_ok=True)
+    definition = {
+        "pipeline": "behavior",
+        "defaults": {"cpus": 1, "memory_gb": 0.25, "time_limit_minutes": 5, "retries": 2},
+        "stages": [
+            {
+                "name": "process",
+                "jobs": [
+                    {"name": "sibling", "command": f"{DEMO} --part sibling"},
+                    {"name": "strained", "command": f"{DEMO} --part strained {extra}", **strained},
+                ],
+            }
+        ],
+    }
+    (folder / "behavior.yaml").write_text(yaml.safe_dump(definition))
+    return folder
+
+
+def start(
+    server: Server, project: str, tmp_path: Path, strained: dict[str, Any], extra: str
+) -> ProcessingPipeline:
+    spec = generate(server, project, "s1")
+    folder = configs(tmp_path, strained, extra)
+    return ProcessingPipeline.create("behavior", [spec], server, configs_dir=folder, keep_job_logs=True)
+
+
+def attempts_of(pipeline: ProcessingPipeline, server: Server) -> list[dict[str, Any]]:
+    """The strained job's attempts as the run's record on the server has them (the journal agrees)."""
+    name = pipeline.resolved.stages[1][1].name
+    record = json.loads(server.read_text(pipeline.resolved.jobs_folder / "run.json") or "{}")
+    assert record["attempts"] == pipeline.journal.attempts
+    (sibling,) = record["attempts"][pipeline.resolved.stages[1][0].name]  # it may be retried, but ran once
+    assert (sibling["attempt"], sibling["state"]) == (1, "COMPLETED")
+    return list(record["attempts"][name])
+
+
+def test_an_oom_job_is_retried_alone_with_doubled_memory_and_the_pipeline_succeeds(
+    slurm_server: Server, project: str, tmp_path: Path
+) -> None:
+    # 150 MB held by a Python worker (~35 MB of its own) cannot fit 128 MB, and fits 256 MB.
+    pipeline = start(slurm_server, project, tmp_path, {"memory_gb": 0.125}, "--allocate-mb 150 --seconds 1")
+    run_to_end(slurm_server, [pipeline], timeout=60)
+    assert pipeline.status is ProcessingStatus.SUCCEEDED, pipeline.describe()
+    first, second = attempts_of(pipeline, slurm_server)
+    assert (first["attempt"], first["state"], first["memory_gb"]) == (1, "OUT_OF_MEMORY", 0.125)
+    assert (second["attempt"], second["state"], second["memory_gb"]) == (2, "COMPLETED", 0.25)
+    assert first["job_id"] and second["job_id"] and first["job_id"] != second["job_id"]
+    assert second["job_id"] == pipeline.journal.job_ids[pipeline.resolved.stages[1][1].name]
+    state = tracker_of(slurm_server, pipeline)
+    assert state.is_complete and [(r.job, r.attempt) for r in state.retries] == [
+        (pipeline.resolved.stages[1][1].name, 2)
+    ]
+    sibling = pipeline.journal.job_ids[pipeline.resolved.stages[1][0].name]
+    sacct_or_scontrol = slurm_server.status([sibling])
+    assert sacct_or_scontrol[sibling].state.value == "COMPLETED", "the finished sibling ran once"
+
+
+def test_exhausted_attempts_fail_the_pipeline_naming_the_last_attempt(
+    make_server: Callable[..., Server], project: str, tmp_path: Path
+) -> None:
+    server = make_server("acct")
+    strained = {"memory_gb": 0.125, "retries": 1}
+    pipeline = start(server, project, tmp_path, strained, "--allocate-mb 400 --seconds 1")
+    run_to_end(server, [pipeline], timeout=60)
+    assert pipeline.status is ProcessingStatus.FAILED
+    first, second = attempts_of(pipeline, server)
+    assert [first["state"], second["state"]] == ["OUT_OF_MEMORY", "OUT_OF_MEMORY"]
+    assert second["memory_gb"] == 0.25
+    assert pipeline.failure is not None
+    assert f"attempt 2 of 2 ({second['job_id']}), not retried: no retries left" in pipeline.failure.reason
+    assert pipeline.failure.job == pipeline.resolved.stages[1][1].name
+
+
+def test_a_job_exiting_1_is_not_retried(
+    make_server: Callable[..., Server], project: str, tmp_path: Path
+) -> None:
+    server = make_server("noacct")
+    pipeline = start(server, project, tmp_path, {}, "--fail 'bad input'")
+    run_to_end(server, [pipeline], timeout=60)
+    assert pipeline.status is ProcessingStatus.FAILED
+    assert pipeline.failure is not None and pipeline.failure.job == pipeline.resolved.stages[1][1].name
+    assert "bad input" in pipeline.failure.reason
+    assert "not retried: FAILED is not retried" in pipeline.failure.reason
+    (only,) = attempts_of(pipeline, server)
+    assert (only["attempt"], only["state"]) == (1, "FAILED")
+    assert tracker_of(server, pipeline).retries == ()
+
+
+@pytest.mark.slow
+def test_a_timeout_job_is_retried_with_doubled_time_and_the_pipeline_succeeds(
+    make_server: Callable[..., Server], project: str, tmp_path: Path
+) -> None:
+    # Slurm's shortest limit is 1 minute and it checks limits periodically: attempt 1 takes 60-90 s.
+    server = make_server("acct")
+    strained = {"time_limit_minutes": 1}
+    pipeline = start(server, project, tmp_path, strained, "--seconds 300 --until-attempt 1")
+    run_to_end(server, [pipeline], timeout=150)
+    assert pipeline.status is ProcessingStatus.SUCCEEDED, pipeline.describe()
+    first, second = attempts_of(pipeline, server)
+    assert (first["state"], first["time_limit_minutes"]) == ("TIMEOUT", 1)
+    assert (second["state"], second["time_limit_minutes"]) == ("COMPLETED", 2)
+    assert "WorkerInterrupted" in first["reason"], "the job recorded its SIGTERM; the retry cleared it"
+    (retry,) = tracker_of(server, pipeline).retries
+    assert "SIGTERM" in retry.reason
