@@ -11,7 +11,10 @@ import pytest
 import yaml
 from pipeline_helpers import generate, run_to_end, tracker_of
 
+from sl_pipelines.adapters.profiles import ServerProfile, save_profile
 from sl_pipelines.adapters.server import Server
+from sl_pipelines.cli import process
+from sl_pipelines.cli.render import pipeline_json
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.vocabulary import ProcessingStatus
 
@@ -75,9 +78,29 @@ def test_an_oom_job_is_retried_alone_with_doubled_memory_and_the_pipeline_succee
     assert state.is_complete and [(r.job, r.attempt) for r in state.retries] == [
         (pipeline.resolved.stages[1][1].name, 2)
     ]
+    assert pipeline_json(pipeline)["attempts"] == pipeline.journal.attempts  # what --json prints
     sibling = pipeline.journal.job_ids[pipeline.resolved.stages[1][0].name]
     sacct_or_scontrol = slurm_server.status([sibling])
     assert sacct_or_scontrol[sibling].state.value == "COMPLETED", "the finished sibling ran once"
+
+
+def test_the_summary_shows_every_attempt_with_its_state_and_resources(
+    make_profile: Callable[..., ServerProfile],
+    make_server: Callable[..., Server],
+    project: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    save_profile(make_profile("noacct", name="retries"))
+    spec = generate(make_server("noacct"), project, "s1")
+    folder = configs(tmp_path, {"memory_gb": 0.125}, "--allocate-mb 150")
+    argv = ["behavior", spec, "--server", "retries", "--configs", str(folder), "--poll-interval", "0.5"]
+    assert process.main(argv) == 0
+    captured = capsys.readouterr()
+    out = " ".join((captured.out + captured.err).split())  # the table, then the details (as failures)
+    assert f"behavior {spec}: retries" in out
+    assert "strained: attempt 1 OUT_OF_MEMORY (0.125 GB, 5 min, job " in out
+    assert "→ attempt 2 COMPLETED (0.25 GB, 5 min, job " in out
 
 
 def test_exhausted_attempts_fail_the_pipeline_naming_the_last_attempt(

@@ -15,7 +15,7 @@ from sl_pipelines.cli import process_runs, process_workflow
 from sl_pipelines.cli.backends import close_backend, open_backend
 from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.cli.overview import LiveView, drive_with_live_view
-from sl_pipelines.cli.render import failure_details, pipeline_json
+from sl_pipelines.cli.render import attempts_details, failure_details, pipeline_json
 from sl_pipelines.cli.select_args import add_run_options, add_selection, filters, print_selection, select
 from sl_pipelines.core.definition import ParameterValue
 from sl_pipelines.core.layout import JOB_FOLDERS
@@ -290,6 +290,8 @@ def _summarize(args: argparse.Namespace, pipelines: Sequence[ProcessingPipeline]
     else:
         make_console().print(LiveView().render(pipelines, title="Summary"))
         for p in pipelines:
+            if retries := attempts_details(p):
+                console.print(retries, markup=False, highlight=False)
             if p.failure is not None:
                 console.print(failure_details(p), markup=False, highlight=False)
     ok = all(p.status is ProcessingStatus.SUCCEEDED for p in pipelines)

@@ -91,6 +91,25 @@ def failure_details(pipeline: ProcessingPipeline) -> str:
     return "\n".join(lines)
 
 
+def attempts_details(pipeline: ProcessingPipeline) -> str:
+    """Every attempt of each job that was retried: state and resources, for the end-of-run summary."""
+    lines = []
+    for name, attempts in pipeline.journal.attempts.items():
+        if len(attempts) < 2:
+            continue
+        resolved = pipeline.resolved_job(name)
+        steps = " → ".join(
+            f"attempt {a.get('attempt', '?')} {a.get('state') or 'RUNNING'} ({a.get('memory_gb', 0):g} GB, "
+            f"{a.get('time_limit_minutes', 0)} min, job {a.get('job_id') or '?'})"
+            for a in attempts
+        )
+        lines.append(f"  {resolved.key if resolved else name}: {steps}")
+    if not lines:
+        return ""
+    where = f"{pipeline.project}/{pipeline.animal}/{pipeline.session}"
+    return "\n".join([f"{pipeline.pipeline.short_name} {where}: retries", *lines])
+
+
 def pipeline_json(pipeline: ProcessingPipeline) -> dict[str, Any]:
     """A JSON-ready summary of one pipeline."""
     report = pipeline.failure
@@ -107,6 +126,7 @@ def pipeline_json(pipeline: ProcessingPipeline) -> dict[str, Any]:
         "reason": report.reason if report else None,
         "failed_job": report.job if report else None,
         "stderr_tail": report.stderr_tail if report else None,
+        "attempts": dict(pipeline.journal.attempts),
     }
 
 
