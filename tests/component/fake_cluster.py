@@ -32,6 +32,7 @@ from sl_pipelines.core.tracker_state import (
     TrackerState,
     record_completion,
     record_failure,
+    record_retry,
     start_run,
 )
 from sl_pipelines.core.tracker_text import dump_tracker_text
@@ -254,6 +255,8 @@ class FakeCluster:
                 state = start_run(state, op.manager_id, op.job_count, now=NOW, path=op.path)
             elif op.action is TrackerAction.ERROR:
                 state = record_failure(state, op.manager_id, op.job, op.reason, now=NOW, path=op.path)
+            elif op.action is TrackerAction.RETRY:
+                state = record_retry(state, op.manager_id, op.job, op.attempt, now=NOW, path=op.path)
             else:
                 state = IDLE_STATE
         except (TrackerError, SlPipelinesError) as exc:
