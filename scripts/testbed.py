@@ -459,6 +459,11 @@ AllowedSwapSpace=0
 """
 
 
+def memory_enforceable() -> bool:
+    """True where Slurm's task/cgroup can limit a job's memory: the cgroup v1 memory controller."""
+    return Path("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
+
+
 def slurm_conf(name: str, accounting: bool, first_job_id: int) -> str:
     d = SLURM_DIR / name
     lines = [
@@ -484,7 +489,7 @@ def slurm_conf(name: str, accounting: bool, first_job_id: int) -> str:
         # Memory is enforced as on a real site (cgroup.conf: ConstrainRAMSpace): a job that uses more
         # than it asked for is killed by the kernel and ends OUT_OF_MEMORY. These machines have cgroup v1
         # with the memory controller; proctrack/cgroup does not work here, task/cgroup does.
-        "TaskPlugin=task/cgroup",
+        "TaskPlugin=task/cgroup" if memory_enforceable() else "TaskPlugin=task/none",
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_CPU_Memory",
         "DefMemPerCPU=256",
