@@ -51,12 +51,18 @@ def make(cluster: FakeCluster, tmp_path: Path) -> ProcessingPipeline:
     return ProcessingPipeline.create("behavior", [paths], cluster, configs_dir=tmp_path)
 
 
-def test_an_oom_job_is_resubmitted_alone_with_doubled_memory_and_the_run_goes_on(
-    cluster: FakeCluster, tmp_path: Path
-) -> None:
+def submitted(cluster: FakeCluster, tmp_path: Path) -> tuple[ProcessingPipeline, Clock, str, str]:
+    """A run whose stage 1 (a sibling, and a job that may be retried) was submitted."""
     p, clock = make(cluster, tmp_path), Clock()
     sibling, big = (r.name for r in p.resolved.stages[1])
     run_cycle(cluster, [p], clock)
+    return p, clock, sibling, big
+
+
+def test_an_oom_job_is_resubmitted_alone_with_doubled_memory_and_the_run_goes_on(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    p, clock, sibling, big = submitted(cluster, tmp_path)
     cluster.finish(sibling, p.remote_tracker_path)
     cluster.fail(big, JobState.OUT_OF_MEMORY)
     run_cycle(cluster, [p], clock)
@@ -86,9 +92,7 @@ def test_an_oom_job_is_resubmitted_alone_with_doubled_memory_and_the_run_goes_on
 def test_a_restart_after_the_attempt_was_journaled_submits_it_once(
     cluster: FakeCluster, tmp_path: Path
 ) -> None:
-    p, clock = make(cluster, tmp_path), Clock()
-    sibling, big = (r.name for r in p.resolved.stages[1])
-    run_cycle(cluster, [p], clock)
+    p, clock, sibling, big = submitted(cluster, tmp_path)
     cluster.run(sibling)
     cluster.fail(big, JobState.TIMEOUT)
     cluster.defer_all = "sbatch said: Unable to contact slurm controller"  # journaled, not submitted
@@ -107,9 +111,7 @@ def test_a_restart_after_the_attempt_was_journaled_submits_it_once(
 def test_an_attempt_whose_sbatch_answer_was_lost_is_found_by_its_name(
     cluster: FakeCluster, tmp_path: Path
 ) -> None:
-    p, clock = make(cluster, tmp_path), Clock()
-    sibling, big = (r.name for r in p.resolved.stages[1])
-    run_cycle(cluster, [p], clock)
+    p, clock, sibling, big = submitted(cluster, tmp_path)
     cluster.run(sibling)
     cluster.fail(big, JobState.OUT_OF_MEMORY)
     cluster.drop_after = 0  # the retry's sbatch reached Slurm; its answer never came back
@@ -124,9 +126,7 @@ def test_an_attempt_whose_sbatch_answer_was_lost_is_found_by_its_name(
 def test_a_failure_the_job_recorded_is_cleared_only_by_the_managers_retry(
     cluster: FakeCluster, tmp_path: Path
 ) -> None:
-    p, clock = make(cluster, tmp_path), Clock()
-    sibling, big = (r.name for r in p.resolved.stages[1])
-    run_cycle(cluster, [p], clock)
+    p, clock, sibling, big = submitted(cluster, tmp_path)
     path = p.remote_tracker_path
     cluster.trackers[path] = record_failure(
         cluster.trackers[path], p.manager_id, big, "SIGTERM", now=NOW, path=path
