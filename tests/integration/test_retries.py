@@ -125,6 +125,8 @@ def test_exhausted_attempts_fail_the_pipeline_naming_the_last_attempt(
     assert pipeline.failure is not None
     assert f"attempt 2 of 2 ({second['job_id']}), not retried: no retries left" in pipeline.failure.reason
     assert pipeline.failure.job == pipeline.resolved.stages[1][1].name
+    assert str(pipeline.failure.stderr_path).endswith("/strained/attempt-2/stderr.txt")  # the last attempt
+    assert "oom-kill" in pipeline.failure.stderr_tail
 
 
 def test_a_job_exiting_1_is_not_retried(

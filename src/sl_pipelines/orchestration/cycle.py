@@ -257,7 +257,7 @@ def _failure_report(backend: Backend, run: PipelineRun, decision: Decision, note
     resolved = run.resolved_job(decision.failed_job) if decision.failed_job else None
     if resolved is None:
         return FailureReport(reason, job=decision.failed_job)
-    path = resolved.job.stderr_path
+    path = run.job(resolved.name).stderr_path  # the last attempt's log
     try:
         tail = backend.read_text(path, tail_bytes=STDERR_TAIL_BYTES) or ""
     except SlPipelinesError as exc:
@@ -367,7 +367,7 @@ def cancel_runs(backend: Backend, runs: Sequence[PipelineRun], reason: str) -> N
     for run in active:
         ids = set(run.state.job_ids.values())
         if found is not None:
-            names = set(run.spec.stages.get(run.stage, ()))
+            names = {run.slurm_name(name) for name in run.spec.stages.get(run.stage, ())}
             ids |= {s.job_id for s in found.jobs if s.name in names and not s.state.is_terminal}
         decision = Decision(Action.FAIL, run.stage, reason=reason, record=True, to_cancel=tuple(sorted(ids)))
         items.append((run, decision))
