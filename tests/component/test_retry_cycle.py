@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,11 @@ def test_a_failure_the_job_recorded_is_cleared_only_by_the_managers_retry(
     assert state.failure is None and state.retries[0].reason == "SIGTERM"
     assert sibling in state.completed_jobs
     assert cluster.submissions(f"{big}.a2") == 1
+
+
+def test_a_journal_written_before_retries_existed_still_loads(cluster: FakeCluster, tmp_path: Path) -> None:
+    p = make(cluster, tmp_path)
+    data = json.loads(p.journal.to_json())
+    del data["attempts"]
+    old = RunJournal.from_json(json.dumps(data), where="old.json")
+    assert old.attempts == {} and old.token == p.journal.token

@@ -276,7 +276,8 @@ class PipelineRun:
                 continue
             if items[-1].job_id not in ("", status.job_id):
                 continue
-            last = replace(items[-1], job_id=status.job_id, state=status.state.value, reason=status.reason)
+            reason = "" if status.reason in ("", "None", "(null)") else status.reason
+            last = replace(items[-1], job_id=status.job_id, state=status.state.value, reason=reason)
             ended[name] = (*items[:-1], last)
         return ended
 
