@@ -81,6 +81,7 @@ def test_status_json_of_an_existing_idle_tracker_is_idle(
         "failure": None,
         "started_at": None,
         "updated_at": None,
+        "retries": [],
     }
 
 
@@ -270,3 +271,18 @@ def test_installed_console_script(path: Path) -> None:
         check=False,
     )
     assert refused.returncode == 2 and "pass --yes" in _one_error_line(refused.stderr)
+
+
+def test_status_shows_the_managers_retries(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tracker = ProcessingTracker(path)
+    tracker.start(7, job_count=2)
+    tracker.error(7, job="big", reason="WorkerInterrupted: SIGTERM")
+    tracker.retry(7, "big", 2)
+    capsys.readouterr()
+    payload = _status(path, capsys)
+    assert payload["status"] == "running" and payload["failure"] is None
+    assert [(r["job"], r["attempt"], r["reason"]) for r in payload["retries"]] == [
+        ("big", 2, "WorkerInterrupted: SIGTERM")
+    ]
+    assert main(["status", str(path)]) == 0
+    assert "big as attempt 2" in " ".join(capsys.readouterr().out.split())

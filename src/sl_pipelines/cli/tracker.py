@@ -46,7 +46,7 @@ commands:
   gate    detached runs: a later job works only when the previous stage completed (else exits 1)
   settle  detached runs: the final job that decides how the run ended and records it
   runs    every run recorded under a working root with its lease, tracker and jobs (sl-process status)
-  batch   apply a manager's claims, failure records and aborts, read as JSON from stdin (one framed
+  batch   apply a manager's claims, failure records, retries and aborts, read as JSON from stdin (one framed
           result line on stdout): what a manager runs on the server, one command per cycle
 
 remote use (a session's trackers on a server, through a profile; or on the local backend):
@@ -273,6 +273,7 @@ def status_payload(state: TrackerState, path: PurePath) -> dict[str, Any]:
         "failure": failure,
         "started_at": state.started_at,
         "updated_at": state.updated_at,
+        "retries": [retry.as_dict() for retry in state.retries],
     }
 
 
@@ -289,6 +290,9 @@ def status_table(state: TrackerState, path: PurePath) -> Table:
         table.add_row("failed job", state.failure.job)
         table.add_row("reason", state.failure.reason or "-")
         table.add_row("failed at", state.failure.at)
+    for retry in state.retries:
+        reason = f": {retry.reason}" if retry.reason else ""
+        table.add_row("retried", f"{retry.job} as attempt {retry.attempt} at {retry.at}{reason}")
     table.add_row("started at", state.started_at or "-")
     table.add_row("updated at", state.updated_at or "-")
     return table

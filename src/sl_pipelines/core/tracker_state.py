@@ -78,6 +78,10 @@ class TrackerRetry:
     reason: str
     at: str
 
+    def as_dict(self) -> dict[str, str | int]:
+        """The retry as the tracker's YAML and ``sl-tracker status --json`` show it."""
+        return {"job": self.job, "attempt": self.attempt, "reason": self.reason, "at": self.at}
+
 
 @dataclass(frozen=True)
 class TrackerState:

@@ -65,9 +65,7 @@ def dump_tracker_text(state: TrackerState) -> str:
         "updated_at": state.updated_at,
     }
     if state.retries:
-        document["retries"] = [
-            {"job": r.job, "attempt": r.attempt, "reason": r.reason, "at": r.at} for r in state.retries
-        ]
+        document["retries"] = [retry.as_dict() for retry in state.retries]
     body = yaml.dump(document, Dumper=_DUMPER, sort_keys=False, default_flow_style=False, allow_unicode=True)
     return _HEADER + body
 
