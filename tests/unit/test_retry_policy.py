@@ -110,10 +110,11 @@ def decide_with(
     failure: TrackerFailure | None = None,
     attempts: Mapping[str, tuple[Attempt, ...]] | None = None,
     since: Mapping[str, float] | None = None,
+    done: tuple[str, ...] = (),
 ) -> tuple[Action, str, Mapping[str, tuple[Attempt, ...]]]:
     jobs = {name: JobStatus(job_id, name, s) for name, (job_id, s) in found.items()}
     ids = {name: job_id for name, (job_id, _) in found.items()}
-    tracker = TrackerState(manager_id=ME, job_count=2, failure=failure, started_at="t")
+    tracker = TrackerState(manager_id=ME, job_count=2, completed_jobs=done, failure=failure, started_at="t")
     state = RunState(stage=1, job_ids=ids, attempts=dict(attempts or {}), since=dict(since or {}))
     decision = decide(SPEC, state, Facts(jobs=jobs, tracker=tracker, now=NOW), Patience())
     return decision.action, decision.reason, decision.to_retry
@@ -125,6 +126,11 @@ def test_an_oom_job_is_retried_alone_with_doubled_memory() -> None:
     first, second = retry["a"]
     assert (first.attempt, first.job_id, first.state) == (1, "7", "OUT_OF_MEMORY")
     assert (second.attempt, second.memory_gb, second.time_limit_minutes, second.job_id) == (2, 2.0, 10, "")
+
+
+def test_a_job_that_reported_completion_is_never_run_again() -> None:
+    action, reason, _ = decide_with({"a": ("7", OOM), "b": ("8", JobState.RUNNING)}, done=("a",))
+    assert action is Action.FAIL and "attempt 1 of 3 (7), not retried: it reported completion" in reason
 
 
 def test_a_job_without_a_policy_fails_the_run_as_before() -> None:

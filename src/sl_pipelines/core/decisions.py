@@ -208,12 +208,12 @@ def _judge_stage(
     survey = _survey(spec.stages[stage], state, facts, patience)
     if survey.failed:
         failed = [(name, status, f"Slurm reports {status.describe()}") for name, status in survey.failed]
-        return _retry_or_fail(spec, state, failed, cancel, survey.since)
+        return _retry_or_fail(spec, state, facts, failed, cancel=cancel, since=survey.since)
     if survey.missing:
         return Decision(Action.SUBMIT, stage, to_submit=tuple(survey.missing), since=survey.since)
     if survey.expired:
         expired = [(name, status, reason) for name, reason, status in survey.expired]
-        return _retry_or_fail(spec, state, expired, cancel, survey.since)
+        return _retry_or_fail(spec, state, facts, expired, cancel=cancel, since=survey.since)
     if survey.waiting:
         first = facts.jobs.get(survey.waiting[0])
         detail = f" ({first.describe()})" if first is not None else ""
@@ -306,21 +306,31 @@ def _reported_failure(
     if not status.state.is_failure:
         return None
     reason = f"Job {name} reported an error: {failure.reason} (Slurm reports {status.describe()})"
-    decision = _retry_or_fail(spec, state, [(name, status, reason)], cancel, state.since)
+    decision = _retry_or_fail(spec, state, facts, [(name, status, reason)], cancel=cancel, since=state.since)
     return replace(decision, record=False)
 
 
 def _retry_or_fail(
     spec: RunSpec,
     state: RunState,
+    facts: Facts,
     failed: Sequence[tuple[str, JobStatus, str]],
+    *,
     cancel: tuple[str, ...],
     since: Mapping[str, float],
 ) -> Decision:
-    """Retries every failed job whose policy allows it, or fails the run on the first that it does not."""
+    """Retries every failed job whose policy allows it, or fails the run on the first that it does not.
+
+    A job that reported its completion is never retried: its work would run twice.
+    """
     retries: dict[str, tuple[Attempt, ...]] = {}
+    reported = set(facts.tracker.completed_jobs) if facts.tracker is not None else set()
     for name, status, reason in failed:
         verdict, history = _verdict(spec, state, name, status, reason)
+        if verdict is not None and verdict.retry and name in reported:
+            verdict = replace(
+                verdict, retry=False, attempt=verdict.attempt - 1, reason="it reported completion"
+            )
         if verdict is None or not verdict.retry:
             why = reason
             if verdict is not None:
