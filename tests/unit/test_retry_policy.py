@@ -160,6 +160,15 @@ def test_a_recorded_failure_waits_for_slurms_final_state_then_retries() -> None:
     assert "SIGTERM" in retry["a"][0].reason
 
 
+def test_a_preempted_job_that_recorded_its_sigterm_is_retried_only_once_slurm_did_not_requeue_it() -> None:
+    failure = TrackerFailure("a", "WorkerInterrupted: SIGTERM", "t")
+    running = {"a": ("7", PREEMPTED), "b": ("8", JobState.RUNNING)}
+    action, _, _ = decide_with(running, failure=failure)
+    assert action is Action.WAIT
+    action, _, retry = decide_with(running, failure=failure, since={"settle:a": 0.0})
+    assert action is Action.RETRY and retry["a"][0].state == "PREEMPTED"
+
+
 def test_a_recorded_failure_with_no_final_state_in_time_fails_the_run() -> None:
     failure = TrackerFailure("a", "boom", "t")
     action, _, _ = decide_with({"a": ("7", JobState.NOT_FOUND)}, failure=failure, since={"final:a": 0.0})

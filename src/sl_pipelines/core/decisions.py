@@ -294,15 +294,19 @@ def _reported_failure(
     if name not in spec.retry or name not in spec.stages.get(state.stage, ()):
         return None
     status = facts.jobs.get(name)
-    if status is None or not status.state.is_terminal:
+    settling = status is not None and status.state.may_requeue  # Slurm may still requeue it
+    if status is None or not status.state.is_terminal or settling:
         since = dict(state.since)
         if not facts.slurm_answered:
             return Decision(Action.WAIT, state.stage, reason=f"Slurm did not answer: {facts.slurm_problem}")
-        started = since.setdefault(f"final:{name}", facts.now)
-        if facts.now - started >= patience.lost_job:
+        key, limit = (f"settle:{name}", patience.settle) if settling else (f"final:{name}", patience.lost_job)
+        started = since.setdefault(key, facts.now)
+        if facts.now - started < limit:
+            reason = f"waiting for Slurm's final state of {name}, which reported an error: {failure.reason}"
+            return Decision(Action.WAIT, state.stage, reason=reason, since=since)
+        if not settling:
             return None
-        reason = f"waiting for Slurm's final state of {name}, which reported an error: {failure.reason}"
-        return Decision(Action.WAIT, state.stage, reason=reason, since=since)
+    assert status is not None
     if not status.state.is_failure:
         return None
     reason = f"Job {name} reported an error: {failure.reason} (Slurm reports {status.describe()})"

@@ -274,6 +274,8 @@ class PipelineRun:
             status = facts.jobs.get(name)
             if not items or items[-1].state or status is None or not status.state.is_terminal:
                 continue
+            if status.state.may_requeue:  # Slurm may requeue it: its end is the retry decision's to say
+                continue
             if items[-1].job_id not in ("", status.job_id):
                 continue
             reason = "" if status.reason in ("", "None", "(null)") else status.reason
