@@ -59,14 +59,20 @@ def merge_requests(
     ids: dict[str, None] = {}
     trackers: dict[PurePosixPath, None] = {}
     leases: dict[tuple[PurePosixPath, str], None] = dict.fromkeys(extra_leases)
+    usage: dict[tuple[str, PurePosixPath], None] = {}
     for run in runs:
         request = run.probe_request()
         names.update(dict.fromkeys(request.job_names))
         ids.update(dict.fromkeys(request.job_ids))
         trackers.update(dict.fromkeys(request.tracker_paths))
         leases.update(dict.fromkeys(request.leases))
+        usage.update(dict.fromkeys(request.usage))
     return ProbeRequest(
-        job_names=tuple(names), job_ids=tuple(ids), tracker_paths=tuple(trackers), leases=tuple(leases)
+        job_names=tuple(names),
+        job_ids=tuple(ids),
+        tracker_paths=tuple(trackers),
+        leases=tuple(leases),
+        usage=tuple(usage),
     )
 
 
@@ -94,6 +100,8 @@ def run_cycle(
         if run.lease_path in result.lost_leases:
             run.hand_over(result.lost_leases[run.lease_path])
     active = [run for run in active if run.is_running]
+    for run in active:
+        run.take_usage(result)
     now = clock()
     index = ProbeIndex.of(result)
     decisions = [(run, run.decide(result, now, index)) for run in active]
@@ -105,6 +113,7 @@ def run_cycle(
     submissions = [(r, d) for r, d in decisions if d.action is Action.SUBMIT]
     if submissions:
         _submit(backend, submissions)
+    gather_usage(backend, [run for run in active if not run.is_running])
     flush_records(backend, active)
     extra = {path for path, _ in extra_leases}
     lost = {path: holder for path, holder in result.lost_leases.items() if path in extra}
@@ -157,6 +166,26 @@ def _is_zombie(pid: int) -> bool:
             return stream.read().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return False
+
+
+def gather_usage(backend: Backend, runs: Sequence[PipelineRun]) -> None:
+    """Asks what the last jobs of runs that just ended used (their next probe will not come): ONE call
+    for all of them, before their records are written and their job folders removed."""
+    wanting = [run for run in runs if run.usage_wanted]
+    if not wanting:
+        return
+    try:
+        result = backend.probe(ProbeRequest(usage=tuple(i for run in wanting for i in run.usage_request())))
+    except SlPipelinesError as exc:
+        logger.warning(
+            "Could not read what the jobs used on %s (%s); the runs' records go without it.",
+            backend.name,
+            exc,
+        )
+        return
+    for run in wanting:
+        run.take_usage(result)
+        run.usage_wanted.clear()
 
 
 def flush_records(backend: Backend, runs: Sequence[PipelineRun]) -> None:

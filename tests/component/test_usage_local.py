@@ -1,0 +1,67 @@
+"""What jobs used, on the embedded local backend: real processes measure themselves."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+
+from sl_pipelines.adapters.local import LocalBackend
+from sl_pipelines.orchestration.journal import RunJournal
+from sl_pipelines.orchestration.manager import PipelineManager
+from sl_pipelines.orchestration.pipeline import ProcessingPipeline, default_configs_dir
+from sl_pipelines.vocabulary import ProcessingStatus
+from sl_pipelines.workers.demo_data import generate_session
+
+DEMO = "sl-worker demo {tracked} {session_args} --pipeline behavior"
+
+
+def usage_configs(tmp_path: Path, load: str = "--memory-mb 200 --cpu-seconds 2") -> Path:
+    """The behavior definition with two stages: one job that uses ~200 MB and ~2 CPU-seconds, then two
+    light ones (the first stage's usage comes with a later probe, the last one's at the run's end)."""
+    folder = tmp_path / "usage-configs"
+    folder.mkdir(exist_ok=True)
+    data = yaml.safe_load((default_configs_dir() / "behavior.yaml").read_text())
+    data["defaults"] = {"cpus": 1, "memory_gb": 4, "time_limit_minutes": 90}
+    data["stages"] = [
+        {"name": "heavy", "jobs": [{"name": "load", "command": f"{DEMO} --part load {load}"}]},
+        {
+            "name": "light",
+            "jobs": [
+                {"name": "one", "cpus": 2, "command": f"{DEMO} --part one"},
+                {"name": "two", "command": f"{DEMO} --part two --seconds 0.5"},
+            ],
+        },
+    ]
+    (folder / "behavior.yaml").write_text(yaml.safe_dump(data))
+    return folder
+
+
+def test_every_job_records_what_it_used(local_backend: LocalBackend, tmp_path: Path) -> None:
+    generate_session(Path(local_backend.storage_root), "proj", "A1", "S1", planes=1, size_kb=4)
+    pipeline = ProcessingPipeline.create(
+        "behavior", ["proj/A1/S1"], local_backend, configs_dir=usage_configs(tmp_path)
+    )
+    manager = PipelineManager(local_backend, [pipeline], poll_interval=0.2, max_interval=0.5)
+    deadline = time.monotonic() + 90
+    while not manager.finished:
+        assert time.monotonic() < deadline, pipeline.describe()
+        manager.cycle()
+        time.sleep(0.2)
+    assert pipeline.status is ProcessingStatus.SUCCEEDED, pipeline.describe()
+    usage = pipeline.journal.usage
+    ids = pipeline.state.job_ids
+    assert sorted(usage) == sorted(ids.values()), "one record per job, the last stage's too"
+    load = usage[next(i for n, i in ids.items() if n.endswith("-load"))]
+    assert load["source"] == "job" and load["state"] == "COMPLETED" and load["stage"] == 1
+    assert 160 <= load["max_rss_mb"] <= 240, load
+    assert 1.6 <= load["cpu_s"] <= 2.4, load
+    assert load["requested_memory_mb"] == 4096 and load["cpus"] == 1 and load["time_limit_minutes"] == 90
+    assert load["elapsed_s"] >= load["cpu_s"] * 0.9 and 0 < load["cpu_efficiency"] <= 1
+    assert load["queue_wait_s"] >= 0 and load["node"] and load["ended_at"] >= load["started_at"]
+    light = [usage[i] for n, i in ids.items() if not n.endswith("-load")]
+    assert {r["stage"] for r in light} == {2} and {r["cpus"] for r in light} == {1, 2}
+    assert all(r["max_rss_mb"] < 150 for r in light), light
+    record = RunJournal.load(Path(pipeline.resolved.jobs_folder) / "run.json")
+    assert record.usage == usage, "the run's record on the server has it too"
