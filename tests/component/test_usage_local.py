@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from sl_pipelines.adapters.local import LocalBackend
+from sl_pipelines.cli import process
 from sl_pipelines.orchestration.journal import RunJournal
 from sl_pipelines.orchestration.manager import PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline, default_configs_dir
@@ -65,3 +68,28 @@ def test_every_job_records_what_it_used(local_backend: LocalBackend, tmp_path: P
     assert all(r["max_rss_mb"] < 150 for r in light), light
     record = RunJournal.load(Path(pipeline.resolved.jobs_folder) / "run.json")
     assert record.usage == usage, "the run's record on the server has it too"
+
+
+def test_summary_shows_usage_per_stage_with_hints_and_json_and_status_carry_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "local"
+    generate_session(root / "storage", "proj", "A1", "S1", planes=1, size_kb=4)
+    configs = str(usage_configs(tmp_path, load="--memory-mb 100 --cpu-seconds 0.5"))
+    common = ["--local-root", str(root), "--configs", configs, "--poll-interval", "0.2"]
+    assert process.main(["behavior", "proj/A1/S1", *common]) == 0
+    out = capsys.readouterr().out
+    assert "What the jobs used" in out and "1 heavy" in out and "2 light" in out, out
+    assert "CPU-hours in all (3 jobs; from job)" in out, out
+    assert "hint: behavior load: used 100 MB of 4 GB — lower memory_gb" in out, out
+    assert process.main(["behavior", "proj/A1/S1", *common, "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert len(result["usage"]) == 3 and {r["source"] for r in result["usage"].values()} == {"job"}
+    stages = {s["stage_name"]: s for s in result["usage_by_stage"]}
+    assert stages["heavy"]["jobs"] == 1 and stages["light"]["jobs"] == 2
+    assert stages["heavy"]["max_rss_mb"] == pytest.approx(100, rel=0.2)
+    assert stages["heavy"]["cpu_hours"] == pytest.approx(0.5 / 3600, rel=0.5)
+    assert "behavior one: kept" in " ".join(result["usage_hints"]), "2 CPUs asked, barely one used"
+    assert process.main(["status", "--local-root", str(root), "--all", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [len(run["usage"]) for run in runs] == [3, 3], "the runs' records hold it"

@@ -328,7 +328,7 @@ class LocalBackend:
             record.exit_code = code
             record.state = JobState.COMPLETED.value if code == 0 else JobState.FAILED.value
             record.reason = "" if code == 0 else "NonZeroExitCode"
-            record.ended = time.time()
+            record.ended = exit_file.stat().st_mtime  # when the job ended, not when this check saw it
             self._save(record)
             return
         if not alive(record):

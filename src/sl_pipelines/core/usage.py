@@ -304,7 +304,7 @@ def usage_record(measured: Measured, facts: JobFacts) -> dict[str, Any]:
         "started_at": measured.started_at,
         "ended_at": measured.ended_at,
         "queue_wait_s": _seconds_between(measured.submitted_at, measured.started_at),
-        "elapsed_s": measured.elapsed_s,
+        "elapsed_s": round(measured.elapsed_s, 3) if measured.elapsed_s is not None else None,
         "cpu_s": measured.cpu_s,
         "cpus": cpus,
         "max_rss_mb": measured.max_rss_mb,

@@ -158,10 +158,11 @@ def _memory_hint(label: str, records: Sequence[Mapping[str, Any]]) -> str:
         return f"{label}: ran out of memory with {_gb(asked or 0)} GB — raise memory_gb"
     if peak is None or not asked:
         return ""
+    used = f"{peak / 1024:.1f}" if peak >= 1024 else f"{peak:.0f} MB"
     if peak < LOW_SHARE * asked and asked - peak >= MEMORY_SLACK_MB:
-        return f"{label}: used {peak / 1024:.1f} of {_gb(asked)} GB — lower memory_gb"
+        return f"{label}: used {used} of {_gb(asked)} GB — lower memory_gb"
     if peak > HIGH_SHARE * asked:
-        return f"{label}: used {peak / 1024:.1f} of {_gb(asked)} GB, close to the limit — raise memory_gb"
+        return f"{label}: used {used} of {_gb(asked)} GB, close to the limit — raise memory_gb"
     return ""
 
 
