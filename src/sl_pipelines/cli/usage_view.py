@@ -12,7 +12,6 @@ from rich.text import Text
 from sl_pipelines.core.usage_report import StageTotals, UsageEntry, hours, request_hints, stage_totals
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 
-
 SHOWN_HINTS = 8
 """Hints shown under the summary; ``--json`` has them all."""
 
