@@ -151,7 +151,8 @@ def test_the_record_computes_wait_and_efficiency_and_leaves_out_the_unknown() ->
 def test_the_probe_asks_for_usage_on_stdin_and_parses_each_source() -> None:
     request = ProbeRequest(usage=(("1001", PurePosixPath("/w/j/usage-1001.json")),))
     command, data = build_probe(request, AccountingMode.SACCT)
-    assert b"@usage\x001001\x00/w/j/usage-1001.json\x00" in data and "1001" not in command
+    assert b"@files\x00/w/j/usage-1001.json\x00" in data and b"@usage\x001001\x00" in data
+    assert "1001" not in command
     with pytest.raises(ConfigurationError):
         build_probe(ProbeRequest(usage=(("1;rm", PurePosixPath("/x")),)), AccountingMode.SACCT)
     own = base64.b64encode(job_usage_text(
@@ -159,10 +160,8 @@ def test_the_probe_asks_for_usage_on_stdin_and_parses_each_source() -> None:
     ).encode()).decode()  # fmt: skip
     sacct = "\n".join(_lines("usage_sacct.txt"))
     text = f"{MARKER} begin usage-sacct\n{sacct}\n{MARKER} end 0\n"
-    text += f"{MARKER} begin usage-file 0\n{own}\n{MARKER} end 0\n"
+    text += f"{MARKER} begin file 0\n{own}\n{MARKER} end 0\n"
     found = parse_usage_sections(split_sections(text), request.usage)
     assert found["1001"].source == "sacct" and found["1001"].max_rss_mb == 400.0, "the job saw a higher peak"
-    missing = (
-        f"{MARKER} begin usage-scontrol\n{MARKER} end 0\n{MARKER} begin usage-file 0\n{MARKER} end missing\n"
-    )
+    missing = f"{MARKER} begin usage-scontrol\n{MARKER} end 0\n{MARKER} begin file 0\n{MARKER} end missing\n"
     assert parse_usage_sections(split_sections(missing), request.usage) == {}, "nothing known: asked again"

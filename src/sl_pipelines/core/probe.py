@@ -15,7 +15,7 @@ the command line has the same small size for one pipeline or a thousand. On the 
 4. prints each tracker file base64-encoded, after the job states;
 5. for jobs that ended and whose use of resources the manager wants (once per job): ``sacct`` with the
    usage fields (steps included: MaxRSS lives there) where the cluster has accounting, else
-   ``scontrol show job``, and each job's own usage file.
+   ``scontrol show job``; each job's own usage file is read with the trackers, after them.
 
 Every part is framed by marker lines carrying its exit status, so a query that failed is reported as
 failed and never read as "no such job".
@@ -142,21 +142,12 @@ if [ ${#more[@]} -gt 0 ]; then
   echo "$M end $rc"
 fi
 if [ ${#usage[@]} -gt 0 ]; then
-  uids=(); for ((i=0; i<${#usage[@]}; i+=2)); do uids+=("${usage[i]}"); done
   echo "$M begin usage-$mode"; rc=0
-  if [ "$mode" = sacct ]; then
-    for ((i=0; i<${#uids[@]}; i+=CH)); do
-      sacct -n -P -o @@USAGE@@ -j "$(IFS=,; echo "${uids[*]:i:CH}")" 2>&1 || rc=$?
-    done
-  else
-    for j in "${uids[@]}"; do scontrol -o show job "$j" 2>&1 || rc=$?; done
-  fi
-  echo "$M end $rc"
-  for ((i=1; i<${#usage[@]}; i+=2)); do
-    echo "$M begin usage-file $(((i-1)/2))"
-    if [ -f "${usage[i]}" ]; then base64 -w0 -- "${usage[i]}" 2>&1; r=$?; echo; echo "$M end $r"
-    else echo "$M end missing"; fi
+  for ((i=0; i<${#usage[@]}; i+=CH)); do
+    if [ "$mode" = sacct ]; then sacct -n -P -o @@USAGE@@ -j "$(IFS=,; echo "${usage[*]:i:CH}")" 2>&1 || rc=$?
+    else for j in "${usage[@]:i:CH}"; do scontrol -o show job "$j" 2>&1 || rc=$?; done; fi
   done
+  echo "$M end $rc"
 fi
 if [ ${#files[@]} -gt @@FEW@@ ] && command -v python3 >/dev/null 2>&1; then
   printf '%s\0' "${files[@]}" | python3 -c "$2" "$M"
@@ -204,9 +195,10 @@ def build_probe(request: ProbeRequest, mode: AccountingMode) -> tuple[str, bytes
     command = f"bash -c {shlex.quote(PROBE_PROGRAM)} sl-probe {mode.value} {shlex.quote(FILE_READER)}"
     records: list[str] = ["@ids", *(_check_id(i) for i in request.job_ids)]
     records += ["@names", *(_check_name(n) for n in request.job_names)]
-    records += ["@files", *(_check_path(p) for p in request.tracker_paths)]
+    files = (*request.tracker_paths, *(path for _, path in request.usage))  # usage files after the trackers
+    records += ["@files", *(_check_path(p) for p in files)]
     records += ["@leases", *(part for path, holder in request.leases for part in (_check_path(path), holder))]
-    records += ["@usage", *(part for i, path in request.usage for part in (_check_id(i), _check_path(path)))]
+    records += ["@usage", *(_check_id(job_id) for job_id, _ in request.usage)]
     return command, "".join(f"{record}\0" for record in records).encode("utf-8")
 
 
@@ -258,15 +250,15 @@ def parse_probe_output(text: str, request: ProbeRequest) -> ProbeResult:
         slurm_problems=(*problems, *missing),
         round_trips=1,
         lost_leases=_lost_leases(request, {s.name: s for s in sections}.get("leases")),
-        usage=parse_usage_sections(sections, request.usage),
+        usage=parse_usage_sections(sections, request.usage, first_file=len(request.tracker_paths)),
     )
 
 
 def parse_usage_sections(
-    sections: Sequence[Section], wanted: Sequence[tuple[str, PurePosixPath]]
+    sections: Sequence[Section], wanted: Sequence[tuple[str, PurePosixPath]], *, first_file: int = 0
 ) -> dict[str, Measured]:
     """What the asked-for jobs used: Slurm's record (sacct or scontrol) filled in from each job's own
-    file. A job neither source knows yet is left out (asked again)."""
+    file (the sections ``file <first_file + i>``). A job neither source knows yet is left out."""
     if not wanted:
         return {}
     by_name = {s.name: s for s in sections}
@@ -277,7 +269,7 @@ def parse_usage_sections(
         slurm = parse_scontrol_usage(by_name["usage-scontrol"].lines)
     found: dict[str, Measured] = {}
     for index, (job_id, _) in enumerate(wanted):
-        section = by_name.get(f"usage-file {index}")
+        section = by_name.get(f"file {first_file + index}")
         own = None
         if section is not None and section.ok:
             text = base64.b64decode("".join(section.lines).strip() or b"").decode("utf-8", "replace")

@@ -18,7 +18,7 @@ import xxhash
 from sl_pipelines.core.definition import JobTemplate, ParameterValue, PipelineDefinition
 from sl_pipelines.core.job import Command, Environment, Job, JobDefaults
 from sl_pipelines.core.layout import JOB_FOLDERS, SessionPaths
-from sl_pipelines.core.usage import USAGE_DIR_VARIABLE
+from sl_pipelines.core.usage import USAGE_DIR_VARIABLE, USAGE_FOLDER
 from sl_pipelines.errors import PipelineDefinitionError
 
 JOB_PREFIX = "slp"
@@ -201,7 +201,7 @@ class _Context:
             # sl-worker writes what the job used into its folder (read once by the manager, after the end)
             exports=(
                 ("SL_PIPELINES_RUN_TOKEN", self.token),
-                (USAGE_DIR_VARIABLE, str(folder)),
+                (USAGE_DIR_VARIABLE, str(folder.parent / USAGE_FOLDER)),
                 *self.exports,
             ),
         )

@@ -8,8 +8,8 @@ Three sources, merged into one :class:`Measured` per job:
   none;
 * ``scontrol show job`` (clusters without accounting, while slurmctld keeps the finished job): times,
   node, CPUs, requested memory and time;
-* the job itself: ``sl-worker`` writes ``usage-<job id>.json`` into its job folder as it ends, with its
-  own CPU time and peak resident memory (``getrusage`` of itself and its children).
+* the job itself: ``sl-worker`` writes ``usage-<job id>.json`` into the run's ``.usage`` folder as it
+  ends, with its own CPU time and peak resident memory (``getrusage`` of itself and its children).
 
 Units: Slurm's K/M/G/T are binary (KiB, MiB, ...); every memory figure here is in MiB ("MB" as Slurm
 says), ``ru_maxrss`` is in KiB on Linux.
@@ -31,8 +31,12 @@ SACCT_USAGE_FIELDS = (
 )
 """The ``sacct -P -o`` fields the usage query asks for, in this order (no -X: MaxRSS lives on steps)."""
 
+USAGE_FOLDER = ".usage"
+"""Under a run's job folder: each job's own usage file, ``usage-<job id>.json``. A success's cleanup
+leaves it until the manager has read the files (it goes with the record's next write)."""
+
 USAGE_FILE_PREFIX = "usage-"
-"""A job's own usage file in its job folder: ``usage-<job id>.json``."""
+"""A job's own usage file: ``<run's job folder>/.usage/usage-<job id>.json``."""
 
 USAGE_DIR_VARIABLE = "SL_USAGE_DIR"
 """The variable a job script exports: the folder where ``sl-worker`` writes its usage file."""

@@ -25,7 +25,15 @@ from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Job
 from sl_pipelines.core.lease import LeaseOutcome
 from sl_pipelines.core.sbatch import is_submit_limit
-from sl_pipelines.core.seams import Backend, ProbeRequest, SubmissionReport, TrackerAction, TrackerOperation
+from sl_pipelines.core.seams import (
+    Backend,
+    ProbeRequest,
+    ProbeResult,
+    SubmissionReport,
+    TrackerAction,
+    TrackerOperation,
+)
+from sl_pipelines.core.usage import USAGE_FOLDER
 from sl_pipelines.errors import SlPipelinesError
 from sl_pipelines.orchestration.run import RECORD_NAME, FailureReport, PipelineRun, ProbeIndex
 from sl_pipelines.vocabulary import ProcessingStatus
@@ -52,9 +60,12 @@ class CycleReport:
 
 
 def merge_requests(
-    runs: Sequence[PipelineRun], extra_leases: Sequence[tuple[PurePosixPath, str]] = ()
+    runs: Sequence[PipelineRun],
+    extra_leases: Sequence[tuple[PurePosixPath, str]] = (),
+    ended: Sequence[PipelineRun] = (),
 ) -> ProbeRequest:
-    """One probe request covering every run's jobs and trackers (and other leases to renew)."""
+    """One probe request covering every run's jobs and trackers (and other leases to renew), and what
+    the last jobs of ``ended`` runs used."""
     names: dict[str, None] = {}
     ids: dict[str, None] = {}
     trackers: dict[PurePosixPath, None] = {}
@@ -67,6 +78,8 @@ def merge_requests(
         trackers.update(dict.fromkeys(request.tracker_paths))
         leases.update(dict.fromkeys(request.leases))
         usage.update(dict.fromkeys(request.usage))
+    for run in ended:
+        usage.update(dict.fromkeys(run.usage_request()))
     return ProbeRequest(
         job_names=tuple(names),
         job_ids=tuple(ids),
@@ -87,20 +100,25 @@ def run_cycle(
     ``extra_leases`` (lease file, holder id) are renewed by the same probe, such as a workflow's session
     locks; those found naming another holder come back in the report.
 
+    What ended jobs used is asked by the next cycle's probe: pass runs that ended in again (``runs`` may
+    hold finished runs whose ``usage_wanted`` is not empty). When no cycle follows, :func:`gather_usage`
+    asks for the last jobs' usage.
+
     Raises:
         ServerError, SchedulerError: the server could not be reached (nothing was decided).
     """
     active = [run for run in runs if run.is_running]
+    ended = [run for run in runs if not run.is_running and run.usage_wanted]
     take_leases(backend, [run for run in active if not run.lease_held])
     active = [run for run in active if run.is_running]
     if not active:
         return CycleReport()
-    result = backend.probe(merge_requests(active, extra_leases))
+    result = backend.probe(merge_requests(active, extra_leases, ended))
     for run in active:
         if run.lease_path in result.lost_leases:
             run.hand_over(result.lost_leases[run.lease_path])
     active = [run for run in active if run.is_running]
-    for run in active:
+    for run in [*active, *ended]:
         run.take_usage(result)
     now = clock()
     index = ProbeIndex.of(result)
@@ -113,8 +131,7 @@ def run_cycle(
     submissions = [(r, d) for r, d in decisions if d.action is Action.SUBMIT]
     if submissions:
         _submit(backend, submissions)
-    gather_usage(backend, [run for run in active if not run.is_running])
-    flush_records(backend, active)
+    flush_records(backend, [*active, *ended])
     extra = {path for path, _ in extra_leases}
     lost = {path: holder for path, holder in result.lost_leases.items() if path in extra}
     return CycleReport(result.slurm_problems, result.round_trips, lost)
@@ -169,23 +186,21 @@ def _is_zombie(pid: int) -> bool:
 
 
 def gather_usage(backend: Backend, runs: Sequence[PipelineRun]) -> None:
-    """Asks what the last jobs of runs that just ended used (their next probe will not come): ONE call
-    for all of them, before their records are written and their job folders removed."""
-    wanting = [run for run in runs if run.usage_wanted]
+    """Asks what the last jobs of ended runs used when no further cycle will come (ONE call for all of
+    them), and writes their records (a success's job folders go with it)."""
+    wanting = [run for run in runs if run.usage_wanted and not run.is_running]
     if not wanting:
         return
     try:
         result = backend.probe(ProbeRequest(usage=tuple(i for run in wanting for i in run.usage_request())))
     except SlPipelinesError as exc:
         logger.warning(
-            "Could not read what the jobs used on %s (%s); the runs' records go without it.",
-            backend.name,
-            exc,
+            "Could not read what the jobs used on %s (%s); the records go without.", backend.name, exc
         )
-        return
+        result = ProbeResult()
     for run in wanting:
-        run.take_usage(result)
-        run.usage_wanted.clear()
+        run.take_usage(result, last=True)
+    flush_records(backend, wanting)
 
 
 def flush_records(backend: Backend, runs: Sequence[PipelineRun]) -> None:
@@ -294,8 +309,11 @@ def _failure_report(backend: Backend, run: PipelineRun, decision: Decision, note
 
 def _succeed(backend: Backend, run: PipelineRun) -> None:
     """Ends a run that succeeded; its job folders go with the record's next write (the record stays)."""
-    if not run.keep_job_logs:
-        run.pending_changes.append(FileChange(run.resolved.jobs_folder, None, keep=(RECORD_NAME,)))
+    if not run.keep_job_logs:  # the usage files go once they were read (see PipelineRun.take_usage)
+        keep = (RECORD_NAME, USAGE_FOLDER)
+        run.pending_changes.append(FileChange(run.resolved.jobs_folder, None, keep=keep))
+        run.usage_files_done = True
+        run.release_usage_files()
     run.finish(ProcessingStatus.SUCCEEDED, None)
 
 

@@ -37,7 +37,7 @@ from sl_pipelines.core.seams import Backend, ProbeRequest, ProbeResult
 from sl_pipelines.core.states import JobState, JobStatus
 from sl_pipelines.core.tracker_state import TrackerState
 from sl_pipelines.core.tracker_text import parse_tracker_text
-from sl_pipelines.core.usage import USAGE_FILE_PREFIX, JobFacts, usage_record
+from sl_pipelines.core.usage import USAGE_FILE_PREFIX, USAGE_FOLDER, JobFacts, usage_record
 from sl_pipelines.errors import TrackerCorruptError
 from sl_pipelines.orchestration.journal import RunJournal, RunLock, data_dir
 from sl_pipelines.vocabulary import ProcessingPipelines, ProcessingStatus
@@ -133,6 +133,7 @@ class PipelineRun:
         self.lease_holder = ""  # who holds it otherwise, as last seen
         # job id → (job name, Slurm's final state, probes left): ended jobs whose usage is not recorded yet
         self.usage_wanted: dict[str, tuple[str, str, int]] = {}
+        self.usage_files_done = False  # a success's usage files go once nothing is wanted from them
         self._lock = RunLock(resolved.token)
         if durable and self.is_running:
             self._lock.acquire()
@@ -236,28 +237,25 @@ class PipelineRun:
     # ------------------------------------------------------------------------------------- usage
     def usage_request(self) -> tuple[tuple[str, PurePosixPath], ...]:
         """(job id, the job's own usage file) of the ended jobs whose usage is not recorded yet."""
-        items = []
-        for job_id, (name, _, _) in self.usage_wanted.items():
-            resolved = self.resolved_job(name)
-            if resolved is not None:
-                items.append((job_id, resolved.job.working_directory / f"{USAGE_FILE_PREFIX}{job_id}.json"))
-        return tuple(items)
+        folder = self.resolved.jobs_folder / USAGE_FOLDER
+        return tuple((job_id, folder / f"{USAGE_FILE_PREFIX}{job_id}.json") for job_id in self.usage_wanted)
 
     def _want_usage(self) -> None:
-        """Notes the jobs this cycle saw end: the next probe (or the end-of-run one) asks what they used."""
+        """Notes the jobs this cycle saw end: the next probe (or the last one) asks what they used."""
         for name, status in self.job_states.items():
             known = status.job_id in self.journal.usage or status.job_id in self.usage_wanted
             if status.state.is_terminal and not known and re.fullmatch(r"\d+(_\d+)?", status.job_id):
                 self.usage_wanted[status.job_id] = (name, status.state.value, USAGE_TRIES)
 
-    def take_usage(self, result: ProbeResult) -> None:
+    def take_usage(self, result: ProbeResult, *, last: bool = False) -> None:
         """Records what the asked-for jobs used (journaled with the run's record); a job nothing answered
-        for is asked again, :data:`USAGE_TRIES` times in all."""
+        for is asked again, :data:`USAGE_TRIES` times in all (not after the ``last`` ask). Once nothing
+        is wanted any more, a succeeded run's job folders may go."""
         recorded: dict[str, dict[str, Any]] = {}
         for job_id, (name, state, tries) in list(self.usage_wanted.items()):
             measured = result.usage.get(job_id)
             if measured is None:
-                if tries > 1:
+                if tries > 1 and not last:
                     self.usage_wanted[job_id] = (name, state, tries - 1)
                 else:
                     del self.usage_wanted[job_id]
@@ -267,6 +265,14 @@ class PipelineRun:
         if recorded:
             if self._durable:
                 self.journal = self.journal.save(usage={**self.journal.usage, **recorded})
+            self.record_dirty = True
+        self.release_usage_files()
+
+    def release_usage_files(self) -> None:
+        """A succeeded run's usage files go with the next record write, once no job's usage is wanted."""
+        if not self.usage_wanted and self.usage_files_done:
+            self.pending_changes.append(FileChange(self.resolved.jobs_folder / USAGE_FOLDER))
+            self.usage_files_done = False
             self.record_dirty = True
 
     def _job_facts(self, job_id: str, name: str, state: str) -> JobFacts:

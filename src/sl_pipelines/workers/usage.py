@@ -2,7 +2,8 @@
 
 Clusters without accounting keep no record of a job's CPU time or peak memory, and where there is one,
 ``MaxRSS`` is sampled (every ``JobAcctGatherFrequency`` seconds) and misses the peaks of short jobs. So
-``sl-worker`` writes ``usage-<job id>.json`` into the folder the job script names (``SL_USAGE_DIR``): the
+``sl-worker`` writes ``usage-<job id>.json`` into the folder the job script names (``SL_USAGE_DIR``: the
+run's ``.usage`` folder): the
 CPU time and peak resident memory of itself and its children (``getrusage``), its start and end, its node,
 and the CPUs and memory Slurm gave it. The manager reads it once, after the job ended.
 """
@@ -55,6 +56,7 @@ class UsageMeter:
             environment=self.environment,
         )
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, text)
         except OSError as exc:
             _LOG.warning("Could not write what this job used into %s: %s", path, exc)
