@@ -10,6 +10,7 @@ import yaml
 
 from sl_pipelines.adapters.local import LocalBackend
 from sl_pipelines.cli import process
+from sl_pipelines.core.seams import ProbeRequest, ProbeResult
 from sl_pipelines.orchestration.journal import RunJournal
 from sl_pipelines.orchestration.manager import PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline, default_configs_dir
@@ -45,9 +46,19 @@ def test_every_job_records_what_it_used(local_backend: LocalBackend, tmp_path: P
     pipeline = ProcessingPipeline.create(
         "behavior", ["proj/A1/S1"], local_backend, configs_dir=usage_configs(tmp_path)
     )
+    asked: list[str] = []
+    original = local_backend.probe
+
+    def counting(request: ProbeRequest) -> ProbeResult:
+        asked.extend(job_id for job_id, _ in request.usage)
+        return original(request)
+
+    local_backend.probe = counting  # type: ignore[method-assign]
     manager = PipelineManager(local_backend, [pipeline], poll_interval=0.2, max_interval=0.5)
     manager.run()
     assert pipeline.status is ProcessingStatus.SUCCEEDED, pipeline.describe()
+    assert sorted(asked) == sorted(pipeline.state.job_ids.values()), "asked once per ended job, no more"
+    assert manager.cycles > 4, "while jobs ran, cycles asked for nothing"
     usage = pipeline.journal.usage
     ids = pipeline.state.job_ids
     assert sorted(usage) == sorted(ids.values()), "one record per job, the last stage's too"

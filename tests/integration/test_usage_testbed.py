@@ -59,6 +59,7 @@ def test_usage_is_reported_within_20_percent(slurm_server: Server, project: str,
     assert (light["stage"], light["cpus"]) == (2, 2) and light["max_rss_mb"] < MEMORY_MB / 2, light
     record = RunJournal.from_json(slurm_server.read_text(pipeline.record_path) or "", where="record")
     assert record.usage == usage, "the run's record on the server holds it"
+    assert slurm_server.list_dir(pipeline.resolved.jobs_folder) == ("run.json",), "usage files read, gone"
     if accounting:  # sacct alone (no job file): its own sampled MaxRSS and TotalCPU are right too
         job_id = next(i for name, i in ids.items() if name.endswith("-load"))
         alone = slurm_server.probe(ProbeRequest(usage=((job_id, PurePosixPath("/nonexistent/u.json")),)))
