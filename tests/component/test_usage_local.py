@@ -11,6 +11,7 @@ import yaml
 from sl_pipelines.adapters.local import LocalBackend
 from sl_pipelines.cli import process
 from sl_pipelines.core.seams import ProbeRequest, ProbeResult
+from sl_pipelines.core.usage import Measured
 from sl_pipelines.orchestration.journal import RunJournal
 from sl_pipelines.orchestration.manager import PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline, default_configs_dir
@@ -99,3 +100,26 @@ def test_summary_shows_usage_per_stage_with_hints_and_json_and_status_carry_it(
     assert process.main(["status", "--local-root", str(root), "--all", "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)
     assert [len(run["usage"]) for run in runs] == [3, 3], "the runs' records hold it"
+
+
+def test_usage_is_asked_again_while_sacct_lags_and_given_up_after_three_asks(
+    local_backend: LocalBackend, tmp_path: Path
+) -> None:
+    generate_session(Path(local_backend.storage_root), "proj", "A1", "S1", planes=1, size_kb=4)
+    pipeline = ProcessingPipeline.create(
+        "behavior", ["proj/A1/S1"], local_backend, configs_dir=usage_configs(tmp_path)
+    )
+    names = [r.name for r in pipeline.resolved.all_jobs()]
+    pipeline.usage_wanted = {"11": (names[0], "COMPLETED", 3), "12": (names[1], "FAILED", 3)}
+    own = Measured(cpu_s=1.0, max_rss_mb=50.0, pending=True)  # sacct has no final record yet
+    for _ in range(2):
+        pipeline.take_usage(ProbeResult(usage={"11": own}))
+        assert set(pipeline.usage_wanted) == {"11", "12"} and not pipeline.journal.usage
+    pipeline.take_usage(ProbeResult(usage={"11": own}))  # the third ask: the job's own figures are kept
+    assert not pipeline.usage_wanted, "nothing answered for 12 three times: given up"
+    assert list(pipeline.journal.usage) == ["11"] and pipeline.journal.usage["11"]["source"] == "job"
+    assert pipeline.journal.usage["11"]["requested_memory_mb"] == 4096, "the request from the definition"
+    pipeline.usage_wanted = {"13": (names[1], "FAILED", 3)}
+    pipeline.take_usage(ProbeResult(usage={"13": Measured(source="sacct", state="OUT_OF_MEMORY")}))
+    assert pipeline.journal.usage["13"]["state"] == "OUT_OF_MEMORY" and pipeline.record_dirty
+    assert RunJournal.load(pipeline.journal.path).usage == pipeline.journal.usage, "journaled"

@@ -32,7 +32,10 @@ def _configs(tmp_path: Path) -> Path:
     heavy = f"{DEMO} --part load --memory-mb {MEMORY_MB} --cpu-seconds {CPU_S} --seconds 1"
     data["stages"] = [
         {"name": "heavy", "jobs": [{"name": "load", "command": heavy}]},
-        {"name": "light", "jobs": [{"name": "light", "cpus": 2, "command": f"{DEMO} --part light"}]},
+        {  # two jobs asking the same: one array, whose tasks' usage is asked as <array id>_<index>
+            "name": "light",
+            "jobs": [{"name": f"light{i}", "cpus": 2, "command": f"{DEMO} --part light{i}"} for i in (1, 2)],
+        },
     ]
     (folder / "behavior.yaml").write_text(yaml.safe_dump(data))
     return folder
@@ -55,8 +58,11 @@ def test_usage_is_reported_within_20_percent(slurm_server: Server, project: str,
     assert (load["cpus"], load["requested_memory_mb"], load["time_limit_minutes"]) == (1, 1024, 5)
     assert load["elapsed_s"] >= 2 and 0.2 < load["cpu_efficiency"] <= 1
     assert load["queue_wait_s"] >= 0 and load["started_at"] <= load["ended_at"]
-    light = usage[next(i for name, i in ids.items() if name.endswith("-light"))]
-    assert (light["stage"], light["cpus"]) == (2, 2) and light["max_rss_mb"] < MEMORY_MB / 2, light
+    tasks = [job_id for name, job_id in ids.items() if "-light" in name]
+    assert len(tasks) == 2 and all("_" in job_id for job_id in tasks), "the light stage went as an array"
+    for light in (usage[job_id] for job_id in tasks):
+        assert (light["stage"], light["cpus"]) == (2, 2) and light["max_rss_mb"] < MEMORY_MB / 2, light
+        assert light["source"] == load["source"] and light["node"] == load["node"], light
     record = RunJournal.from_json(slurm_server.read_text(pipeline.record_path) or "", where="record")
     assert record.usage == usage, "the run's record on the server holds it"
     assert slurm_server.list_dir(pipeline.resolved.jobs_folder) == ("run.json",), "usage files read, gone"

@@ -163,5 +163,11 @@ def test_the_probe_asks_for_usage_on_stdin_and_parses_each_source() -> None:
     text += f"{MARKER} begin file 0\n{own}\n{MARKER} end 0\n"
     found = parse_usage_sections(split_sections(text), request.usage)
     assert found["1001"].source == "sacct" and found["1001"].max_rss_mb == 400.0, "the job saw a higher peak"
+    lagging = f"{MARKER} begin usage-sacct\n{MARKER} end 0\n{MARKER} begin file 0\n{own}\n{MARKER} end 0\n"
+    (late,) = parse_usage_sections(split_sections(lagging), request.usage).values()
+    assert late.pending and late.source == "job", "sacct has no final record yet: ask again later"
+    scontrol = lagging.replace("usage-sacct", "usage-scontrol")
+    (own_only,) = parse_usage_sections(split_sections(scontrol), request.usage).values()
+    assert not own_only.pending, "without accounting, the job's own figures are all there is"
     missing = f"{MARKER} begin usage-scontrol\n{MARKER} end 0\n{MARKER} begin file 0\n{MARKER} end missing\n"
     assert parse_usage_sections(split_sections(missing), request.usage) == {}, "nothing known: asked again"

@@ -27,6 +27,7 @@ import base64
 import re
 import shlex
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import PurePosixPath
 
 from sl_pipelines.core.framing import MARKER, Section, split_sections
@@ -275,6 +276,8 @@ def parse_usage_sections(
             text = base64.b64decode("".join(section.lines).strip() or b"").decode("utf-8", "replace")
             own = parse_job_usage(text)
         measured = slurm[job_id].filled_from(own) if job_id in slurm else own
+        if measured is not None and job_id not in slurm and "usage-sacct" in by_name:
+            measured = replace(measured, pending=True)  # sacct has no final record of it yet
         if measured is not None:
             found[job_id] = measured
     return found

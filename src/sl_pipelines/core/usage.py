@@ -59,6 +59,9 @@ class Measured:
         requested_memory_mb: the memory asked for (MiB; per node).
         time_limit_minutes: the time limit.
         node: where it ran.
+        pending: the accounting database has no final record of the job yet (slurmdbd lags behind the
+            controller): these are the job's own figures only, and asking again a moment later may
+            give Slurm's.
     """
 
     source: str = "job"
@@ -73,6 +76,7 @@ class Measured:
     requested_memory_mb: float | None = None
     time_limit_minutes: int | None = None
     node: str | None = None
+    pending: bool = False
 
     def filled_from(self, other: Measured | None) -> Measured:
         """These figures, each unknown one taken from ``other``; peak memory is the larger of both (a
@@ -80,6 +84,7 @@ class Measured:
         if other is None:
             return self
         values = {f.name: getattr(other, f.name) for f in fields(self) if getattr(self, f.name) is None}
+        values.pop("pending", None)
         if self.max_rss_mb is not None and other.max_rss_mb is not None:
             values["max_rss_mb"] = max(self.max_rss_mb, other.max_rss_mb)
         return replace(self, **{k: v for k, v in values.items() if v is not None})

@@ -35,7 +35,7 @@ from sl_pipelines.core.seams import (
 )
 from sl_pipelines.core.usage import USAGE_FOLDER
 from sl_pipelines.errors import SlPipelinesError
-from sl_pipelines.orchestration.run import RECORD_NAME, FailureReport, PipelineRun, ProbeIndex
+from sl_pipelines.orchestration.run import RECORD_NAME, USAGE_TRIES, FailureReport, PipelineRun, ProbeIndex
 from sl_pipelines.vocabulary import ProcessingStatus
 
 logger = logging.getLogger("sl_pipelines")
@@ -185,22 +185,31 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-def gather_usage(backend: Backend, runs: Sequence[PipelineRun]) -> None:
+def gather_usage(
+    backend: Backend, runs: Sequence[PipelineRun], sleep: Callable[[float], None] = time.sleep
+) -> None:
     """Asks what the last jobs of ended runs used when no further cycle will come (ONE call for all of
-    them), and writes their records (a success's job folders go with it)."""
-    wanting = [run for run in runs if run.usage_wanted and not run.is_running]
-    if not wanting:
-        return
-    try:
-        result = backend.probe(ProbeRequest(usage=tuple(i for run in wanting for i in run.usage_request())))
-    except SlPipelinesError as exc:
-        logger.warning(
-            "Could not read what the jobs used on %s (%s); the records go without.", backend.name, exc
-        )
-        result = ProbeResult()
-    for run in wanting:
-        run.take_usage(result, last=True)
-    flush_records(backend, wanting)
+    them), and writes their records (a success's job folders go with it).
+
+    Jobs that just ended may not be in ``sacct`` yet (slurmdbd lags behind the controller): those are
+    asked again after a second, :data:`USAGE_TRIES` calls at most, then recorded from their own figures.
+    """
+    ended = wanting = [run for run in runs if run.usage_wanted and not run.is_running]
+    for attempt in range(USAGE_TRIES):
+        if not wanting:
+            break
+        if attempt:
+            sleep(1.0)
+        request = ProbeRequest(usage=tuple(i for run in wanting for i in run.usage_request()))
+        try:
+            result = backend.probe(request)
+        except SlPipelinesError as exc:
+            logger.warning("Could not read what the jobs used on %s (%s).", backend.name, exc)
+            result = ProbeResult()
+        for run in wanting:
+            run.take_usage(result, last=attempt == USAGE_TRIES - 1)
+        wanting = [run for run in wanting if run.usage_wanted]
+    flush_records(backend, ended)
 
 
 def flush_records(backend: Backend, runs: Sequence[PipelineRun]) -> None:

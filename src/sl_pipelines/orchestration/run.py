@@ -254,13 +254,15 @@ class PipelineRun:
         recorded: dict[str, dict[str, Any]] = {}
         for job_id, (name, state, tries) in list(self.usage_wanted.items()):
             measured = result.usage.get(job_id)
-            if measured is None:
+            if measured is None or measured.pending:
                 if tries > 1 and not last:
                     self.usage_wanted[job_id] = (name, state, tries - 1)
-                else:
-                    del self.usage_wanted[job_id]
-                continue
-            del self.usage_wanted[job_id]
+                    continue
+                del self.usage_wanted[job_id]
+                if measured is None:
+                    continue
+            else:
+                del self.usage_wanted[job_id]
             recorded[job_id] = usage_record(measured, self._job_facts(job_id, name, state))
         if recorded:
             if self._durable:
