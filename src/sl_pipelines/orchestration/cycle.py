@@ -192,14 +192,15 @@ def gather_usage(
     them), and writes their records (a success's job folders go with it).
 
     Jobs that just ended may not be in ``sacct`` yet (slurmdbd lags behind the controller): those are
-    asked again after a second, :data:`USAGE_TRIES` calls at most, then recorded from their own figures.
+    asked again after 1.5 s, then 3 s (:data:`USAGE_TRIES` calls at most), then recorded from their own
+    figures.
     """
     ended = wanting = [run for run in runs if run.usage_wanted and not run.is_running]
     for attempt in range(USAGE_TRIES):
         if not wanting:
             break
         if attempt:
-            sleep(1.0)
+            sleep(1.5 * attempt)  # slurmdbd shows array tasks ~1.6 s after squeue does (testbed)
         request = ProbeRequest(usage=tuple(i for run in wanting for i in run.usage_request()))
         try:
             result = backend.probe(request)
