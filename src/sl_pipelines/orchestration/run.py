@@ -408,6 +408,7 @@ class PipelineRun:
         self.failure = FailureReport(reason)
         self.apply(status=ProcessingStatus.ABORTED, reason=reason, note="")
         self.record_dirty = False  # the server's record is the new holder's to write now
+        self.usage_wanted.clear()  # and the usage of its jobs is the new holder's to record
         self._lock.release()
         logger.warning("%s", self.describe())
 
