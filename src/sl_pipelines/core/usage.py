@@ -287,7 +287,8 @@ class JobFacts:
         stage: the stage it belongs to.
         attempt: which attempt of the job this id was (1 unless it was retried).
         state: Slurm's final state as the manager saw it (used when the source has none).
-        cpus, memory_mb, time_limit_minutes: what the job asked for (used when the source has none).
+        cpus, memory_mb, time_limit_minutes: what the job asked for (used when the source has none; 0
+            when not known).
     """
 
     name: str
@@ -302,7 +303,7 @@ class JobFacts:
 def usage_record(measured: Measured, facts: JobFacts) -> dict[str, Any]:
     """One job's entry in the run's ``usage`` (keys as the run record documents them; an unknown figure
     is left out)."""
-    cpus = measured.cpus or facts.cpus
+    cpus = measured.cpus or facts.cpus or None
     record: dict[str, Any] = {
         "name": facts.name,
         "stage": facts.stage,
@@ -317,8 +318,8 @@ def usage_record(measured: Measured, facts: JobFacts) -> dict[str, Any]:
         "cpu_s": measured.cpu_s,
         "cpus": cpus,
         "max_rss_mb": measured.max_rss_mb,
-        "requested_memory_mb": measured.requested_memory_mb or facts.memory_mb,
-        "time_limit_minutes": measured.time_limit_minutes or facts.time_limit_minutes,
+        "requested_memory_mb": measured.requested_memory_mb or facts.memory_mb or None,
+        "time_limit_minutes": measured.time_limit_minutes or facts.time_limit_minutes or None,
         "source": measured.source,
     }
     if measured.cpu_s is not None and measured.elapsed_s and cpus:
