@@ -519,7 +519,9 @@ def slurm_conf(name: str, accounting: bool, first_job_id: int) -> str:
             f"AccountingStoragePort={PORTS['slurmdbd']}",
             f"AccountingStoragePass={MUNGE_SOCKET}",
             "JobAcctGatherType=jobacct_gather/linux",
-            "JobAcctGatherFrequency=30",
+            # Sample each job's memory every second (Slurm's default, 30 s, leaves a job of a few seconds
+            # without any MaxRSS): the usage tests compare sacct's peak with what the job allocated.
+            "JobAcctGatherFrequency=task=1",
             # Limits as on a real site: every user needs an association (``start`` adds the test users to
             # the account sl_lab), and a test can set a submit limit on one (MaxSubmitJobs).
             "AccountingStorageEnforce=associations,limits",

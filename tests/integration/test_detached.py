@@ -101,6 +101,11 @@ def test_a_detached_run_finishes_on_the_cluster_with_its_manager_gone(
     )
     assert json.loads(status.stdout)[0]["status"] == "SUCCEEDED"
     assert server.list_dir(server.working_root / "sl_jobs" / record.token) == ("run.json",)
+    worked = sorted(job_id for name, job_id in record.job_ids.items() if name != "settle")
+    assert sorted(record.usage) == worked, "the settling job recorded what every job used (not itself)"
+    assert all(u["cpu_s"] > 0 and u["max_rss_mb"] > 0 and u["node"] for u in record.usage.values())
+    binarize = next(u for u in record.usage.values() if u["name"].endswith("-binarize"))
+    assert binarize["source"] == ("sacct" if cluster == "acct" else "job") and binarize["elapsed_s"] >= 2
     server.close()
 
 

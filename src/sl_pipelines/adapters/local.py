@@ -13,11 +13,13 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from filelock import FileLock
@@ -42,6 +44,7 @@ from sl_pipelines.core.seams import (
 from sl_pipelines.core.selection import SessionTrackers
 from sl_pipelines.core.session_query import FoundSession
 from sl_pipelines.core.states import JobState, JobStatus
+from sl_pipelines.core.usage import Measured, parse_job_usage
 
 KILL_GRACE_SECONDS = 10.0
 _GONE = "its process is gone: killed, or this computer restarted"
@@ -147,6 +150,7 @@ class LocalBackend:
             stdout=str(job.stdout_path),
             stderr=str(job.stderr_path),
             time_limit_s=job.resources.time_limit_minutes * 60.0,
+            submitted=time.time(),
         )
         self._save(record)
 
@@ -183,8 +187,37 @@ class LocalBackend:
                 unreadable[path] = f"reading it failed ({exc.strerror or exc})"
         lost = renew_leases(request.leases)
         return ProbeResult(
-            jobs=tuple(jobs), trackers=trackers, unreadable=unreadable, round_trips=0, lost_leases=lost
+            jobs=tuple(jobs),
+            trackers=trackers,
+            unreadable=unreadable,
+            round_trips=0,
+            lost_leases=lost,
+            usage=self._usage(records, request.usage),
         )
+
+    def _usage(
+        self, records: Sequence[JobRecord], wanted: Sequence[tuple[str, PurePosixPath]]
+    ) -> dict[str, Measured]:
+        """What ended jobs used: times from the scheduler's records, CPU time and peak memory from the
+        job's own usage file (local jobs are this machine's processes: there is no accounting)."""
+        by_id = {record.job_id: record for record in records}
+        found: dict[str, Measured] = {}
+        for job_id, path in wanted:
+            record = by_id.get(job_id)
+            if record is None or not JobState(record.state).is_terminal:
+                continue
+            text = self.read_text(path)
+            own = parse_job_usage(text) if text is not None else None
+            elapsed = record.ended - record.started if record.ended and record.started else None
+            found[job_id] = Measured(
+                state=record.state,
+                submitted_at=_iso(record.submitted),
+                started_at=_iso(record.started),
+                ended_at=_iso(record.ended),
+                elapsed_s=elapsed,
+                node=socket.gethostname(),
+            ).filled_from(own)
+        return found
 
     def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """The state of each job id (NOT_FOUND for ids the scheduler never had)."""
@@ -295,7 +328,7 @@ class LocalBackend:
             record.exit_code = code
             record.state = JobState.COMPLETED.value if code == 0 else JobState.FAILED.value
             record.reason = "" if code == 0 else "NonZeroExitCode"
-            record.ended = time.time()
+            record.ended = exit_file.stat().st_mtime  # when the job ended, not when this check saw it
             self._save(record)
             return
         if not alive(record):
@@ -332,6 +365,10 @@ class LocalBackend:
         temp = path.with_suffix(".tmp")
         temp.write_text(json.dumps(asdict(record)))
         temp.replace(path)
+
+
+def _iso(stamp: float | None) -> str | None:
+    return datetime.fromtimestamp(stamp).astimezone().isoformat(timespec="seconds") if stamp else None
 
 
 def _current_environment() -> Environment:

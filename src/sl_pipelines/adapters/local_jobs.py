@@ -31,6 +31,7 @@ class JobRecord:
     # 22 of /proc/PID/stat). Records survive reboots and pids are reused: a pid without both is not the job.
     boot_id: str | None = None
     start_ticks: int | None = None
+    submitted: float | None = None
 
 
 def boot_id() -> str:

@@ -293,7 +293,7 @@ class Server(ServerFiles):
         Raises:
             SchedulerError: the command printed nothing usable (no bash, a broken login shell).
         """
-        if not (request.job_ids or request.job_names or request.tracker_paths):
+        if not (request.job_ids or request.job_names or request.tracker_paths or request.usage):
             return ProbeResult()
         command, data = build_probe(request, self.accounting_mode)
         result = self.transport.run(command, stdin=data)

@@ -17,6 +17,7 @@ from sl_pipelines.cli.consoles import make_console
 from sl_pipelines.cli.overview import LiveView, drive_with_live_view
 from sl_pipelines.cli.render import attempts_details, failure_details, pipeline_json
 from sl_pipelines.cli.select_args import add_run_options, add_selection, filters, print_selection, select
+from sl_pipelines.cli.usage_view import usage_summary
 from sl_pipelines.core.definition import ParameterValue
 from sl_pipelines.core.layout import JOB_FOLDERS
 from sl_pipelines.core.seams import Backend
@@ -289,6 +290,9 @@ def _summarize(args: argparse.Namespace, pipelines: Sequence[ProcessingPipeline]
         print(json.dumps([pipeline_json(p) for p in pipelines], indent=2))  # noqa: T201 - the command's output
     else:
         make_console().print(LiveView().render(pipelines, title="Summary"))
+        used = usage_summary(pipelines)
+        if used is not None:
+            make_console(markup=False).print(used)
         for p in pipelines:
             if retries := attempts_details(p):
                 console.print(retries, markup=False, highlight=False)

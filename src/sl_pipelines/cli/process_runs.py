@@ -77,6 +77,7 @@ class RunRow:
             "started_by": r.started_by,
             "updated_at": r.updated_at,
             "jobs": {j.name: {"id": j.job_id, "state": j.state.value} for j in self.snapshot.jobs},
+            "usage": r.usage,
         }
 
 

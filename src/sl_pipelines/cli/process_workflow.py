@@ -24,6 +24,7 @@ from sl_pipelines.cli.select_args import (
     print_selection,
     select_for_workflow,
 )
+from sl_pipelines.cli.usage_view import usage_summary
 from sl_pipelines.core.definition import load_definition
 from sl_pipelines.core.seams import Backend
 from sl_pipelines.core.workflow import (
@@ -279,6 +280,9 @@ def _summarize(args: argparse.Namespace, run: WorkflowRun, console: Console) -> 
         print(json.dumps(outcome_json(run), indent=2))  # noqa: T201 - the command's output
     else:
         make_console(markup=False).print(summary_table(run))
+        used = usage_summary(run.pipelines)
+        if used is not None:
+            make_console(markup=False).print(used)
         for pipeline in run.pipelines:
             if pipeline.failure is not None:
                 console.print(failure_details(pipeline), markup=False, highlight=False)

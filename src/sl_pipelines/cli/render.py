@@ -16,6 +16,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from sl_pipelines.cli.usage_view import usage_json
 from sl_pipelines.core.states import JobState
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.vocabulary import ProcessingStatus
@@ -127,6 +128,7 @@ def pipeline_json(pipeline: ProcessingPipeline) -> dict[str, Any]:
         "failed_job": report.job if report else None,
         "stderr_tail": report.stderr_tail if report else None,
         "attempts": dict(pipeline.journal.attempts),
+        **usage_json(pipeline),
     }
 
 

@@ -78,6 +78,8 @@ def _demo(args: argparse.Namespace) -> str:
             plane=args.plane,
             seconds=args.seconds if strained else 0.0,
             fail=args.fail,
+            memory_mb=args.memory_mb,
+            cpu_seconds=args.cpu_seconds,
         )
     return f"Demo part {args.part} wrote {len(result.files)} files into {result.output}."
 

@@ -135,6 +135,20 @@ def _add_demo(
     )
     work.add_argument("--planes", type=_positive, metavar="N", help="number of imaging planes")
     work.add_argument("--plane", type=_integer, metavar="I", help="the plane of part 'plane' (0-based)")
+    work.add_argument(
+        "--memory-mb",
+        type=_seconds,
+        default=0.0,
+        metavar="N",
+        help="grow to N MB of resident memory and hold it while working (for resource-use tests)",
+    )
+    work.add_argument(
+        "--cpu-seconds",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="keep a CPU busy until the worker has used S seconds of CPU time in all",
+    )
     _add_faults(demo.add_argument_group("fault injection (for tests)"))
 
 

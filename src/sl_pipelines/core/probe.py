@@ -12,7 +12,10 @@ the command line has the same small size for one pipeline or a thousand. On the 
    where the cluster has accounting, else ``scontrol show job <id>`` (which keeps finished jobs for
    ``MinJobAge``); and ``scontrol show job`` for the few that squeue shows failed, for their exit code
    (slurmctld has it at once, where slurmdbd may lag);
-4. prints each tracker file base64-encoded, after the job states.
+4. prints each tracker file base64-encoded, after the job states;
+5. for jobs that ended and whose use of resources the manager wants (once per job): ``sacct`` with the
+   usage fields (steps included: MaxRSS lives there) where the cluster has accounting, else
+   ``scontrol show job``; each job's own usage file is read with the trackers, after them.
 
 Every part is framed by marker lines carrying its exit status, so a query that failed is reported as
 failed and never read as "no such job".
@@ -24,11 +27,19 @@ import base64
 import re
 import shlex
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import PurePosixPath
 
 from sl_pipelines.core.framing import MARKER, Section, split_sections
 from sl_pipelines.core.seams import ProbeRequest, ProbeResult
 from sl_pipelines.core.slurm import AccountingMode, parse_status_output
+from sl_pipelines.core.usage import (
+    SACCT_USAGE_FIELDS,
+    Measured,
+    parse_job_usage,
+    parse_sacct_usage,
+    parse_scontrol_usage,
+)
 from sl_pipelines.errors import ConfigurationError
 
 CHUNK = 400
@@ -48,12 +59,13 @@ export LC_ALL=C
 M='@@MARK@@'; mode=$1; CH=@@CHUNK@@; fmt='%i|%T|%r|%j'
 sf=JobID,State,ExitCode,Reason,JobName
 me=${USER:-$(id -un)}
-ids=(); names=(); files=(); leases=(); sec=
+ids=(); names=(); files=(); leases=(); usage=(); sec=
 while IFS= read -r -d '' rec; do
   case $rec in
-    @ids|@names|@files|@leases) sec=${rec#@} ;;
+    @ids|@names|@files|@leases|@usage) sec=${rec#@} ;;
     *) case $sec in
          ids) ids+=("$rec") ;; names) names+=("$rec") ;; files) files+=("$rec") ;; leases) leases+=("$rec") ;;
+         usage) usage+=("$rec") ;;
        esac ;;
   esac
 done
@@ -130,6 +142,14 @@ if [ ${#more[@]} -gt 0 ]; then
   for j in "${more[@]}"; do scontrol -o show job "$j" 2>&1 || rc=$?; done
   echo "$M end $rc"
 fi
+if [ ${#usage[@]} -gt 0 ]; then
+  echo "$M begin usage-$mode"; rc=0
+  for ((i=0; i<${#usage[@]}; i+=CH)); do
+    if [ "$mode" = sacct ]; then sacct -n -P -o @@USAGE@@ -j "$(IFS=,; echo "${usage[*]:i:CH}")" 2>&1 || rc=$?
+    else for j in "${usage[@]:i:CH}"; do scontrol -o show job "$j" 2>&1 || rc=$?; done; fi
+  done
+  echo "$M end $rc"
+fi
 if [ ${#files[@]} -gt @@FEW@@ ] && command -v python3 >/dev/null 2>&1; then
   printf '%s\0' "${files[@]}" | python3 -c "$2" "$M"
 else
@@ -146,6 +166,7 @@ fi
     .replace("@@ACTIVE@@", _ACTIVE_STATES)
     .replace("@@WINDOW@@", SACCT_WINDOW)
     .replace("@@FEW@@", "16")
+    .replace("@@USAGE@@", SACCT_USAGE_FIELDS)
 )
 
 FILE_READER = """
@@ -175,8 +196,10 @@ def build_probe(request: ProbeRequest, mode: AccountingMode) -> tuple[str, bytes
     command = f"bash -c {shlex.quote(PROBE_PROGRAM)} sl-probe {mode.value} {shlex.quote(FILE_READER)}"
     records: list[str] = ["@ids", *(_check_id(i) for i in request.job_ids)]
     records += ["@names", *(_check_name(n) for n in request.job_names)]
-    records += ["@files", *(_check_path(p) for p in request.tracker_paths)]
+    files = (*request.tracker_paths, *(path for _, path in request.usage))  # usage files after the trackers
+    records += ["@files", *(_check_path(p) for p in files)]
     records += ["@leases", *(part for path, holder in request.leases for part in (_check_path(path), holder))]
+    records += ["@usage", *(_check_id(job_id) for job_id, _ in request.usage)]
     return command, "".join(f"{record}\0" for record in records).encode("utf-8")
 
 
@@ -228,7 +251,36 @@ def parse_probe_output(text: str, request: ProbeRequest) -> ProbeResult:
         slurm_problems=(*problems, *missing),
         round_trips=1,
         lost_leases=_lost_leases(request, {s.name: s for s in sections}.get("leases")),
+        usage=parse_usage_sections(sections, request.usage, first_file=len(request.tracker_paths)),
     )
+
+
+def parse_usage_sections(
+    sections: Sequence[Section], wanted: Sequence[tuple[str, PurePosixPath]], *, first_file: int = 0
+) -> dict[str, Measured]:
+    """What the asked-for jobs used: Slurm's record (sacct or scontrol) filled in from each job's own
+    file (the sections ``file <first_file + i>``). A job neither source knows yet is left out."""
+    if not wanted:
+        return {}
+    by_name = {s.name: s for s in sections}
+    slurm: dict[str, Measured] = {}
+    if "usage-sacct" in by_name:
+        slurm = parse_sacct_usage(by_name["usage-sacct"].lines)
+    elif "usage-scontrol" in by_name:
+        slurm = parse_scontrol_usage(by_name["usage-scontrol"].lines)
+    found: dict[str, Measured] = {}
+    for index, (job_id, _) in enumerate(wanted):
+        section = by_name.get(f"file {first_file + index}")
+        own = None
+        if section is not None and section.ok:
+            text = base64.b64decode("".join(section.lines).strip() or b"").decode("utf-8", "replace")
+            own = parse_job_usage(text)
+        measured = slurm[job_id].filled_from(own) if job_id in slurm else own
+        if measured is not None and job_id not in slurm and "usage-sacct" in by_name:
+            measured = replace(measured, pending=True)  # sacct has no final record of it yet
+        if measured is not None:
+            found[job_id] = measured
+    return found
 
 
 def _lost_leases(request: ProbeRequest, section: Section | None) -> dict[PurePosixPath, str]:

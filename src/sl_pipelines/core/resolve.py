@@ -19,6 +19,7 @@ from sl_pipelines.core.definition import JobTemplate, ParameterValue, PipelineDe
 from sl_pipelines.core.job import Command, Environment, Job, JobDefaults
 from sl_pipelines.core.layout import JOB_FOLDERS, SessionPaths
 from sl_pipelines.core.retry import RetryPolicy
+from sl_pipelines.core.usage import USAGE_DIR_VARIABLE, USAGE_FOLDER
 from sl_pipelines.errors import PipelineDefinitionError
 
 JOB_PREFIX = "slp"
@@ -199,7 +200,12 @@ class _Context:
             commands=(argv,),
             resources=self.job_defaults.fill(template.resources),
             environment=env,
-            exports=(("SL_PIPELINES_RUN_TOKEN", self.token), *self.exports),
+            # sl-worker writes what the job used into its folder (read once by the manager, after the end)
+            exports=(
+                ("SL_PIPELINES_RUN_TOKEN", self.token),
+                (USAGE_DIR_VARIABLE, str(folder.parent / USAGE_FOLDER)),
+                *self.exports,
+            ),
         )
 
     @functools.cached_property

@@ -23,6 +23,7 @@ from sl_pipelines.core.lease import LeaseOutcome, LeaseRequest
 from sl_pipelines.core.selection import SessionTrackers
 from sl_pipelines.core.session_query import FoundSession
 from sl_pipelines.core.states import JobStatus
+from sl_pipelines.core.usage import Measured
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,16 @@ class ProbeRequest:
             after the job states, so a job Slurm reports finished has its tracker report visible.
         leases: (lease file, holder id) of the runs this manager drives: each is renewed (touched) if it
             still names the holder, else reported lost.
+        usage: (job id, the job's own usage file) of jobs that ended and whose use of resources is
+            wanted: asked once per ended job (from ``sacct`` where the cluster has accounting, else
+            ``scontrol``, and the file), never for running jobs.
     """
 
     job_names: tuple[str, ...] = ()
     job_ids: tuple[str, ...] = ()
     tracker_paths: tuple[PurePosixPath, ...] = ()
     leases: tuple[tuple[PurePosixPath, str], ...] = ()
+    usage: tuple[tuple[str, PurePosixPath], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class ProbeResult:
             means nothing ("no answer" is never "no job").
         round_trips: how many remote commands the probe cost (1 for the Server, 0 locally).
         lost_leases: leases that name another holder now (the run was taken over), mapped to its id.
+        usage: what each asked-for job used, by job id; a job missing here had nothing to say yet.
     """
 
     jobs: tuple[JobStatus, ...] = ()
@@ -81,6 +87,7 @@ class ProbeResult:
     slurm_problems: tuple[str, ...] = ()
     round_trips: int = 0
     lost_leases: Mapping[PurePosixPath, str] = field(default_factory=dict)
+    usage: Mapping[str, Measured] = field(default_factory=dict)
 
     @property
     def slurm_answered(self) -> bool:

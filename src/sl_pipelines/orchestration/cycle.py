@@ -26,10 +26,18 @@ from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Job
 from sl_pipelines.core.lease import LeaseOutcome
 from sl_pipelines.core.sbatch import is_submit_limit
-from sl_pipelines.core.seams import Backend, ProbeRequest, SubmissionReport, TrackerAction, TrackerOperation
+from sl_pipelines.core.seams import (
+    Backend,
+    ProbeRequest,
+    ProbeResult,
+    SubmissionReport,
+    TrackerAction,
+    TrackerOperation,
+)
+from sl_pipelines.core.usage import USAGE_FOLDER
 from sl_pipelines.errors import SlPipelinesError
 from sl_pipelines.orchestration.retries import prepare_retries
-from sl_pipelines.orchestration.run import RECORD_NAME, FailureReport, PipelineRun, ProbeIndex
+from sl_pipelines.orchestration.run import RECORD_NAME, USAGE_TRIES, FailureReport, PipelineRun, ProbeIndex
 from sl_pipelines.vocabulary import ProcessingStatus
 
 logger = logging.getLogger("sl_pipelines")
@@ -54,21 +62,32 @@ class CycleReport:
 
 
 def merge_requests(
-    runs: Sequence[PipelineRun], extra_leases: Sequence[tuple[PurePosixPath, str]] = ()
+    runs: Sequence[PipelineRun],
+    extra_leases: Sequence[tuple[PurePosixPath, str]] = (),
+    ended: Sequence[PipelineRun] = (),
 ) -> ProbeRequest:
-    """One probe request covering every run's jobs and trackers (and other leases to renew)."""
+    """One probe request covering every run's jobs and trackers (and other leases to renew), and what
+    the last jobs of ``ended`` runs used."""
     names: dict[str, None] = {}
     ids: dict[str, None] = {}
     trackers: dict[PurePosixPath, None] = {}
     leases: dict[tuple[PurePosixPath, str], None] = dict.fromkeys(extra_leases)
+    usage: dict[tuple[str, PurePosixPath], None] = {}
     for run in runs:
         request = run.probe_request()
         names.update(dict.fromkeys(request.job_names))
         ids.update(dict.fromkeys(request.job_ids))
         trackers.update(dict.fromkeys(request.tracker_paths))
         leases.update(dict.fromkeys(request.leases))
+        usage.update(dict.fromkeys(request.usage))
+    for run in ended:
+        usage.update(dict.fromkeys(run.usage_request()))
     return ProbeRequest(
-        job_names=tuple(names), job_ids=tuple(ids), tracker_paths=tuple(trackers), leases=tuple(leases)
+        job_names=tuple(names),
+        job_ids=tuple(ids),
+        tracker_paths=tuple(trackers),
+        leases=tuple(leases),
+        usage=tuple(usage),
     )
 
 
@@ -83,19 +102,26 @@ def run_cycle(
     ``extra_leases`` (lease file, holder id) are renewed by the same probe, such as a workflow's session
     locks; those found naming another holder come back in the report.
 
+    What ended jobs used is asked by the next cycle's probe: pass runs that ended in again (``runs`` may
+    hold finished runs whose ``usage_wanted`` is not empty). When no cycle follows, :func:`gather_usage`
+    asks for the last jobs' usage.
+
     Raises:
         ServerError, SchedulerError: the server could not be reached (nothing was decided).
     """
     active = [run for run in runs if run.is_running]
+    ended = [run for run in runs if not run.is_running and run.usage_wanted]
     take_leases(backend, [run for run in active if not run.lease_held])
     active = [run for run in active if run.is_running]
     if not active:
         return CycleReport()
-    result = backend.probe(merge_requests(active, extra_leases))
+    result = backend.probe(merge_requests(active, extra_leases, ended))
     for run in active:
         if run.lease_path in result.lost_leases:
             run.hand_over(result.lost_leases[run.lease_path])
     active = [run for run in active if run.is_running]
+    for run in [*active, *ended]:
+        run.take_usage(result)
     now = clock()
     index = ProbeIndex.of(result)
     decisions = [(run, run.decide(result, now, index)) for run in active]
@@ -108,7 +134,7 @@ def run_cycle(
     submissions += prepare_retries(backend, [(r, d) for r, d in decisions if d.action is Action.RETRY])
     if submissions:
         _submit(backend, submissions)
-    flush_records(backend, active)
+    flush_records(backend, [*active, *ended])
     extra = {path for path, _ in extra_leases}
     lost = {path: holder for path, holder in result.lost_leases.items() if path in extra}
     return CycleReport(result.slurm_problems, result.round_trips, lost)
@@ -160,6 +186,34 @@ def _is_zombie(pid: int) -> bool:
             return stream.read().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return False
+
+
+def gather_usage(
+    backend: Backend, runs: Sequence[PipelineRun], sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Asks what the last jobs of ended runs used when no further cycle will come (ONE call for all of
+    them), and writes their records (a success's job folders go with it).
+
+    Jobs that just ended may not be in ``sacct`` yet (slurmdbd lags behind the controller): those are
+    asked again after 1.5 s, then 3 s (:data:`USAGE_TRIES` calls at most), then recorded from their own
+    figures.
+    """
+    ended = wanting = [run for run in runs if run.usage_wanted and not run.is_running]
+    for attempt in range(USAGE_TRIES):
+        if not wanting:
+            break
+        if attempt:
+            sleep(1.5 * attempt)  # slurmdbd shows array tasks ~1.6 s after squeue does (testbed)
+        request = ProbeRequest(usage=tuple(i for run in wanting for i in run.usage_request()))
+        try:
+            result = backend.probe(request)
+        except SlPipelinesError as exc:
+            logger.warning("Could not read what the jobs used on %s (%s).", backend.name, exc)
+            result = ProbeResult()
+        for run in wanting:
+            run.take_usage(result, last=attempt == USAGE_TRIES - 1)
+        wanting = [run for run in wanting if run.usage_wanted]
+    flush_records(backend, ended)
 
 
 def flush_records(backend: Backend, runs: Sequence[PipelineRun]) -> None:
@@ -268,8 +322,11 @@ def _failure_report(backend: Backend, run: PipelineRun, decision: Decision, note
 
 def _succeed(backend: Backend, run: PipelineRun) -> None:
     """Ends a run that succeeded; its job folders go with the record's next write (the record stays)."""
-    if not run.keep_job_logs:
-        run.pending_changes.append(FileChange(run.resolved.jobs_folder, None, keep=(RECORD_NAME,)))
+    if not run.keep_job_logs:  # the usage files go once they were read (see PipelineRun.take_usage)
+        keep = (RECORD_NAME, USAGE_FOLDER)
+        run.pending_changes.append(FileChange(run.resolved.jobs_folder, None, keep=keep))
+        run.usage_files_done = True
+        run.release_usage_files()
     run.finish(ProcessingStatus.SUCCEEDED, None)
 
 

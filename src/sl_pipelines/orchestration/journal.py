@@ -64,6 +64,10 @@ class RunJournal:
         tracker: the run's tracker file on the server.
         attempts: job name → its attempts in order (see :class:`sl_pipelines.core.retry.Attempt`), for
             the jobs that may be retried; a job without an entry ran once, under ``job_ids``.
+        usage: Slurm job id → what that job (one attempt) used: name, attempt, state, node, submitted_at,
+            started_at, ended_at, queue_wait_s, elapsed_s, cpu_s, cpus, cpu_efficiency, max_rss_mb,
+            requested_memory_mb, time_limit_minutes, and its source (``sacct`` or ``job``). A figure the
+            source did not give is left out.
 
     The same JSON is the run's record on the server (``<working_root>/sl_jobs/<token>/run.json``);
     the file in the user data folder is this PC's cache of it.
@@ -87,6 +91,7 @@ class RunJournal:
     mode: str = "attached"
     tracker: str = ""
     attempts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    usage: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:

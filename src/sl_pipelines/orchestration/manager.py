@@ -10,7 +10,7 @@ from pathlib import PurePosixPath
 
 from sl_pipelines.core.seams import Backend
 from sl_pipelines.errors import SchedulerError, ServerError
-from sl_pipelines.orchestration.cycle import CycleReport, cancel_runs, run_cycle
+from sl_pipelines.orchestration.cycle import CycleReport, cancel_runs, gather_usage, run_cycle
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.orchestration.run import process_holder
 from sl_pipelines.vocabulary import ProcessingStatus
@@ -87,16 +87,24 @@ class PipelineManager:
         """True when no pipeline is running any more."""
         return not any(p.is_running and not p.detached for p in self.pipelines)
 
-    def cycle(self) -> bool:
+    def cycle(self, *, last_usage: bool = True) -> bool:
         """Runs one cycle over the pipelines in flight; True when any job or pipeline changed.
+
+        A cycle after which no pipeline runs any more also asks what the last jobs used (one more call),
+        unless ``last_usage`` is False (a workflow may add pipelines, whose first probe asks instead).
 
         Raises:
             ServerError, SchedulerError: the server did not answer (see :meth:`run` for riding it out).
         """
         self._freeze_runs()
         before = self._fingerprint()
-        report: CycleReport = run_cycle(self.backend, self.in_flight, self.clock, self.extra_leases)
+        ended = [p for p in self.pipelines if not p.is_running and p.usage_wanted]  # their jobs' usage
+        report: CycleReport = run_cycle(
+            self.backend, [*self.in_flight, *ended], self.clock, self.extra_leases
+        )
         self.cycles += 1
+        if last_usage and self.finished:
+            self.finish_usage()
         self.lost_leases.update(report.lost_leases)
         if report.slurm_problems:
             self._silent("; ".join(report.slurm_problems))
@@ -122,7 +130,7 @@ class PipelineManager:
         interval = self.poll_interval
         while not self.finished:
             try:
-                changed = self.cycle()
+                changed = self.cycle(last_usage=advance is None)
             except (ServerError, SchedulerError) as exc:
                 self._silent(str(exc), error=exc)
                 changed = False
@@ -140,7 +148,13 @@ class PipelineManager:
                 continue
             interval = self.poll_interval if changed else min(interval * 1.5, self.max_interval)
             sleep(interval)
+        self.finish_usage()
         return all(p.status is ProcessingStatus.SUCCEEDED for p in self.pipelines)
+
+    def finish_usage(self) -> None:
+        """Asks what the last jobs of the ended runs used (no further cycle will ask): one call, if any;
+        a server that does not answer leaves the records without it (logged)."""
+        gather_usage(self.backend, [p for p in self.pipelines if p.usage_wanted])
 
     def _silent(self, problem: str, error: Exception | None = None) -> None:
         """Notes a cycle without an answer; raises once the silence has outlasted the patience."""

@@ -33,7 +33,7 @@ from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.core.resolve import ResolvedPipeline, resolve_pipeline, with_gates
 from sl_pipelines.core.seams import Backend
 from sl_pipelines.errors import ConfigurationError, PipelineDefinitionError, RunLockedError
-from sl_pipelines.orchestration.cycle import run_cycle, take_leases
+from sl_pipelines.orchestration.cycle import gather_usage, run_cycle, take_leases
 from sl_pipelines.orchestration.journal import RunJournal
 from sl_pipelines.orchestration.run import FailureReport, PipelineRun
 from sl_pipelines.orchestration.sessions import FoundSession, find_sessions, session_parameters
@@ -220,9 +220,12 @@ class ProcessingPipeline(PipelineRun):
         """Advances the pipeline by one polling cycle (one remote command when nothing happens).
 
         When the server or Slurm does not answer, the pipeline waits (its status stays RUNNING) and the
-        next cycle asks again; nothing is submitted or failed on a missing answer.
+        next cycle asks again; nothing is submitted or failed on a missing answer. The cycle in which the
+        run ends also asks what its last jobs used (one more remote command).
         """
         run_cycle(self.server, [self])
+        if not self.is_running:
+            gather_usage(self.server, [self])
         return self.status
 
 

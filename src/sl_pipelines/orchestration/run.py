@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import re
 import socket
 import uuid
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ from sl_pipelines.core.seams import Backend, ProbeRequest, ProbeResult
 from sl_pipelines.core.states import JobState, JobStatus
 from sl_pipelines.core.tracker_state import TrackerState
 from sl_pipelines.core.tracker_text import parse_tracker_text
+from sl_pipelines.core.usage import USAGE_FILE_PREFIX, USAGE_FOLDER, JobFacts, usage_record
 from sl_pipelines.errors import TrackerCorruptError
 from sl_pipelines.orchestration.journal import RunJournal, RunLock, data_dir
 from sl_pipelines.vocabulary import ProcessingPipelines, ProcessingStatus
@@ -46,6 +48,9 @@ logger = logging.getLogger("sl_pipelines")
 _PERSISTENT = ("stage", "status", "job_ids", "reason", "attempts")
 RECORD_NAME = "run.json"
 """The run's record on the server: ``<working_root>/sl_jobs/<token>/run.json`` (the journal's JSON)."""
+
+USAGE_TRIES = 3
+"""Probes that ask for what an ended job used before the manager gives up on it (nothing answered)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,9 @@ class PipelineRun:
         self.holder = process_holder()
         self.lease_held = False  # this manager holds the run's lease on the server (renewed each probe)
         self.lease_holder = ""  # who holds it otherwise, as last seen
+        # job id → (job name, Slurm's final state, probes left): ended jobs whose usage is not recorded yet
+        self.usage_wanted: dict[str, tuple[str, str, int]] = {}
+        self.usage_files_done = False  # a success's usage files go once nothing is wanted from them
         self._lock = RunLock(resolved.token)
         if durable and self.is_running:
             self._lock.acquire()
@@ -246,7 +254,69 @@ class PipelineRun:
         lookups = (*unnamed, self.stage_array_name) if unnamed else ()
         leases = ((self.lease_path, self.holder.holder_id),) if self.lease_held else ()
         return ProbeRequest(
-            job_names=lookups, job_ids=ids, tracker_paths=(self.remote_tracker_path,), leases=leases
+            job_names=lookups,
+            job_ids=ids,
+            tracker_paths=(self.remote_tracker_path,),
+            leases=leases,
+            usage=self.usage_request(),
+        )
+
+    # ------------------------------------------------------------------------------------- usage
+    def usage_request(self) -> tuple[tuple[str, PurePosixPath], ...]:
+        """(job id, the job's own usage file) of the ended jobs whose usage is not recorded yet."""
+        folder = self.resolved.jobs_folder / USAGE_FOLDER
+        return tuple((job_id, folder / f"{USAGE_FILE_PREFIX}{job_id}.json") for job_id in self.usage_wanted)
+
+    def _want_usage(self) -> None:
+        """Notes the jobs this cycle saw end: the next probe (or the last one) asks what they used."""
+        for name, status in self.job_states.items():
+            known = status.job_id in self.journal.usage or status.job_id in self.usage_wanted
+            if status.state.is_terminal and not known and re.fullmatch(r"\d+(_\d+)?", status.job_id):
+                self.usage_wanted[status.job_id] = (name, status.state.value, USAGE_TRIES)
+
+    def take_usage(self, result: ProbeResult, *, last: bool = False) -> None:
+        """Records what the asked-for jobs used (journaled with the run's record); a job nothing answered
+        for is asked again, :data:`USAGE_TRIES` times in all (not after the ``last`` ask). Once nothing
+        is wanted any more, a succeeded run's job folders may go."""
+        recorded: dict[str, dict[str, Any]] = {}
+        for job_id, (name, state, tries) in list(self.usage_wanted.items()):
+            measured = result.usage.get(job_id)
+            if measured is None or measured.pending:
+                if tries > 1 and not last:
+                    self.usage_wanted[job_id] = (name, state, tries - 1)
+                    continue
+                del self.usage_wanted[job_id]
+                if measured is None:
+                    continue
+            else:
+                del self.usage_wanted[job_id]
+            recorded[job_id] = usage_record(measured, self._job_facts(job_id, name, state))
+        if recorded:
+            if self._durable:
+                self.journal = self.journal.save(usage={**self.journal.usage, **recorded})
+            self.record_dirty = True
+        self.release_usage_files()
+
+    def release_usage_files(self) -> None:
+        """A succeeded run's usage files go with the next record write, once no job's usage is wanted."""
+        if not self.usage_wanted and self.usage_files_done:
+            self.pending_changes.append(FileChange(self.resolved.jobs_folder / USAGE_FOLDER))
+            self.usage_files_done = False
+            self.record_dirty = True
+
+    def _job_facts(self, job_id: str, name: str, state: str) -> JobFacts:
+        resolved = self.resolved_job(name)
+        resources = resolved.job.resources if resolved is not None else None
+        attempts = self.journal.attempts.get(name, ())
+        attempt = next((int(a.get("attempt", 1)) for a in attempts if a.get("job_id") == job_id), 1)
+        return JobFacts(
+            name=name,
+            stage=resolved.stage if resolved is not None else self.stage,
+            attempt=attempt,
+            state=state,
+            cpus=resources.cpus if resources else 1,
+            memory_mb=float(resources.memory_mb) if resources else 0.0,
+            time_limit_minutes=resources.time_limit_minutes if resources else 0,
         )
 
     def decide(self, result: ProbeResult, now: float, index: ProbeIndex | None = None) -> Decision:
@@ -265,6 +335,7 @@ class PipelineRun:
         if ended:
             changes["attempts"] = {**self.state.attempts, **ended}
         self.apply(**changes)
+        self._want_usage()
         return decision
 
     def _ended_attempts(self, facts: Facts) -> dict[str, tuple[Attempt, ...]]:
@@ -391,6 +462,7 @@ class PipelineRun:
         self.failure = FailureReport(reason)
         self.apply(status=ProcessingStatus.ABORTED, reason=reason, note="")
         self.record_dirty = False  # the server's record is the new holder's to write now
+        self.usage_wanted.clear()  # and the usage of its jobs is the new holder's to record
         self._lock.release()
         logger.warning("%s", self.describe())
 

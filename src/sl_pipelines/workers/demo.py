@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ PLANE_PARTS = ("binarize", "plane", "combine")
 SLEEP_STEP = 0.1
 _CHUNK = 1024 * 1024
 _BLOCK = 4096
+_PAGE = 4096
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ def run_demo(
     seconds: float = 0.0,
     fail: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    memory_mb: float = 0.0,
+    cpu_seconds: float = 0.0,
 ) -> DemoResult:
     """Runs one part of a demo pipeline on a session.
 
@@ -82,6 +86,8 @@ def run_demo(
         seconds: how long to pretend to work, in steps of at most :data:`SLEEP_STEP`.
         fail: when given, fail with this reason after the pretended work, writing nothing.
         sleep: the sleep function (tests pass a fake).
+        memory_mb: grow to this much resident memory (MB) first, and hold it through the work.
+        cpu_seconds: keep a CPU busy until this process has used this much CPU time in all.
 
     Raises:
         ConfigurationError: a name, pattern or plane number is invalid.
@@ -91,7 +97,10 @@ def run_demo(
     _check_arguments(pipeline, part, inputs, planes, plane)
     files = _match_inputs(paths, inputs) if inputs else []
     base = Path(paths.processed_data) / pipeline
+    held = _hold_memory(memory_mb)
+    _burn_cpu(cpu_seconds)
     _pretend_work(seconds, sleep)
+    del held
     if fail is not None:
         raise WorkerError(f"Demo part {part!r} of {pipeline!r} failed as asked: {fail}")
     with os_errors("write the demo output in", base):
@@ -156,6 +165,22 @@ def _match_inputs(paths: SessionPaths, patterns: Sequence[str]) -> list[Path]:
             raise WorkerError(f"No raw file matches {pattern!r} in {source}; check the --inputs pattern.")
         found.extend(p for p in matches if p not in found)
     return found
+
+
+def _hold_memory(memory_mb: float) -> bytearray:
+    """Memory that makes this process's resident size reach ``memory_mb`` (every page touched)."""
+    resident_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    held = bytearray(max(0, int((memory_mb - resident_mb) * 1024 * 1024)))
+    for offset in range(0, len(held), _PAGE):
+        held[offset] = 1
+    return held
+
+
+def _burn_cpu(cpu_seconds: float) -> None:
+    """Computes until this process has used ``cpu_seconds`` of CPU time (since it started)."""
+    digest = xxhash.xxh3_64()
+    while time.process_time() < cpu_seconds:
+        digest.update(b"x" * 4096)
 
 
 def _pretend_work(seconds: float, sleep: Callable[[float], None]) -> None:

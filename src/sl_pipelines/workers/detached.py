@@ -17,9 +17,10 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 from sl_pipelines.adapters.run_listing import bash_probe
 from sl_pipelines.adapters.tracker_ops import MANAGER_JOB
@@ -29,6 +30,7 @@ from sl_pipelines.core.settle import Verdict, settle
 from sl_pipelines.core.slurm import AccountingMode
 from sl_pipelines.core.states import JobStatus
 from sl_pipelines.core.tracker_state import TrackerState
+from sl_pipelines.core.usage import USAGE_FILE_PREFIX, USAGE_FOLDER, JobFacts, Measured, usage_record
 from sl_pipelines.errors import SlPipelinesError, TrackerError
 from sl_pipelines.vocabulary import ProcessingStatus
 
@@ -68,9 +70,12 @@ def settle_run(record_path: Path, mode: AccountingMode) -> Verdict:
         match = _STAGE.search(name.removeprefix(f"slp-{record['token']}"))
         if match:
             stages[int(match.group(1))] = (*stages.get(int(match.group(1)), ()), name)
-    result = bash_probe(mode)(ProbeRequest(job_ids=tuple(job_ids.values())))
+    folder = record_path.parent / USAGE_FOLDER  # what each job used, asked in the same probe
+    usage = tuple((i, PurePosixPath(folder / f"{USAGE_FILE_PREFIX}{i}.json")) for i in job_ids.values())
+    result = bash_probe(mode)(ProbeRequest(job_ids=tuple(job_ids.values()), usage=usage))
     by_id = {status.job_id: status for status in result.jobs}
     jobs = {name: _named(by_id.get(job_id), job_id, name) for name, job_id in job_ids.items()}
+    record["usage"] = {**(record.get("usage") or {}), **_usage(record, jobs, result.usage)}
     tracker_path = Path(str(record["tracker"]))
     state, problem = _read(tracker_path)
     verdict = settle(stages, jobs, state, tracker_path=str(tracker_path), tracker_problem=problem)
@@ -80,6 +85,23 @@ def settle_run(record_path: Path, mode: AccountingMode) -> Verdict:
         _clear(record_path.parent)
     _write_record(record_path, record, verdict)
     return verdict
+
+
+def _usage(
+    record: dict[str, Any], jobs: dict[str, JobStatus], measured: Mapping[str, Measured]
+) -> dict[str, dict[str, Any]]:
+    """The usage records of the run's jobs (the requests as Slurm or the job itself gives them)."""
+    found = {}
+    for name, status in jobs.items():
+        if status.job_id not in measured:
+            continue
+        match = _STAGE.search(name.removeprefix(f"slp-{record['token']}"))
+        attempts = (record.get("attempts") or {}).get(name) or ()
+        attempt = next((int(a.get("attempt", 1)) for a in attempts if a.get("job_id") == status.job_id), 1)
+        stage = int(match.group(1)) if match else 0
+        facts = JobFacts(name, stage, attempt, status.state.value, cpus=0, memory_mb=0, time_limit_minutes=0)
+        found[status.job_id] = usage_record(measured[status.job_id], facts)
+    return found
 
 
 def _named(status: JobStatus | None, job_id: str, name: str) -> JobStatus:

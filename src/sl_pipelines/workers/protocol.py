@@ -24,6 +24,7 @@ from typing import IO
 from sl_pipelines.adapters.locks import LockKind
 from sl_pipelines.adapters.tracker_store import ProcessingTracker
 from sl_pipelines.errors import SlPipelinesError, TrackerError, WorkerError
+from sl_pipelines.workers.usage import UsageMeter
 
 _LOG = logging.getLogger("sl_pipelines")
 
@@ -119,6 +120,9 @@ def tracked(
         report: record the completion; False leaves it unrecorded (a fault-injection aid).
         lock_kind, timeout: passed to :class:`ProcessingTracker`.
 
+    Inside a job (``SL_USAGE_DIR`` set), what the body used is written beside the report, success or not
+    (see :mod:`sl_pipelines.workers.usage`).
+
     Raises:
         TrackerError: the tracker refused the start (another manager's run, corrupt file, lock timeout).
         WorkerInterrupted: SIGTERM or SIGINT arrived; the failure was recorded first.
@@ -126,11 +130,15 @@ def tracked(
     """
     tracker = ProcessingTracker(tracker_path, lock_kind=lock_kind, timeout=timeout)
     started = False
+    meter = UsageMeter()
     with _raising_signals() as guard:
         try:
             tracker.start(manager_id, job_count)
             started = True
-            yield tracker
+            try:
+                yield tracker
+            finally:
+                meter.write()
             if report:
                 tracker.stop(manager_id, job=job)
             else:
