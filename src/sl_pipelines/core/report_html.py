@@ -114,7 +114,13 @@ def _header(view: RunView, title: str) -> str:
         ("reason", _e(r.get("reason") or "")),
         ("sessions", "<br>".join(_e(s) for s in r.get("sessions") or ())),
         ("stage", _e(f"{r.get('stage', 0)} of {len(view.stage_names) or '?'}")),
-        ("jobs", _e(f"{len({a.name for a in view.attempts})} jobs, {len(view.attempts)} attempts: {jobs}")),
+        (
+            "jobs",
+            _e(
+                f"{_count(len({a.name for a in view.attempts}), 'job')}, "
+                f"{_count(len(view.attempts), 'attempt')}: {jobs}"
+            ),
+        ),
         ("server", _e(r.get("backend") or "")),
         ("mode", _e(r.get("mode") or "")),
         ("started by", _e(who)),
@@ -124,6 +130,10 @@ def _header(view: RunView, title: str) -> str:
     ]
     rows = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts if value)
     return f'<h1>{_e(title)}</h1><dl class="facts">{rows}</dl>'
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _status_class(status: str) -> str:

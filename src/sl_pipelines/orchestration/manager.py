@@ -12,6 +12,7 @@ from sl_pipelines.core.seams import Backend
 from sl_pipelines.errors import SchedulerError, ServerError
 from sl_pipelines.orchestration.cycle import CycleReport, cancel_runs, run_cycle
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
+from sl_pipelines.orchestration.report import write_run_reports
 from sl_pipelines.orchestration.run import process_holder
 from sl_pipelines.vocabulary import ProcessingStatus
 
@@ -95,7 +96,9 @@ class PipelineManager:
         """
         self._freeze_runs()
         before = self._fingerprint()
-        report: CycleReport = run_cycle(self.backend, self.in_flight, self.clock, self.extra_leases)
+        runs = self.in_flight
+        report: CycleReport = run_cycle(self.backend, runs, self.clock, self.extra_leases)
+        write_run_reports(self.backend, [run for run in runs if not run.is_running])
         self.cycles += 1
         self.lost_leases.update(report.lost_leases)
         if report.slurm_problems:
@@ -159,7 +162,9 @@ class PipelineManager:
 
     def cancel_all(self, reason: str = "cancelled by the user") -> None:
         """Cancels every running pipeline's jobs (by id and by name) and records why in each tracker."""
-        cancel_runs(self.backend, self.pipelines, reason)
+        running = [p for p in self.pipelines if p.is_running]
+        cancel_runs(self.backend, running, reason)
+        write_run_reports(self.backend, [p for p in running if not p.is_running])
 
     def _freeze_runs(self) -> None:
         """Takes the runs' long-lived objects (definitions, scripts, journals of every run) out of the
