@@ -123,8 +123,27 @@ def test_failures_show_each_failed_attempt_and_the_stderr_tail() -> None:
     assert "job 103 (plane-1) FAILED with exit code 1 &lt;&amp;&gt;" in failures
 
 
-def test_a_failed_job_known_only_from_the_failure_report_is_listed_with_its_tail() -> None:
-    page = render_report(bare_record(), stderr_tails={name(2, "plane-1"): "boom"}, generated_at=NOW)
+def test_the_job_the_reason_names_is_the_failed_one_whatever_slurm_said_last() -> None:
+    record = bare_record(reason=f"Job {name(2, 'plane-1')} reported an error: no disk")
+    record["job_ids"][name(2, "plane-10")] = "110"
+    states = {"103": "RUNNING", "110": "CANCELLED"}  # it reported its error while still running
+    page = render_report(record, states=states, stderr_tails={name(2, "plane-1"): "boom"}, generated_at=NOW)
+    found = bars(page)
+    assert found["job-2-plane-1-1"]["data-outcome"] == "failed"  # not plane-10, whose name holds plane-1
+    assert found["job-2-plane-10-1"]["data-outcome"] == "cancelled"
+    assert "plane-1 · attempt 1 · FAILED (the run&#x27;s failure is pinned on this job)" in page
+    assert "<pre>boom</pre>" in page
+
+
+def test_the_failed_job_given_wins_over_the_reason_and_keeps_a_failure_state_slurm_gave() -> None:
+    view = view_run(bare_record(), {"104": "TIMEOUT", "103": "COMPLETED"}, failed_job=name(2, "plane-2"))
+    states = {a.key: (a.state, a.outcome) for a in view.attempts}
+    assert states["plane-2"] == ("TIMEOUT", "failed")
+    assert states["plane-1"] == ("COMPLETED", "ok")
+
+
+def test_a_failed_job_known_only_from_its_stderr_tail_is_listed() -> None:
+    page = render_report(bare_record(reason=""), stderr_tails={name(2, "plane-1"): "boom"}, generated_at=NOW)
     assert "plane-1 · attempt 1 · state not known" in page
     assert "<pre>boom</pre>" in page
 

@@ -28,7 +28,7 @@ h3{font-size:14px;margin:14px 0 4px;color:#444}
 .legend span{display:inline-block;margin-right:14px}.legend i{display:inline-block;width:14px;height:10px;
 margin-right:4px;border-radius:2px;vertical-align:middle}
 .timeline{border:1px solid #e3e5ea;border-radius:6px;padding:6px 10px 10px}
-.axis,.job-bar{display:grid;grid-template-columns:260px 1fr 110px;gap:8px;align-items:center}
+.axis,.job-bar{display:grid;grid-template-columns:320px 1fr 110px;gap:8px;align-items:center}
 .axis{color:#889;font-size:11px}.ticks{position:relative;height:14px}
 .ticks span{position:absolute;transform:translateX(-50%)}
 .job-bar{min-height:20px;border-top:1px dotted #eef}.label{white-space:nowrap;overflow:hidden;
@@ -66,6 +66,7 @@ def render_report(
     states: Mapping[str, str] | None = None,
     stderr_tails: Mapping[str, str] | None = None,
     generated_at: str = "",
+    failed_job: str = "",
 ) -> str:
     """The report page of one run.
 
@@ -74,8 +75,9 @@ def render_report(
         states: Slurm's state by job id, where it was asked.
         stderr_tails: the tail of a failed job's stderr, by job name.
         generated_at: when the report was made (ISO 8601); the end of a still-running job's bar.
+        failed_job: the job the run's failure is pinned on (default: the one the record's reason names).
     """
-    view = view_run(record, states)
+    view = view_run(record, states, failed_job)
     title = f"{record.get('pipeline', 'run')} run {view.token}"
     parts = [
         "<!DOCTYPE html>",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ import yaml
 from sl_pipelines.core.resolve import split_job_name
 from sl_pipelines.core.states import JobState
 
+_PINNED = "the run's failure is pinned on this job"
 _NOT_KNOWN = ("", JobState.UNKNOWN.value, JobState.NOT_FOUND.value)
 
 
@@ -118,12 +119,17 @@ def stage_names(definition: str) -> tuple[str, ...]:
     return tuple(str(s.get("name", i)) if isinstance(s, dict) else str(i) for i, s in enumerate(stages, 1))
 
 
-def view_run(record: Mapping[str, Any], states: Mapping[str, str] | None = None) -> RunView:
+def view_run(
+    record: Mapping[str, Any], states: Mapping[str, str] | None = None, failed_job: str = ""
+) -> RunView:
     """Every attempt of every job of a run, in stage order.
 
     Args:
         record: the run record's data (``json.loads`` of the record); missing keys are tolerated.
         states: Slurm's state by job id where it was asked (the record may not hold them).
+        failed_job: the job the run's failure is pinned on (default: the job the record's reason names).
+            Its last attempt counts as failed whatever Slurm says: a job that reported an error may
+            still run, or be cancelled, when the run ends.
     """
     job_ids = _mapping(record.get("job_ids"))
     history = _mapping(record.get("attempts"))
@@ -131,6 +137,8 @@ def view_run(record: Mapping[str, Any], states: Mapping[str, str] | None = None)
     names = {str(n) for n in job_ids} | {str(n) for n in history}
     names |= {str(u["name"]) for u in usage.values() if u.get("name")}
     token = str(record.get("token", ""))
+    reason = str(record.get("reason") or "")
+    pinned = failed_job or max((n for n in names if n in reason), key=len, default="")
     found: list[Attempt] = []
     for name in sorted(names, key=lambda n: _natural(split_job_name(n, token))):
         stage, key = split_job_name(name, token)
@@ -138,7 +146,10 @@ def view_run(record: Mapping[str, Any], states: Mapping[str, str] | None = None)
         if not entries:
             entries = [{"job_id": job_ids.get(name, "")}]  # the one attempt job_ids implies
         for number, entry in enumerate(entries, 1):
-            found.append(_attempt(record, name, key, stage, number, entry, usage, states or {}))
+            attempt = _attempt(record, name, key, stage, number, entry, usage, states or {})
+            if name == pinned and number == len(entries) and attempt.outcome != "failed":
+                attempt = replace(attempt, state=JobState.FAILED.value, reason=attempt.reason or _PINNED)
+            found.append(attempt)
     covered = {a.job_id for a in found}
     for job_id, used in usage.items():  # an attempt the history does not list, known only by its usage
         if job_id not in covered and used.get("name"):

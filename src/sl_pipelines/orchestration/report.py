@@ -25,6 +25,7 @@ from sl_pipelines.errors import SlPipelinesError
 from sl_pipelines.orchestration.cycle import STDERR_TAIL_BYTES
 from sl_pipelines.orchestration.journal import RunJournal, runs_dir
 from sl_pipelines.orchestration.run import PipelineRun
+from sl_pipelines.vocabulary import ProcessingStatus
 
 logger = logging.getLogger("sl_pipelines")
 
@@ -43,6 +44,7 @@ def build_report(
     record: RunJournal,
     states: Mapping[str, JobState],
     known_tails: Mapping[str, str] | None = None,
+    failed_job: str = "",
 ) -> str:
     """The report page of a run: its record, Slurm's states (by job id) and its failed jobs' stderr tails.
 
@@ -52,13 +54,17 @@ def build_report(
     data = json.loads(record.to_json())
     by_id = {job_id: state.value for job_id, state in states.items()}
     tails = dict(known_tails or {})
-    failed = [a.name for a in view_run(data, by_id).attempts if a.outcome == "failed" and a.name not in tails]
+    failed = [
+        a.name
+        for a in view_run(data, by_id, failed_job).attempts
+        if a.outcome == "failed" and a.name not in tails
+    ]
     for name in list(dict.fromkeys(failed))[:MAX_TAILS]:
         tail = _stderr_tail(backend, record.token, name)
         if tail:
             tails[name] = tail
     now = datetime.now(tz=UTC).isoformat(timespec="seconds")
-    return render_report(data, states=by_id, stderr_tails=tails, generated_at=now)
+    return render_report(data, states=by_id, stderr_tails=tails, generated_at=now, failed_job=failed_job)
 
 
 def _stderr_tail(backend: Backend, token: str, name: str) -> str:
@@ -99,9 +105,16 @@ def write_run_reports(backend: Backend, runs: Sequence[PipelineRun]) -> None:
 
 
 def _end_report(backend: Backend, run: PipelineRun) -> str:
-    """A run's report from what its manager knows at the end (the failure's stderr tail included)."""
-    states = {status.job_id: status.state for status in run.job_states.values()}
-    known = {}
-    if run.failure is not None and run.failure.job and run.failure.stderr_tail:
-        known[run.failure.job] = run.failure.stderr_tail
-    return build_report(backend, run.journal, states, known)
+    """A run's report from what its manager knows at the end (the failure's stderr tail included).
+
+    A job still queued or running when a run fails or is aborted was cancelled by its manager then.
+    """
+    ended = run.status is not ProcessingStatus.SUCCEEDED
+    states = {
+        s.job_id: JobState.CANCELLED if ended and s.state.is_active else s.state
+        for s in run.job_states.values()
+    }
+    known, job = {}, run.failure.job if run.failure is not None else None
+    if run.failure is not None and job and run.failure.stderr_tail:
+        known[job] = run.failure.stderr_tail
+    return build_report(backend, run.journal, states, known, failed_job=job or "")
