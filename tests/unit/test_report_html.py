@@ -69,11 +69,11 @@ def test_every_attempt_of_every_job_has_a_bar_with_its_outcome() -> None:
 
 def test_timed_attempts_are_placed_on_one_time_axis() -> None:
     page = render_report(full_record(), generated_at=NOW)
-    # binarize ran 10:00:00-10:00:50 of a span 10:00:00-10:04:00 (240 s): left 0 %, width 20.83 %
-    assert 'class="seg ok" style="left:0.00%;width:20.83%"' in page
-    # plane-0's second attempt ran 10:02:10-10:04:00: from 54.17 % to the end
-    assert 'class="seg ok" style="left:54.17%;width:45.83%"' in page
-    assert 'class="seg failed" style="left:25.00%;width:25.00%"' in page  # the OOM attempt, 60 s
+    # binarize ran 10:00:00-10:00:50 of a span 10:00:00-10:05:00 (the record's last write; 300 s)
+    assert 'class="seg ok" style="left:0.00%;width:16.67%"' in page
+    # plane-0's second attempt ran 10:02:10-10:04:00
+    assert 'class="seg ok" style="left:43.33%;width:36.67%"' in page
+    assert 'class="seg failed" style="left:20.00%;width:20.00%"' in page  # the OOM attempt, 60 s
 
 
 def test_a_record_without_attempts_or_usage_still_shows_every_job() -> None:
@@ -85,6 +85,16 @@ def test_a_record_without_attempts_or_usage_still_shows_every_job() -> None:
     assert "No job times are recorded" in page
     assert "No resource use is recorded" in page
     assert page.count('class="seg untimed') == 4
+
+
+def test_attempts_known_only_by_their_submission_reach_to_the_end_of_the_axis() -> None:
+    record = full_record()
+    del record["usage"]
+    page = render_report(record, generated_at=NOW)
+    # plane-0's attempts were submitted at 10:01:00 and 10:02:10; the axis: to the record's last write
+    assert 'class="seg approx failed" style="left:0.00%;width:29.17%"' in page  # until its retry
+    assert 'class="seg approx ok" style="left:29.17%;width:70.83%"' in page
+    assert page.count('class="seg untimed') == 3  # the jobs never retried: no times at all
 
 
 def test_slurm_states_fill_in_what_the_record_lacks() -> None:

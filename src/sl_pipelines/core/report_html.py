@@ -28,7 +28,7 @@ h3{font-size:14px;margin:14px 0 4px;color:#444}
 .legend span{display:inline-block;margin-right:14px}.legend i{display:inline-block;width:14px;height:10px;
 margin-right:4px;border-radius:2px;vertical-align:middle}
 .timeline{border:1px solid #e3e5ea;border-radius:6px;padding:6px 10px 10px}
-.axis,.job-bar{display:grid;grid-template-columns:320px 1fr 110px;gap:8px;align-items:center}
+.axis,.job-bar{display:grid;grid-template-columns:320px 1fr 130px;gap:8px;align-items:center}
 .axis{color:#889;font-size:11px}.ticks{position:relative;height:14px}
 .ticks span{position:absolute;transform:translateX(-50%)}
 .job-bar{min-height:20px;border-top:1px dotted #eef}.label{white-space:nowrap;overflow:hidden;
@@ -36,7 +36,7 @@ text-overflow:ellipsis;font-size:12px}.track{position:relative;height:14px;backg
 .seg{position:absolute;top:0;bottom:0;border-radius:3px;min-width:3px}
 .queued{background:repeating-linear-gradient(45deg,#c9cfdb,#c9cfdb 3px,#e1e5ee 3px,#e1e5ee 6px)}
 .ok{background:#2e8540}.failed{background:#c0392b}.cancelled{background:#95a5a6}.active{background:#2874a6}
-.unknown{background:#bdc3c7}.untimed{left:0;right:0;opacity:.55}
+.unknown{background:#bdc3c7}.untimed{left:0;right:0;opacity:.55}.approx{opacity:.55}
 .state{font-size:12px;font-weight:600}.state.ok,.state.failed,.state.cancelled,.state.active,
 .state.unknown{background:none}.state.ok{color:#2e8540}.state.failed{color:#c0392b}
 .state.cancelled{color:#7f8c8d}.state.active{color:#2874a6}.state.unknown{color:#7f8c8d}
@@ -147,6 +147,9 @@ def _timeline(view: RunView, now: datetime | None) -> str:
     times = [t for a in view.attempts for t in (a.submitted, a.started, a.ended) if t is not None]
     if now is not None and any(a.outcome == "active" for a in view.attempts):
         times.append(now)
+    updated = parse_time(view.record.get("updated_at"))
+    if times and updated is not None:  # the record's last write: when the run ended, if it did
+        times.append(updated)
     span = (min(times), max(times)) if times else None
     legend = "".join(f'<span><i class="{key}"></i>{label}</span>' for key, label in _OUTCOMES)
     legend += '<span><i class="queued"></i>waiting in the queue</span>'
@@ -157,9 +160,12 @@ def _timeline(view: RunView, now: datetime | None) -> str:
         )
     else:
         out.append(_axis(span))
+    retried = _retried_at(view)
     for stage in view.stages():
         out.append(f'<h3 class="stage">Stage {_e(view.stage_label(stage))}</h3>')
-        rows = [_bar(a, span, now) for a in view.attempts if a.stage == stage]
+        rows = [
+            _bar(a, span, now, retried.get((a.name, a.attempt))) for a in view.attempts if a.stage == stage
+        ]
         out.extend(rows or ['<p class="note">not submitted</p>'])
     out.append("</div>")
     return "\n".join(out)
@@ -176,9 +182,22 @@ def _axis(span: tuple[datetime, datetime]) -> str:
     )
 
 
-def _bar(a: Attempt, span: tuple[datetime, datetime] | None, now: datetime | None) -> str:
+def _retried_at(view: RunView) -> dict[tuple[str, int], datetime]:
+    """(job, attempt) → when the job's next attempt was submitted (this one had ended by then)."""
+    found: dict[tuple[str, int], datetime] = {}
+    previous: Attempt | None = None
+    for a in view.attempts:  # in order: a job's attempts follow each other
+        if previous is not None and previous.name == a.name and a.submitted is not None:
+            found[(previous.name, previous.attempt)] = a.submitted
+        previous = a
+    return found
+
+
+def _bar(
+    a: Attempt, span: tuple[datetime, datetime] | None, now: datetime | None, until: datetime | None
+) -> str:
     label = f"{a.key} · attempt {a.attempt}" + (f" · job {a.job_id}" if a.job_id else "")
-    segments = _segments(a, span, now)
+    segments = _segments(a, span, now, until)
     title = " · ".join(x for x in (a.state or "state not known", a.reason) if x)
     return (
         f'<div class="job-bar" id="{element_id(a)}" data-job="{_e(a.name)}" data-outcome="{a.outcome}">'
@@ -187,8 +206,11 @@ def _bar(a: Attempt, span: tuple[datetime, datetime] | None, now: datetime | Non
     )
 
 
-def _segments(a: Attempt, span: tuple[datetime, datetime] | None, now: datetime | None) -> str:
-    """The queued and running parts of one attempt's bar (the whole track when its times are unknown)."""
+def _segments(
+    a: Attempt, span: tuple[datetime, datetime] | None, now: datetime | None, until: datetime | None
+) -> str:
+    """The queued and running parts of one attempt's bar (the whole track when its times are unknown;
+    from its submission to ``until``, its retry, or the end when only its submission is known)."""
     if span is None or (a.submitted is None and a.started is None):
         return f'<span class="seg untimed {a.outcome}" title="{_e(a.state or "state not known")}"></span>'
     total = max((span[1] - span[0]).total_seconds(), 1e-9)
@@ -200,6 +222,11 @@ def _segments(a: Attempt, span: tuple[datetime, datetime] | None, now: datetime 
         width = max(0.0, min(100 - left, (stop - start).total_seconds() / total * 100))
         return f"left:{left:.2f}%;width:{width:.2f}%"
 
+    if a.started is None and a.submitted is not None and a.outcome != "active":  # only its submission known
+        return (
+            f'<span class="seg approx {a.outcome}" style="{place(a.submitted, a.ended or until or span[1])}" '
+            f'title="{_e(a.state or "state not known")}: submitted; when it ran is not recorded"></span>'
+        )
     out = []
     if a.submitted is not None:
         queued_end = a.started or end

@@ -19,6 +19,7 @@ import yaml
 from sl_pipelines.core.resolve import split_job_name
 from sl_pipelines.core.states import JobState
 
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _PINNED = "the run's failure is pinned on this job"
 _NOT_KNOWN = ("", JobState.UNKNOWN.value, JobState.NOT_FOUND.value)
 
@@ -110,7 +111,7 @@ def parse_time(value: Any) -> datetime | None:
 def stage_names(definition: str) -> tuple[str, ...]:
     """The stage names of a definition's YAML text (none when it is missing or unreadable)."""
     try:
-        data = yaml.safe_load(definition) if definition else None
+        data = yaml.load(definition, Loader=_LOADER) if definition else None  # noqa: S506 - a safe loader
     except yaml.YAMLError:
         return ()
     stages = data.get("stages") if isinstance(data, dict) else None
