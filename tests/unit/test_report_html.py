@@ -123,6 +123,18 @@ def test_usage_table_shows_used_against_requested() -> None:
     assert "CPU time used: 0.0756 CPU-hours (78% of the 0.0972 CPU-hours held)." in table
 
 
+def test_a_figure_the_source_did_not_give_shows_as_a_dash_without_a_bar() -> None:
+    record = full_record()
+    for key in ("max_rss_mb", "cpu_efficiency", "time_limit_minutes", "queue_wait_s"):
+        del record["usage"]["103"][key]
+    record["usage"]["103"]["requested_memory_mb"] = None
+    page = render_report(record, generated_at=NOW)
+    row = next(r for r in page.split("<tr>") if r.startswith("<td>plane-1</td>"))
+    assert row.count("&ndash;") == 3  # memory, CPU efficiency, queue wait
+    assert 'class="meter"' not in row
+    assert "<td>50 s</td>" in row  # elapsed without a limit: the time alone
+
+
 def test_failures_show_each_failed_attempt_and_the_stderr_tail() -> None:
     tail = "Traceback <module>\nValueError: bad & worse"
     page = render_report(full_record(), stderr_tails={name(2, "plane-1"): tail}, generated_at=NOW)

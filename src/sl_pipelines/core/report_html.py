@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -282,34 +282,50 @@ def _usage_table(view: RunView) -> str:
 
 
 def _usage_row(a: Attempt) -> str:
+    """One attempt's figures; a figure its source did not give shows as a dash (no bar)."""
     u = a.usage
-    rss, asked = _number(u.get("max_rss_mb")), _number(u.get("requested_memory_mb"))
-    elapsed, limit = _number(u.get("elapsed_s")), _number(u.get("time_limit_minutes")) * 60
-    efficiency = _number(u.get("cpu_efficiency"))
-    cpus = int(_number(u.get("cpus")))
+    rss, asked = _figure(u, "max_rss_mb"), _figure(u, "requested_memory_mb")
+    elapsed, limit = _figure(u, "elapsed_s"), _figure(u, "time_limit_minutes")
+    efficiency, cpus = _figure(u, "cpu_efficiency"), _figure(u, "cpus")
+    wait, cpu = _figure(u, "queue_wait_s"), _figure(u, "cpu_s")
+    per_cpu = f" of {cpus:.0f} CPU{'s' if cpus != 1 else ''}" if cpus is not None else ""
     cells = [
         _e(a.key),
         str(a.attempt),
         _e(u.get("node") or ""),
         f'<span class="state {a.outcome}">{_e(a.state or "?")}</span>',
-        _meter(rss, asked, f"{_mb(rss)} of {_mb(asked)}" if asked else _mb(rss)),
-        _meter(efficiency, 1.0, f"{efficiency:.0%} of {cpus} CPU{'s' if cpus != 1 else ''}"),
-        _meter(elapsed, limit, f"{duration(elapsed)} of {duration(limit)}" if limit else duration(elapsed)),
-        _e(duration(_number(u.get("queue_wait_s")))),
-        _e(duration(_number(u.get("cpu_s")))),
+        _meter(rss, asked, _of(rss, asked, _mb)),
+        _meter(efficiency, 1.0, f"{efficiency or 0:.0%}{per_cpu}"),
+        _meter(
+            elapsed, limit * 60 if limit is not None else None, _of(elapsed, limit and limit * 60, duration)
+        ),
+        _e(duration(wait)) if wait is not None else _MISSING,
+        _e(duration(cpu)) if cpu is not None else _MISSING,
     ]
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
-def _meter(value: float, whole: float, text: str) -> str:
-    """A bar of ``value`` against ``whole`` (red past it, amber under a quarter of it) and its text."""
-    if whole <= 0:
-        return _e(text)
+_MISSING = '<span class="note">&ndash;</span>'
+
+
+def _of(value: float | None, whole: float | None, unit: Callable[[float], str]) -> str:
+    """``1.1 GB of 80 GB``, or the value alone when there is no whole."""
+    if value is None:
+        return ""
+    return f"{unit(value)} of {unit(whole)}" if whole else unit(value)
+
+
+def _meter(value: float | None, whole: float | None, words: str) -> str:
+    """A bar of ``value`` against ``whole`` (red past it, amber under a quarter of it) and its words."""
+    if value is None:
+        return _MISSING
+    if whole is None or whole <= 0:
+        return _e(words)
     share = value / whole
     kind = "over" if share > 1 else "low" if share < 0.25 else ""
     return (
         f'<span class="meter" title="{share:.0%}"><b class="{kind}" style="width:{min(share, 1) * 100:.1f}%">'
-        f"</b></span>{_e(text)}"
+        f"</b></span>{_e(words)}"
     )
 
 
@@ -352,6 +368,12 @@ def duration(seconds: float) -> str:
 
 def _mb(value: float) -> str:
     return f"{value / 1024:.3g} GB" if value >= 1024 else f"{value:.3g} MB"
+
+
+def _figure(usage: Mapping[str, Any], key: str) -> float | None:
+    """A usage figure, or None when its source did not give it."""
+    value = usage.get(key)
+    return _number(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _number(value: Any) -> float:

@@ -62,11 +62,12 @@ class RunJournal:
         started_by: who started the run: user, host, pid and time.
         mode: ``attached`` (a manager drives the run) or ``detached`` (the cluster carries it).
         tracker: the run's tracker file on the server.
-        attempts: job name → its attempts in order (``attempt``, ``job_id``, ``state``, ``reason``,
-            ``memory_gb``, ``time_limit_minutes``, ``submitted_at``); a job never retried may have none.
-        usage: Slurm job id → what that job (one attempt) used (``name``, ``attempt``, ``state``, ``node``,
-            times, ``cpu_s``, ``cpus``, ``cpu_efficiency``, ``max_rss_mb``, ``requested_memory_mb``,
-            ``time_limit_minutes``, ``source``).
+        attempts: job name → its attempts in order (retried jobs only): attempt, job id, state, reason,
+            memory_gb, time_limit_minutes, submitted_at.
+        usage: Slurm job id → what that job (one attempt) used: name, attempt, state, node, submitted_at,
+            started_at, ended_at, queue_wait_s, elapsed_s, cpu_s, cpus, cpu_efficiency, max_rss_mb,
+            requested_memory_mb, time_limit_minutes, and its source (``sacct`` or ``job``). A figure the
+            source did not give is left out.
 
     The same JSON is the run's record on the server (``<working_root>/sl_jobs/<token>/run.json``);
     the file in the user data folder is this PC's cache of it.
