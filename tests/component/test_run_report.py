@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from report_browser import Elements, count_colour, decode_png, dump_dom, screenshot, share_not_white
 
+from sl_pipelines.adapters.local import LocalBackend
 from sl_pipelines.cli import process
 from sl_pipelines.core.report_html import render_report
 from sl_pipelines.orchestration.journal import RunJournal, iter_journals
-from sl_pipelines.orchestration.report import report_path
+from sl_pipelines.orchestration.report import build_report, report_path
 from sl_pipelines.workers.demo_data import generate_session
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
@@ -87,6 +88,26 @@ def test_a_report_that_cannot_be_written_is_logged_and_the_run_still_succeeds(
     assert code == 0
     assert journal.status == "SUCCEEDED"
     assert "could not write its run report" in caplog.text
+
+
+def test_sl_process_report_reads_the_stderr_of_each_failed_jobs_last_attempt(
+    local_backend: LocalBackend, tmp_path: Path
+) -> None:
+    token, job = "0123456789ab", "slp-0123456789ab-1-cam"
+    folder = Path(local_backend.working_root) / "sl_jobs" / token / "cam"
+    (folder / "attempt-2").mkdir(parents=True)
+    (folder / "stderr.txt").write_text("first attempt: out of memory\n")
+    (folder / "attempt-2" / "stderr.txt").write_text("second attempt: <disk> full\n")
+    attempts = [
+        {"attempt": 1, "job_id": "1", "state": "OUT_OF_MEMORY", "reason": "", "submitted_at": ""},
+        {"attempt": 2, "job_id": "2", "state": "FAILED", "reason": "", "submitted_at": ""},
+    ]
+    record = RunJournal(
+        token, "behavior", "local", ("p/a/s",), 1, {}, "", job_ids={job: "2"}, attempts={job: attempts}
+    )
+    page = build_report(local_backend, record, {})
+    assert "<pre>second attempt: &lt;disk&gt; full</pre>" in page
+    assert "first attempt" not in page
 
 
 def test_chromium_draws_the_report_and_its_timeline(tmp_path: Path) -> None:

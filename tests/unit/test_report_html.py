@@ -97,6 +97,15 @@ def test_attempts_known_only_by_their_submission_reach_to_the_end_of_the_axis() 
     assert page.count('class="seg untimed') == 3  # the jobs never retried: no times at all
 
 
+def test_a_retried_attempt_known_only_by_its_usage_under_its_own_slurm_name_joins_its_job() -> None:
+    record = full_record()
+    del record["attempts"]
+    record["usage"]["107"] = {**record["usage"]["103"], "name": name(2, "plane-1") + ".a2"}
+    del record["usage"]["107"]["attempt"]
+    view = view_run(record)
+    assert [(a.attempt, a.job_id) for a in view.attempts if a.key == "plane-1"] == [(1, "103"), (2, "107")]
+
+
 def test_slurm_states_fill_in_what_the_record_lacks() -> None:
     page = render_report(bare_record(), states={"103": "FAILED", "104": "NOT_FOUND"}, generated_at=NOW)
     found = bars(page)

@@ -30,7 +30,7 @@ margin-right:4px;border-radius:2px;vertical-align:middle}
 .timeline{border:1px solid #e3e5ea;border-radius:6px;padding:6px 10px 10px}
 .axis,.job-bar{display:grid;grid-template-columns:320px 1fr 130px;gap:8px;align-items:center}
 .axis{color:#889;font-size:11px}.ticks{position:relative;height:14px}
-.ticks span{position:absolute;transform:translateX(-50%)}
+.ticks span{position:absolute;transform:translateX(-50%);white-space:nowrap}
 .job-bar{min-height:20px;border-top:1px dotted #eef}.label{white-space:nowrap;overflow:hidden;
 text-overflow:ellipsis;font-size:12px}.track{position:relative;height:14px;background:#f4f5f8;border-radius:3px}
 .seg{position:absolute;top:0;bottom:0;border-radius:3px;min-width:3px}
@@ -43,8 +43,8 @@ text-overflow:ellipsis;font-size:12px}.track{position:relative;height:14px;backg
 .note{color:#667;font-size:12px}
 table{border-collapse:collapse;font-size:12px}
 th,td{white-space:nowrap;padding:3px 8px;text-align:left;border-bottom:1px solid #eee}
-th{background:#f4f5f8}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.meter{display:inline-block;width:110px;height:9px;background:#eceef2;border-radius:2px;margin-right:6px;
+th{background:#f4f5f8;white-space:normal}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.meter{display:inline-block;width:70px;height:9px;background:#eceef2;border-radius:2px;margin-right:6px;
 vertical-align:middle;position:relative;overflow:hidden}.meter b{position:absolute;left:0;top:0;bottom:0;
 background:#2874a6}.meter b.low{background:#d68910}.meter b.over{background:#c0392b}
 pre{background:#1d2330;color:#e8eaf0;padding:8px 10px;border-radius:5px;overflow:auto;font-size:12px;

@@ -20,6 +20,7 @@ from sl_pipelines.core.resolve import split_job_name
 from sl_pipelines.core.states import JobState
 
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_ATTEMPT_NAME = re.compile(r"(.+)\.a(\d+)")
 _PINNED = "the run's failure is pinned on this job"
 _NOT_KNOWN = ("", JobState.UNKNOWN.value, JobState.NOT_FOUND.value)
 
@@ -136,7 +137,7 @@ def view_run(
     history = _mapping(record.get("attempts"))
     usage = {str(k): _mapping(v) for k, v in _mapping(record.get("usage")).items()}
     names = {str(n) for n in job_ids} | {str(n) for n in history}
-    names |= {str(u["name"]) for u in usage.values() if u.get("name")}
+    names |= {job_of(str(u["name"]))[0] for u in usage.values() if u.get("name")}
     token = str(record.get("token", ""))
     reason = str(record.get("reason") or "")
     pinned = failed_job or max((n for n in names if n in reason), key=len, default="")
@@ -154,9 +155,10 @@ def view_run(
     covered = {a.job_id for a in found}
     for job_id, used in usage.items():  # an attempt the history does not list, known only by its usage
         if job_id not in covered and used.get("name"):
-            stage, key = split_job_name(str(used["name"]), token)
-            entry = {"attempt": used.get("attempt") or 1, "job_id": job_id}
-            found.append(_attempt(record, str(used["name"]), key, stage, 1, entry, usage, states or {}))
+            name, number = job_of(str(used["name"]))
+            stage, key = split_job_name(name, token)
+            entry = {"attempt": used.get("attempt") or number, "job_id": job_id}
+            found.append(_attempt(record, name, key, stage, 1, entry, usage, states or {}))
     found.sort(key=lambda a: (_natural((a.stage, a.key)), a.attempt))
     return RunView(record, stage_names(str(record.get("definition") or "")), tuple(found))
 
@@ -201,6 +203,13 @@ def _state(
     if record.get("status") == "SUCCEEDED" or 0 < stage < int(record.get("stage") or 0):
         return JobState.COMPLETED.value  # a run moves past a stage only when all its jobs completed
     return ""
+
+
+def job_of(slurm_name: str) -> tuple[str, int]:
+    """The job and attempt a Slurm job name stands for: a retried job's attempt N (from 2) runs under
+    ``<job name>.a<N>`` (a definition's job names hold no dot)."""
+    match = _ATTEMPT_NAME.fullmatch(slurm_name)
+    return (match[1], int(match[2])) if match else (slurm_name, 1)
 
 
 def _mapping(value: Any) -> dict[str, Any]:

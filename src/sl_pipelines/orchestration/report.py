@@ -54,22 +54,20 @@ def build_report(
     data = json.loads(record.to_json())
     by_id = {job_id: state.value for job_id, state in states.items()}
     tails = dict(known_tails or {})
-    failed = [
-        a.name
-        for a in view_run(data, by_id, failed_job).attempts
-        if a.outcome == "failed" and a.name not in tails
-    ]
-    for name in list(dict.fromkeys(failed))[:MAX_TAILS]:
-        tail = _stderr_tail(backend, record.token, name)
+    failed = {a.name: a.attempt for a in view_run(data, by_id, failed_job).attempts if a.outcome == "failed"}
+    for name, attempt in [(n, a) for n, a in failed.items() if n not in tails][:MAX_TAILS]:
+        tail = _stderr_tail(backend, record.token, name, attempt)
         if tail:
             tails[name] = tail
     now = datetime.now(tz=UTC).isoformat(timespec="seconds")
     return render_report(data, states=by_id, stderr_tails=tails, generated_at=now, failed_job=failed_job)
 
 
-def _stderr_tail(backend: Backend, token: str, name: str) -> str:
+def _stderr_tail(backend: Backend, token: str, name: str, attempt: int) -> str:
+    """The tail of a job's last failed attempt's stderr (a retried attempt logs in ``attempt-<N>/``)."""
     _, key = split_job_name(name, token)
-    path = PurePosixPath(backend.working_root) / JOB_FOLDERS / token / key / "stderr.txt"
+    folder = PurePosixPath(backend.working_root) / JOB_FOLDERS / token / key
+    path = (folder / f"attempt-{attempt}" if attempt > 1 else folder) / "stderr.txt"
     try:
         text = backend.read_text(path, tail_bytes=STDERR_TAIL_BYTES) or ""
     except SlPipelinesError as exc:
