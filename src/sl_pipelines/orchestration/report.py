@@ -113,6 +113,7 @@ def _end_report(backend: Backend, run: PipelineRun) -> str:
         for s in run.job_states.values()
     }
     known, job = {}, run.failure.job if run.failure is not None else None
-    if run.failure is not None and job and run.failure.stderr_tail:
-        known[job] = run.failure.stderr_tail
+    retried = job is not None and len(run.journal.attempts.get(job) or ()) > 1
+    if run.failure is not None and job and run.failure.stderr_tail and not retried:
+        known[job] = run.failure.stderr_tail  # a retried job's last attempt logs in its own folder: read it
     return build_report(backend, run.journal, states, known, failed_job=job or "")
