@@ -15,3 +15,14 @@ if [ ! -f "$stamp" ]; then
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
+# The run report's tests draw it in a real headless browser: Debian's chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bootstrap: installing chromium (the run report's browser tests)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null
+    else
+        echo "bootstrap: chromium is missing and installing it needs root (apt-get install chromium);" \
+            "the run report's browser tests will fail without it" >&2
+    fi
+fi

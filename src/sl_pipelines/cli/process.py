@@ -39,8 +39,8 @@ sessions as one dataset). Jobs run on the Slurm server of a profile (--server, s
 or, by default, on this machine through the embedded local backend. Runs are journaled, so a run
 whose manager was interrupted is finished with --resume, without submitting anything twice.
 
-Runs live on the server too: `sl-process status|attach|cancel --server P ...` looks at them from any PC
-(see `sl-process status --help`).
+Runs live on the server too: `sl-process status|attach|cancel|report --server P ...` looks at them
+from any PC (see `sl-process status --help`).
 
 Workflows run several pipelines in order on each session, with parallel steps and a session lock:
 `sl-process --workflow lab-daily 'proj/*/*' --pending` (see `sl-process --workflow NAME --help`).

@@ -1,8 +1,9 @@
-"""``sl-process status|attach|cancel``: look at the runs recorded on a server from any PC, or cancel one.
+"""``sl-process status|attach|cancel|report``: look at the runs recorded on a server from any PC.
 
 ``status`` lists every run (its record, its lease, its tracker and its jobs, read in one remote command);
 ``attach`` watches one run read-only until it ends (Ctrl-C only stops watching); ``cancel`` takes the run
-over, cancels its jobs and records why in its tracker and its record.
+over, cancels its jobs and records why in its tracker and its record; ``report`` writes one run's report
+page (timeline, resource use, failures; see :mod:`sl_pipelines.orchestration.report`).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from sl_pipelines.errors import ConfigurationError, JournalError, SlPipelinesErr
 from sl_pipelines.orchestration.cycle import cancel_runs
 from sl_pipelines.orchestration.journal import RunJournal
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
+from sl_pipelines.orchestration.report import build_report, write_report
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-COMMANDS = ("status", "attach", "cancel")
+COMMANDS = ("status", "attach", "cancel", "report")
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class RunRow:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``sl-process status|attach|cancel``."""
+    """The parser of ``sl-process status|attach|cancel|report``."""
     parser = argparse.ArgumentParser(
         prog="sl-process", description="Look at the runs recorded on a server from any PC, or cancel one."
     )
@@ -91,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("status", "list the runs on the server: stage, jobs, status, who drives them"),
         ("attach", "watch one run until it ends, read-only (Ctrl-C only stops watching)"),
         ("cancel", "cancel a run's jobs and record why in its tracker (asks first)"),
+        ("report", "write a run's report: one HTML page with its jobs' timeline, resource use and failures"),
     ):
         sub = commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
         where = sub.add_mutually_exclusive_group()
@@ -102,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.choices["status"].add_argument("--all", action="store_true", help="finished runs too")
     commands.choices["attach"].add_argument("--interval", type=float, default=2.0, metavar="S")
     commands.choices["cancel"].add_argument("--yes", action="store_true", help="do not ask")
+    commands.choices["report"].add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="where to write it (default: ./TOKEN.html)"
+    )
     return parser
 
 
@@ -116,6 +122,8 @@ def main(argv: Sequence[str]) -> int:
             return _status(backend, args)
         if args.command == "attach":
             return _attach(backend, args.runs[0], args.interval)
+        if args.command == "report":
+            return _report(backend, args.runs[0], args.output)
         return _cancel(backend, args.runs[0], args.yes, err)
     except SlPipelinesError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
@@ -219,4 +227,17 @@ def _cancel(backend: Backend, spec: str, yes: bool, console: Console) -> int:
     reason = f"cancelled with 'sl-process cancel' by {pipeline.holder.user} on {pipeline.holder.host}"
     cancel_runs(backend, [pipeline], reason)
     console.print(f"Cancelled run {record.token}; its tracker and record say why.", markup=False)
+    return EXIT_OK
+
+
+def _report(backend: Backend, spec: str, output: Path | None) -> int:
+    row = _one(backend, spec)
+    record = row.record
+    page = build_report(backend, record, {job.job_id: job.state for job in row.snapshot.jobs})
+    path = output or Path(f"{record.token}.html")
+    try:
+        write_report(path, page)
+    except OSError as exc:
+        raise ConfigurationError(f"Cannot write the report to {path} ({exc}); give another -o FILE.") from exc
+    make_console().print(f"Wrote the report of run {record.token} ({record.status}) to {path}.", markup=False)
     return EXIT_OK

@@ -85,6 +85,15 @@ def run_token(manager_id: int, pipeline: str, sessions: tuple[SessionPaths, ...]
     return xxhash.xxh3_64(f"{manager_id}:{pipeline}:{ids}".encode()).hexdigest()[:12]
 
 
+def split_job_name(name: str, token: str) -> tuple[int, str]:
+    """The stage number and job key of a run's job name (``slp-<token>-<stage>-<key>``); (0, name) for a
+    name that is not one of this run's."""
+    stage, _, key = name.removeprefix(f"{JOB_PREFIX}-{token}-").partition("-")
+    if not name.startswith(f"{JOB_PREFIX}-{token}-") or not stage.isdigit() or not key:
+        return 0, name
+    return int(stage), key
+
+
 def resolve_pipeline(
     definition: PipelineDefinition,
     sessions: tuple[SessionPaths, ...],

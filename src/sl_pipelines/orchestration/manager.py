@@ -12,6 +12,7 @@ from sl_pipelines.core.seams import Backend
 from sl_pipelines.errors import SchedulerError, ServerError
 from sl_pipelines.orchestration.cycle import CycleReport, cancel_runs, gather_usage, run_cycle
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
+from sl_pipelines.orchestration.report import write_run_reports
 from sl_pipelines.orchestration.run import process_holder
 from sl_pipelines.vocabulary import ProcessingStatus
 
@@ -51,6 +52,7 @@ class PipelineManager:
             raise ValueError("max_parallel must be at least 1")
         self.backend = backend
         self.pipelines = list(pipelines)
+        self._unreported: list[ProcessingPipeline] = []  # ended runs whose report waits for their usage
         self.max_parallel = max_parallel
         self.poll_interval = poll_interval
         self.max_interval = (
@@ -99,12 +101,13 @@ class PipelineManager:
         self._freeze_runs()
         before = self._fingerprint()
         ended = [p for p in self.pipelines if not p.is_running and p.usage_wanted]  # their jobs' usage
-        report: CycleReport = run_cycle(
-            self.backend, [*self.in_flight, *ended], self.clock, self.extra_leases
-        )
+        runs = self.in_flight
+        report: CycleReport = run_cycle(self.backend, [*runs, *ended], self.clock, self.extra_leases)
+        self._unreported.extend(run for run in runs if not run.is_running)
         self.cycles += 1
         if last_usage and self.finished:
             self.finish_usage()
+        self._write_reports()
         self.lost_leases.update(report.lost_leases)
         if report.slurm_problems:
             self._silent("; ".join(report.slurm_problems))
@@ -149,12 +152,20 @@ class PipelineManager:
             interval = self.poll_interval if changed else min(interval * 1.5, self.max_interval)
             sleep(interval)
         self.finish_usage()
+        self._write_reports(every=True)
         return all(p.status is ProcessingStatus.SUCCEEDED for p in self.pipelines)
 
     def finish_usage(self) -> None:
         """Asks what the last jobs of the ended runs used (no further cycle will ask): one call, if any;
         a server that does not answer leaves the records without it (logged)."""
         gather_usage(self.backend, [p for p in self.pipelines if p.usage_wanted])
+
+    def _write_reports(self, *, every: bool = False) -> None:
+        """Writes the report of each run that ended, once what its jobs used is in (or ``every``)."""
+        ready = [p for p in self._unreported if every or not p.usage_wanted]
+        if ready:
+            self._unreported = [p for p in self._unreported if p not in ready]
+            write_run_reports(self.backend, ready)
 
     def _silent(self, problem: str, error: Exception | None = None) -> None:
         """Notes a cycle without an answer; raises once the silence has outlasted the patience."""
@@ -173,7 +184,9 @@ class PipelineManager:
 
     def cancel_all(self, reason: str = "cancelled by the user") -> None:
         """Cancels every running pipeline's jobs (by id and by name) and records why in each tracker."""
-        cancel_runs(self.backend, self.pipelines, reason)
+        running = [p for p in self.pipelines if p.is_running]
+        cancel_runs(self.backend, running, reason)
+        write_run_reports(self.backend, [p for p in running if not p.is_running])
 
     def _freeze_runs(self) -> None:
         """Takes the runs' long-lived objects (definitions, scripts, journals of every run) out of the
