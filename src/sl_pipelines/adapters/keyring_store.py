@@ -82,3 +82,23 @@ def forget_password(profile: str) -> None:
         return
     except keyring.errors.KeyringError as exc:
         raise _failed("remove", profile, exc) from exc
+
+
+def fetch_smtp_password(profile: str) -> str:
+    """The SMTP password of ``profile``'s notifications from the OS keyring (user ``<profile>/smtp``).
+
+    Raises:
+        ConfigurationError: keyring is not installed or not usable, or holds no such password.
+    """
+    keyring = _keyring()
+    user = f"{profile}/smtp"
+    try:
+        password: str | None = keyring.get_password(SERVICE, user)
+    except keyring.errors.KeyringError as exc:
+        raise _failed("read", profile, exc) from exc
+    if not password:
+        raise ConfigurationError(
+            f"The OS keyring holds no SMTP password for profile {profile!r} (service {SERVICE!r}, user "
+            f"{user!r}); store it with 'keyring set {SERVICE} {user}'."
+        )
+    return password
