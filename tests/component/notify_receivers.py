@@ -40,7 +40,7 @@ def webhook(status: int = 200) -> Iterator[Webhook]:
     received.status = status
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             received.bodies.append(json.loads(self.rfile.read(length)))
             received.content_types.append(self.headers.get("Content-Type", ""))
@@ -48,7 +48,7 @@ def webhook(status: int = 200) -> Iterator[Webhook]:
             self.end_headers()
             self.wfile.write(b"ok")
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -72,7 +72,8 @@ class Mailbox:
     logins: list[tuple[str, str]] = field(default_factory=list)
 
     def bodies(self) -> list[str]:
-        return [str(m.get_payload(decode=True).decode()).replace("\r\n", "\n") for m in self.messages]  # type: ignore[union-attr]
+        texts = [str(m.get_payload(decode=True).decode()) for m in self.messages]  # type: ignore[union-attr]
+        return [text.replace("\r\n", "\n").rstrip("\n") for text in texts]
 
 
 @contextmanager
@@ -82,7 +83,7 @@ def smtp_server(password: str | None = None) -> Iterator[Mailbox]:
     box = Mailbox(port=port)
 
     class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             box.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
             box.messages.append(message_from_bytes(envelope.content))
             return "250 OK"

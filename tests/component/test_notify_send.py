@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from notify_receivers import free_port, smtp_server, wait_for, webhook
+from notify_receivers import free_port, smtp_server, webhook
 from rich.console import Console
 
 from sl_pipelines.adapters.local import LocalBackend
@@ -33,7 +33,11 @@ def test_a_notice_reaches_a_webhook_and_a_mailbox_with_a_login(tmp_path: Path) -
     secret.chmod(0o600)
     with webhook() as hook, smtp_server(password="s3cret") as box:
         settings = SmtpSettings(
-            host="127.0.0.1", port=box.port, sender="runs@lab.org", user="lab", password=read_password_file(secret)
+            host="127.0.0.1",
+            port=box.port,
+            sender="runs@lab.org",
+            user="lab",
+            password=read_password_file(secret),
         )
         notifier = Notifier([parse_target(hook.url), parse_target("mailto:me@lab.org")], settings)
         notifier.post(NOTICE)
@@ -44,7 +48,7 @@ def test_a_notice_reaches_a_webhook_and_a_mailbox_with_a_login(tmp_path: Path) -
         assert message["Subject"] == NOTICE.subject
         assert message["From"] == "runs@lab.org"
         assert box.envelopes == [("runs@lab.org", ["me@lab.org"])]
-        assert box.bodies()[0].strip() == NOTICE.text
+        assert box.bodies() == [NOTICE.text]
         assert box.logins == [("lab", "s3cret")]
         assert (notifier.sent, notifier.failed) == (2, 0)
 
@@ -89,7 +93,9 @@ def root(tmp_path: Path) -> Path:
 
 
 def _checksum(root: Path, *extra: str) -> int:
-    return process.main(["checksum", "proj/A1/S1", "--local-root", str(root), "--json", "--poll-interval", "0.2", *extra])
+    return process.main(
+        ["checksum", "proj/A1/S1", "--local-root", str(root), "--json", "--poll-interval", "0.2", *extra]
+    )
 
 
 def test_sl_process_tells_a_failure_and_the_end_and_nothing_without_notify(
@@ -112,7 +118,9 @@ def test_sl_process_tells_a_failure_and_the_end_and_nothing_without_notify(
     capsys.readouterr()
 
 
-def test_a_bad_notify_value_is_refused_before_anything_runs(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_notify_value_is_refused_before_anything_runs(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert _checksum(root, "--notify", "hooks.example.org/x") == 2
     assert "neither a webhook URL" in capsys.readouterr().err
     assert not (root / "storage" / "proj" / "A1" / "S1" / "tracking_data").exists()

@@ -30,7 +30,11 @@ FAILED = RunFacts(
 @pytest.mark.parametrize(
     ("text", "kind", "address"),
     [
-        ("https://hooks.slack.com/services/T/B/x", TargetKind.WEBHOOK, "https://hooks.slack.com/services/T/B/x"),
+        (
+            "https://hooks.slack.com/services/T/B/x",
+            TargetKind.WEBHOOK,
+            "https://hooks.slack.com/services/T/B/x",
+        ),
         ("http://127.0.0.1:8065/hooks/abc", TargetKind.WEBHOOK, "http://127.0.0.1:8065/hooks/abc"),
         (" mailto:lab@example.org ", TargetKind.MAIL, "lab@example.org"),
         ("MAILTO:lab@example.org", TargetKind.MAIL, "lab@example.org"),
@@ -41,7 +45,8 @@ def test_targets(text: str, kind: TargetKind, address: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["hooks.slack.com/x", "ftp://host/x", "https://", "mailto:", "mailto:a@b.org,c@d.org", "lab@example.org"]
+    "text",
+    ["hooks.slack.com/x", "ftp://host/x", "https://", "mailto:", "mailto:a@b.org,c@d.org", "lab@example.org"],
 )
 def test_bad_targets_say_what_to_give(text: str) -> None:
     with pytest.raises(ConfigurationError, match="--notify"):
@@ -49,7 +54,10 @@ def test_bad_targets_say_what_to_give(text: str) -> None:
 
 
 def test_a_webhook_is_logged_without_its_secret_path() -> None:
-    assert parse_target("https://hooks.example.org:8443/services/SECRET").label == "https://hooks.example.org:8443/…"
+    assert (
+        parse_target("https://hooks.example.org:8443/services/SECRET").label
+        == "https://hooks.example.org:8443/…"
+    )
     assert parse_target("mailto:lab@example.org").label == "mailto:lab@example.org"
 
 
@@ -79,7 +87,10 @@ def test_run_end_counts_statuses_lists_failures_and_cpu_hours() -> None:
     notice = run_end_notice([FAILED, ok], "lab", 3725)
     assert notice.subject == "[sl_pipelines] run ended: 1 failed, 1 succeeded (suite2p)"
     lines = notice.text.splitlines()
-    assert lines[0] == "sl_pipelines on lab: 2 suite2p pipeline(s) ended after 1 h 02 min: 1 failed, 1 succeeded."
+    assert (
+        lines[0]
+        == "sl_pipelines on lab: 2 suite2p pipeline(s) ended after 1 h 02 min: 1 failed, 1 succeeded."
+    )
     assert lines[1] == "CPU time used: 2.00 CPU-hours."
     assert lines[2] == (
         "- suite2p on proj/A1/2026-01-05 (run ab12cd) FAILED [plane_1]: job 17 (plane_1) OUT_OF_MEMORY"

@@ -58,7 +58,9 @@ def running(name: str, minutes: float, limit: int = 600) -> JobTiming:
         ([done("a", 500, limit=60), JobTiming("b", time_limit_minutes=1)], None, []),
     ],
 )
-def test_detect_stalls(jobs: list[JobTiming], quiet_minutes: float | None, expected: list[tuple[str, str]]) -> None:
+def test_detect_stalls(
+    jobs: list[JobTiming], quiet_minutes: float | None, expected: list[tuple[str, str]]
+) -> None:
     quiet = None if quiet_minutes is None else quiet_minutes * MIN
     stalls = detect_stalls(jobs, quiet, DEFAULT)
     assert [(s.kind, s.job) for s in stalls] == expected
