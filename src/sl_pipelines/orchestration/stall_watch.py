@@ -23,6 +23,8 @@ logger = logging.getLogger("sl_pipelines")
 
 Overrides = Mapping[str, float | None]
 
+_QUEUED_AGAIN = frozenset({JobState.PENDING, JobState.REQUEUED, JobState.REQUEUE_HOLD, JobState.REQUEUE_FED})
+
 
 class StallWatch:
     """Tracks when each job started running and which stalls each run has now.
@@ -82,25 +84,38 @@ class StallWatch:
         return fresh
 
     def _timings(self, run: PipelineRun, now: float) -> list[JobTiming]:
+        """The stage's jobs' timings; none while no job of it runs (only the tracker can stall then)."""
         token = run.resolved.token
+        jobs = run.resolved.stages.get(run.stage, ())
+        states = [self._note(run, (token, r.name), now) for r in jobs]
+        if JobState.RUNNING not in states:
+            return []
         usage = _usage_elapsed(getattr(run.journal, "usage", None))
         attempts: Mapping[str, Any] = getattr(run.journal, "attempts", None) or {}
         timings = []
-        for resolved in run.resolved.stages.get(run.stage, ()):
-            name, key = resolved.name, (token, resolved.name)
-            status = run.job_states.get(name)
-            state = status.state if status is not None else JobState.NOT_FOUND
-            if state is JobState.RUNNING:
-                self._running_since.setdefault(key, now)
-            elif state is JobState.COMPLETED and key in self._running_since and key not in self._elapsed:
-                self._elapsed[key] = now - self._running_since[key]
+        for resolved, state in zip(jobs, states, strict=True):
+            key = (token, resolved.name)
             running = now - self._running_since[key] if state is JobState.RUNNING else None
             elapsed = None
             if state is JobState.COMPLETED:
-                elapsed = usage.get(name, self._elapsed.get(key))
-            limit = _latest_limit(attempts.get(name)) or resolved.job.resources.time_limit_minutes
+                elapsed = usage.get(resolved.name, self._elapsed.get(key))
+            limit = _latest_limit(attempts.get(resolved.name)) or resolved.job.resources.time_limit_minutes
             timings.append(JobTiming(resolved.key, running, elapsed, limit))
         return timings
+
+    def _note(self, run: PipelineRun, key: tuple[str, str], now: float) -> JobState:
+        """Notes when a job was first seen running and how long it ran; a job seen queued again or failed
+        (requeued, retried) starts counting afresh when it runs again."""
+        status = run.job_states.get(key[1])
+        state = status.state if status is not None else JobState.NOT_FOUND
+        if state is JobState.RUNNING:
+            self._running_since.setdefault(key, now)
+        elif state is JobState.COMPLETED:
+            if key in self._running_since and key not in self._elapsed:
+                self._elapsed[key] = now - self._running_since[key]
+        elif state in _QUEUED_AGAIN or state.is_failure:  # not on UNKNOWN: a silent Slurm resets nothing
+            self._running_since.pop(key, None)
+        return state
 
 
 def _usage_elapsed(usage: object) -> dict[str, float]:
