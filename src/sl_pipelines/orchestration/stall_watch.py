@@ -16,13 +16,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sl_pipelines.core.stalls import JobTiming, Stall, StallThresholds, detect_stalls, quiet_seconds
-from sl_pipelines.core.states import JobState
+from sl_pipelines.core.states import JobState, JobStatus
 from sl_pipelines.orchestration.run import PipelineRun
 
 logger = logging.getLogger("sl_pipelines")
 
 Overrides = Mapping[str, float | None]
 
+_RUNNING = JobState.RUNNING
 _QUEUED_AGAIN = frozenset({JobState.PENDING, JobState.REQUEUED, JobState.REQUEUE_HOLD, JobState.REQUEUE_FED})
 
 
@@ -46,9 +47,10 @@ class StallWatch:
         StallThresholds().with_overrides(self.overrides)  # a wrong name or value fails here, at once
         self._clock = clock
         self._wall = wall
-        self._running_since: dict[tuple[str, str], float] = {}
-        self._elapsed: dict[tuple[str, str], float] = {}
+        self._running_since: dict[str, float] = {}  # by job name (names carry the run token)
+        self._elapsed: dict[str, float] = {}
         self._thresholds: dict[str, StallThresholds] = {}
+        self._shapes: dict[tuple[str, int], tuple[tuple[str, str, int], ...]] = {}
         self._announced: set[tuple[str, str, str]] = set()
         self.current: dict[str, tuple[Stall, ...]] = {}
         """Each run token's stalls as of the last cycle (running runs only)."""
@@ -84,37 +86,51 @@ class StallWatch:
         return fresh
 
     def _timings(self, run: PipelineRun, now: float) -> list[JobTiming]:
-        """The stage's jobs' timings; none while no job of it runs (only the tracker can stall then)."""
-        token = run.resolved.token
-        jobs = run.resolved.stages.get(run.stage, ())
-        states = [self._note(run, (token, r.name), now) for r in jobs]
-        if JobState.RUNNING not in states:
+        """The stage's jobs' timings; none while no running job could be stalled yet (the common case,
+        checked first: a cycle over a thousand runs must stay cheap), so only the tracker can stall then."""
+        shape = self._shape(run)
+        states = [self._note(run.job_states.get(name), name, now) for name, _, _ in shape]
+        since = self._running_since
+        pairs = zip(shape, states, strict=True)
+        longest = max((now - since[n] for (n, _, _), st in pairs if st is _RUNNING), default=None)
+        if longest is None:
+            return []
+        thresholds = self.thresholds(run)
+        shortest_limit = min(limit for _, _, limit in shape)
+        soonest = min(thresholds.sibling_minimum_minutes, thresholds.limit_fraction * shortest_limit)
+        if longest < soonest * 60.0:
             return []
         usage = _usage_elapsed(getattr(run.journal, "usage", None))
         attempts: Mapping[str, Any] = getattr(run.journal, "attempts", None) or {}
         timings = []
-        for resolved, state in zip(jobs, states, strict=True):
-            key = (token, resolved.name)
-            running = now - self._running_since[key] if state is JobState.RUNNING else None
-            elapsed = None
-            if state is JobState.COMPLETED:
-                elapsed = usage.get(resolved.name, self._elapsed.get(key))
-            limit = _latest_limit(attempts.get(resolved.name)) or resolved.job.resources.time_limit_minutes
-            timings.append(JobTiming(resolved.key, running, elapsed, limit))
+        for (name, short, limit), state in zip(shape, states, strict=True):
+            seconds = now - since[name] if state is _RUNNING else None
+            elapsed = usage.get(name, self._elapsed.get(name)) if state is JobState.COMPLETED else None
+            timings.append(JobTiming(short, seconds, elapsed, _latest_limit(attempts.get(name)) or limit))
         return timings
 
-    def _note(self, run: PipelineRun, key: tuple[str, str], now: float) -> JobState:
-        """Notes when a job was first seen running and how long it ran; a job seen queued again or failed
-        (requeued, retried) starts counting afresh when it runs again."""
-        status = run.job_states.get(key[1])
+    def _shape(self, run: PipelineRun) -> tuple[tuple[str, str, int], ...]:
+        """The current stage's jobs as (name, short name, time limit), built once per run and stage."""
+        key = (run.resolved.token, run.stage)
+        shape = self._shapes.get(key)
+        if shape is None:
+            jobs = run.resolved.stages.get(run.stage, ())
+            shape = self._shapes[key] = tuple(
+                (r.name, r.key, r.job.resources.time_limit_minutes) for r in jobs
+            )
+        return shape
+
+    def _note(self, status: JobStatus | None, name: str, now: float) -> JobState:
+        """Notes when a job (by its name, which carries the run token) was first seen running and how long
+        it ran; a job seen queued again or failed (requeued, retried) counts afresh when it runs again."""
         state = status.state if status is not None else JobState.NOT_FOUND
-        if state is JobState.RUNNING:
-            self._running_since.setdefault(key, now)
+        if state is _RUNNING:
+            self._running_since.setdefault(name, now)
         elif state is JobState.COMPLETED:
-            if key in self._running_since and key not in self._elapsed:
-                self._elapsed[key] = now - self._running_since[key]
+            if name in self._running_since and name not in self._elapsed:
+                self._elapsed[name] = now - self._running_since[name]
         elif state in _QUEUED_AGAIN or state.is_failure:  # not on UNKNOWN: a silent Slurm resets nothing
-            self._running_since.pop(key, None)
+            self._running_since.pop(name, None)
         return state
 
 
