@@ -226,3 +226,16 @@ def test_the_smtp_password_comes_from_the_keyring_and_the_profile_gives_default_
 def test_no_targets_anywhere_means_no_notifier() -> None:
     save_profile(profile())
     assert build_notices(_notify_args(), "lab") is None
+
+
+def test_cli_sets_and_empties_the_default_notify_list(capsys: pytest.CaptureFixture[str]) -> None:
+    save_profile(profile())
+    hook = "https://hooks.lab.org/x"
+    assert cli.main(["profile", "set", "lab", "--notify", hook, "--notify", "mailto:me@lab.org"]) == 0
+    assert "notify" in capsys.readouterr().out
+    assert load_profile("lab").notify == (hook, "mailto:me@lab.org")
+    assert cli.main(["profile", "set", "lab", "--notify", "hooks.lab.org"]) == 2
+    assert "neither a webhook URL" in capsys.readouterr().err
+    assert load_profile("lab").notify == (hook, "mailto:me@lab.org"), "left as it was"
+    assert cli.main(["profile", "set", "lab", "--notify", ""]) == 0
+    assert load_profile("lab").notify == ()
