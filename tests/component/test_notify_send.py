@@ -159,3 +159,25 @@ def test_a_slow_job_is_flagged_stalled_in_the_live_view_and_told_once(
     assert flagged, shown[-1]
     assert "stalled" not in shown[-1], "a finished run is no longer flagged"
     assert json.dumps(manager.stalls.current) == "{}"
+
+
+def test_a_workflow_tells_its_failures_and_its_end(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (root / "storage" / "proj" / "A1" / "S1" / "raw_data" / "ax_checksum.txt").write_text("0" * 32 + "\n")
+    with webhook() as hook:
+        argv = [
+            "--workflow",
+            "quick",
+            "proj/A1/S1",
+            "--local-root",
+            str(root),
+            "--json",
+            "--poll-interval",
+            "0.2",
+        ]
+        assert process.main([*argv, "--notify", hook.url]) == 1
+        failure, end = hook.texts()
+    capsys.readouterr()
+    assert failure.startswith("sl_pipelines on local: checksum on proj/A1/S1 (run ")
+    assert "FAILED" in failure
+    assert end.startswith("sl_pipelines on local: 2 checksum/manifest pipeline(s) ended after ")
+    assert ": 1 failed, 1 succeeded.\n- checksum on proj/A1/S1" in end
