@@ -3,13 +3,16 @@ took, once-only announcements, and a job queued again counting afresh."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from sl_pipelines.adapters.local import LocalBackend
-from sl_pipelines.core.stalls import StallKind
+from sl_pipelines.cli.overview import FULL_TABLE_LIMIT, LiveView
+from sl_pipelines.core.stalls import Stall, StallKind
 from sl_pipelines.core.states import JobState, JobStatus
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.orchestration.stall_watch import StallWatch
@@ -90,3 +93,20 @@ def test_the_definition_and_the_command_line_set_the_thresholds(run: ProcessingP
 def test_a_wrong_threshold_fails_at_once() -> None:
     with pytest.raises(ValueError, match="unknown stall threshold 'limit'"):
         StallWatch({"limit": 0.5})
+
+
+def test_the_many_pipelines_overview_lists_the_stalled_ones(local_backend: LocalBackend) -> None:
+    generate_session(Path(local_backend.storage_root), "proj", "A1", "S1", planes=1, size_kb=4)
+    runs = [
+        ProcessingPipeline.create("checksum", ["proj/A1/S1"], local_backend, dry_run=True)
+        for _ in range(FULL_TABLE_LIMIT + 1)
+    ]
+    stall = Stall(StallKind.TIME_LIMIT, "checksum", "checksum has run 50 min, 83% of its 60 min time limit")
+    out = Console(file=io.StringIO(), width=250)
+    out.print(LiveView().render(runs, stalls={runs[3].resolved.token: (stall,)}))
+    text = out.file.getvalue()  # type: ignore[attr-defined]
+    assert "1 stalled" in text
+    assert "stalled: checksum has run 50 min, 83% of its 60 min time limit" in text
+    out = Console(file=io.StringIO(), width=250)
+    out.print(LiveView().render(runs, stalls={}))
+    assert "stalled" not in out.file.getvalue()  # type: ignore[attr-defined]
