@@ -6,6 +6,7 @@ keeps passwords in a dict, or keyring's own "fail" backend (what a machine witho
 
 from __future__ import annotations
 
+import argparse
 import stat
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 from keyring.backends import fail
 
 from sl_pipelines.adapters import keyring_store
+from sl_pipelines.adapters.notify import SmtpSettings
 from sl_pipelines.adapters.profiles import (
     ServerProfile,
     delete_profile,
@@ -26,6 +28,7 @@ from sl_pipelines.adapters.profiles import (
     save_profile,
 )
 from sl_pipelines.cli import server as cli
+from sl_pipelines.cli.notify_options import build_notices
 from sl_pipelines.core.job import JobDefaults
 from sl_pipelines.errors import ConfigurationError
 
@@ -190,3 +193,49 @@ def test_cli_without_keyring_refuses_and_points_to_the_flag(
     assert not profile_path("lab").exists()
     assert cli.main([*argv, "--password-prompt", "--plaintext-password"]) == 0
     assert load_profile("lab").password == SECRET
+
+
+# ------------------------------------------------------------------------------------------ notifications
+
+
+def _notify_args(*targets: str) -> argparse.Namespace:
+    return argparse.Namespace(notify=list(targets), server="lab", stall=[])
+
+
+def test_the_smtp_password_comes_from_the_keyring_and_the_profile_gives_default_targets(
+    memory_keyring: MemoryKeyring,
+) -> None:
+    smtp = SmtpSettings(host="smtp.lab.org", user="lab", password_in_keyring=True)
+    save_profile(profile(notify=("mailto:me@lab.org",), smtp=smtp))
+    memory_keyring.passwords[(keyring_store.SERVICE, "lab/smtp")] = SECRET
+    notices = build_notices(_notify_args(), "lab")
+    assert notices is not None
+    assert [t.address for t in notices.notifier.targets] == ["me@lab.org"]
+    assert notices.notifier.smtp.password == SECRET
+    assert SECRET not in repr(notices.notifier.smtp)
+    given = build_notices(_notify_args("https://hooks.lab.org/x"), "lab")
+    assert given is not None
+    assert [t.address for t in given.notifier.targets] == ["https://hooks.lab.org/x"], (
+        "--notify beats the profile"
+    )
+    memory_keyring.passwords.clear()
+    with pytest.raises(ConfigurationError, match="keyring set sl_pipelines lab/smtp"):
+        build_notices(_notify_args(), "lab")
+
+
+def test_no_targets_anywhere_means_no_notifier() -> None:
+    save_profile(profile())
+    assert build_notices(_notify_args(), "lab") is None
+
+
+def test_cli_sets_and_empties_the_default_notify_list(capsys: pytest.CaptureFixture[str]) -> None:
+    save_profile(profile())
+    hook = "https://hooks.lab.org/x"
+    assert cli.main(["profile", "set", "lab", "--notify", hook, "--notify", "mailto:me@lab.org"]) == 0
+    assert "notify" in capsys.readouterr().out
+    assert load_profile("lab").notify == (hook, "mailto:me@lab.org")
+    assert cli.main(["profile", "set", "lab", "--notify", "hooks.lab.org"]) == 2
+    assert "neither a webhook URL" in capsys.readouterr().err
+    assert load_profile("lab").notify == (hook, "mailto:me@lab.org"), "left as it was"
+    assert cli.main(["profile", "set", "lab", "--notify", ""]) == 0
+    assert load_profile("lab").notify == ()

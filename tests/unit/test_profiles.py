@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from sl_pipelines.adapters.locks import LockKind
+from sl_pipelines.adapters.notify import SmtpSettings
 from sl_pipelines.adapters.profiles import (
     AccountingChoice,
     ServerProfile,
@@ -61,6 +62,24 @@ def test_round_trip(config_dir: Path) -> None:
     assert list_profiles() == ("lab-cluster",)
 
 
+def test_notification_settings_round_trip_without_a_password(config_dir: Path) -> None:
+    smtp = SmtpSettings(
+        host="smtp.lab.org",
+        port=587,
+        sender="runs@lab.org",
+        user="lab",
+        starttls=True,
+        password_in_keyring=True,
+    )
+    profile = full_profile(notify=("https://hooks.lab.org/x", "mailto:me@lab.org"), smtp=smtp)
+    path = save_profile(profile)
+    assert load_profile("lab-cluster") == profile
+    text = path.read_text()
+    assert "from: runs@lab.org" in text
+    assert "password_in_keyring: true" in text
+    assert load_profile("lab-cluster").smtp == smtp
+
+
 def test_file_is_private_and_replaced_atomically() -> None:
     path = save_profile(full_profile())
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -109,6 +128,9 @@ def test_minimal_file_gets_defaults(config_dir: Path) -> None:
             "path",
         ),
         ("host: h\nstorage_root: /s\nworking_root: /w\ncommand_timeout: -1\n", "command_timeout", "positive"),
+        ("host: h\nstorage_root: /s\nworking_root: /w\nnotify: https://x\n", "notify", "expected a list"),
+        ("host: h\nstorage_root: /s\nworking_root: /w\nsmtp: {hots: x}\n", "smtp", "unknown smtp key 'hots'"),
+        ("host: h\nstorage_root: /s\nworking_root: /w\nsmtp: {port: 0}\n", "smtp", "1-65535"),
     ],
 )
 def test_bad_file_names_file_and_key(config_dir: Path, text: str, key: str, words: str) -> None:

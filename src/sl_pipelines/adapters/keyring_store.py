@@ -56,16 +56,22 @@ def fetch_password(profile: str) -> str:
     Raises:
         ConfigurationError: keyring is not installed or not usable, or holds no password for the profile.
     """
+    missing = (
+        f"The OS keyring holds no password for profile {profile!r} (service {SERVICE!r}); store it "
+        f"again with 'sl-server profile set {profile} --password-prompt'."
+    )
+    return _fetch(profile, profile, missing)
+
+
+def _fetch(user: str, profile: str, missing: str) -> str:
+    """The keyring's password of ``user`` under :data:`SERVICE`; ``missing`` is the error when it has none."""
     keyring = _keyring()
     try:
-        password: str | None = keyring.get_password(SERVICE, profile)
+        password: str | None = keyring.get_password(SERVICE, user)
     except keyring.errors.KeyringError as exc:
         raise _failed("read", profile, exc) from exc
     if not password:
-        raise ConfigurationError(
-            f"The OS keyring holds no password for profile {profile!r} (service {SERVICE!r}); store it "
-            f"again with 'sl-server profile set {profile} --password-prompt'."
-        )
+        raise ConfigurationError(missing)
     return password
 
 
@@ -82,3 +88,17 @@ def forget_password(profile: str) -> None:
         return
     except keyring.errors.KeyringError as exc:
         raise _failed("remove", profile, exc) from exc
+
+
+def fetch_smtp_password(profile: str) -> str:
+    """The SMTP password of ``profile``'s notifications from the OS keyring (user ``<profile>/smtp``).
+
+    Raises:
+        ConfigurationError: keyring is not installed or not usable, or holds no such password.
+    """
+    user = f"{profile}/smtp"
+    missing = (
+        f"The OS keyring holds no SMTP password for profile {profile!r} (service {SERVICE!r}, user "
+        f"{user!r}); store it with 'keyring set {SERVICE} {user}'."
+    )
+    return _fetch(user, profile, missing)

@@ -22,6 +22,7 @@ import yaml
 
 from sl_pipelines.adapters import keyring_store
 from sl_pipelines.adapters.locks import LockKind
+from sl_pipelines.adapters.notify import SmtpSettings
 from sl_pipelines.core.job import Environment, EnvironmentKind, JobDefaults
 from sl_pipelines.core.script import is_slurm_word
 from sl_pipelines.errors import ConfigurationError
@@ -65,6 +66,9 @@ class ServerProfile:
             them unset (see :attr:`job_defaults`).
         password_in_keyring: the password lives in the OS keyring, not in the file; :func:`load_profile`
             fetches it.
+        notify: where run notifications go when ``sl-process`` is given no ``--notify`` (webhook URLs,
+            ``mailto:`` addresses).
+        smtp: how notification e-mails go out (host, port, from, user, starttls, password file or keyring).
     """
 
     name: str
@@ -88,6 +92,8 @@ class ServerProfile:
     qos: str | None = None
     gres: str | None = None
     password_in_keyring: bool = False
+    notify: tuple[str, ...] = ()
+    smtp: SmtpSettings | None = None
 
     def __post_init__(self) -> None:
         check_profile_name(self.name)
@@ -126,7 +132,11 @@ class ServerProfile:
             value = getattr(self, item.name)
             if item.name == "password" and self.password_in_keyring:
                 value = None  # it lives in the OS keyring, never in the file
-            if isinstance(value, Environment):
+            if isinstance(value, SmtpSettings):
+                value = value.to_mapping()
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Environment):
                 value = {"kind": value.kind.value, "value": value.value, "modules": list(value.modules)}
             elif isinstance(value, StrEnum):
                 value = value.value
@@ -203,6 +213,18 @@ def _integer(value: Any) -> int:
     return value
 
 
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError("expected a list")
+    return value
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError("expected a mapping")
+    return value
+
+
 def _environment(value: Any) -> Environment:
     if not isinstance(value, Mapping):
         raise TypeError("expected a mapping with kind, value and modules")
@@ -239,6 +261,8 @@ _CONVERTERS: dict[str, Any] = {
     "qos": _optional(_text),
     "gres": _optional(_text),
     "password_in_keyring": _boolean,
+    "notify": lambda value: tuple(_text(item) for item in _list(value)),
+    "smtp": _optional(lambda value: SmtpSettings.from_mapping(_mapping(value))),
 }
 
 

@@ -26,11 +26,13 @@ from rich.text import Text
 from sl_pipelines.cli.render import (
     PIPELINE_COLUMNS,
     STATUS_STYLE,
+    Stalls,
     job_counts,
     pipeline_row,
     pipelines_table,
     progress_caption,
     stage_label,
+    stall_text,
 )
 from sl_pipelines.orchestration.manager import Observer, PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
@@ -69,14 +71,22 @@ class LiveView:
         self._seen: dict[int, tuple[Hashable, float]] = {}
 
     def render(
-        self, pipelines: Sequence[ProcessingPipeline], *, title: str = "", caption: str = ""
+        self,
+        pipelines: Sequence[ProcessingPipeline],
+        *,
+        title: str = "",
+        caption: str = "",
+        stalls: Stalls | None = None,
     ) -> RenderableType:
-        """Every pipeline's row up to :data:`FULL_TABLE_LIMIT` pipelines, else the overview."""
+        """Every pipeline's row up to :data:`FULL_TABLE_LIMIT` pipelines, else the overview; stalled runs
+        are flagged in both."""
         if len(pipelines) <= FULL_TABLE_LIMIT:
-            return pipelines_table(pipelines, title=title, caption=caption)
+            return pipelines_table(pipelines, title=title, caption=caption, stalls=stalls)
         counts = _counts(pipelines)
         recent = self.changed_order(pipelines, counts)
-        return pipelines_overview(pipelines, recent, title=title, caption=caption, counts=counts)
+        return pipelines_overview(
+            pipelines, recent, title=title, caption=caption, counts=counts, stalls=stalls
+        )
 
     def changed_order(
         self, pipelines: Sequence[ProcessingPipeline], counts: Counts | None = None
@@ -105,8 +115,9 @@ def pipelines_overview(
     title: str = "",
     caption: str = "",
     counts: Counts | None = None,
+    stalls: Stalls | None = None,
 ) -> RenderableType:
-    """Totals per status and stage, the failed and the ``recent`` pipelines in full, the rest in a line.
+    """Totals per status and stage, the failed, stalled and ``recent`` pipelines in full, the rest in a line.
 
     Args:
         pipelines: every pipeline.
@@ -114,6 +125,7 @@ def pipelines_overview(
         title: a title above it all.
         caption: a line under it all (the progress of the run).
         counts: each pipeline's job counts, when the caller has them already.
+        stalls: the stalled runs' stalls by run token (see :class:`~sl_pipelines.core.stalls.Stall`).
     """
     parts: list[RenderableType] = []
     if title:
@@ -128,6 +140,10 @@ def pipelines_overview(
         more = f" (the {len(shown_failed)} most recent)" if len(failed) > len(shown_failed) else ""
         parts.append(_rows_table(f"{len(failed):,} failed or aborted{more}", shown_failed, reasons=True))
     shown = {id(p) for p in shown_failed}
+    stalled = [p for p in pipelines if (stalls or {}).get(p.resolved.token) and id(p) not in shown]
+    if stalls and stalled:
+        parts.append(_stalled_table(stalled[:SHOWN_FAILED], len(stalled), stalls))
+        shown |= {id(p) for p in stalled[:SHOWN_FAILED]}
     shown_recent = [p for p in recent if id(p) not in shown][:SHOWN_RECENT]
     if shown_recent:
         parts.append(_rows_table("most recently changed", shown_recent, reasons=False))
@@ -184,6 +200,16 @@ def _rows_table(title: str, pipelines: Sequence[ProcessingPipeline], *, reasons:
     return table
 
 
+def _stalled_table(shown: Sequence[ProcessingPipeline], total: int, stalls: Stalls) -> Table:
+    more = f" ({len(shown)} shown)" if total > len(shown) else ""
+    table = Table(title=f"{total:,} stalled{more}", title_justify="left", expand=False)
+    for column in (*PIPELINE_COLUMNS, "stalled"):
+        table.add_column(column)
+    for p in shown:
+        table.add_row(*pipeline_row(p), stall_text(stalls.get(p.resolved.token, ())))
+    return table
+
+
 def drive_with_live_view(
     console: Console,
     manager: PipelineManager,
@@ -197,7 +223,7 @@ def drive_with_live_view(
 
     def view(m: PipelineManager) -> RenderableType:  # many pipelines: totals, failures, changes
         caption = prefix + progress_caption(m.cycles, time.monotonic() - started, m.pipelines)
-        return live_view.render(m.pipelines, caption=caption)
+        return live_view.render(m.pipelines, caption=caption, stalls=m.stalls.current)
 
     with Live(view(manager), console=console, refresh_per_second=4, transient=True) as live:
 

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -14,6 +15,7 @@ from rich.logging import RichHandler
 from sl_pipelines.cli import process_runs, process_workflow
 from sl_pipelines.cli.backends import close_backend, open_backend
 from sl_pipelines.cli.consoles import make_console
+from sl_pipelines.cli.notify_options import build_notices, stall_overrides
 from sl_pipelines.cli.overview import LiveView, drive_with_live_view
 from sl_pipelines.cli.render import attempts_details, failure_details, pipeline_json
 from sl_pipelines.cli.select_args import add_run_options, add_selection, filters, print_selection, select
@@ -28,6 +30,7 @@ from sl_pipelines.orchestration.journal import RunJournal, find_unfinished, unfi
 from sl_pipelines.orchestration.manager import PipelineManager
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.orchestration.run import RECORD_NAME
+from sl_pipelines.orchestration.run_notices import RunNotices, chain
 from sl_pipelines.vocabulary import ProcessingPipelines, ProcessingStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -125,8 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[red]error:[/] {exc}")
         return EXIT_USAGE
     try:
+        watch = _Watch(build_notices(args, backend.name), stall_overrides(args))
         pipelines = _build(kind, args, backend, parameters)
-        return _act(args, backend, pipelines, console)
+        return _act(args, backend, pipelines, console, watch)
     except SlPipelinesError as exc:
         console.print(f"[red]error:[/] {exc}")
         return EXIT_USAGE if isinstance(exc, ConfigurationError | LookupError) else EXIT_FAILED
@@ -134,8 +138,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         close_backend(backend)
 
 
+@dataclass(frozen=True)
+class _Watch:
+    """What watches a run besides the live view: notifications (None: none asked) and stall thresholds."""
+
+    notices: RunNotices | None
+    stalls: dict[str, float | None]
+
+
 def _act(
-    args: argparse.Namespace, backend: Backend, pipelines: list[ProcessingPipeline], console: Console
+    args: argparse.Namespace,
+    backend: Backend,
+    pipelines: list[ProcessingPipeline],
+    console: Console,
+    watch: _Watch,
 ) -> int:
     """Prints the scripts (--dry-run), hands the runs to the cluster (--detach), or drives them."""
     if args.dry_run:
@@ -143,7 +159,7 @@ def _act(
         return EXIT_OK
     if args.detach:
         return _detach(args, backend, pipelines, console)
-    return _run(args, backend, pipelines, console)
+    return _run(args, backend, pipelines, console, watch)
 
 
 def _parameters(items: Sequence[str]) -> dict[str, ParameterValue]:
@@ -231,21 +247,36 @@ def _print_dry_run(pipelines: Sequence[ProcessingPipeline]) -> None:
 
 
 def _run(
-    args: argparse.Namespace, backend: Backend, pipelines: list[ProcessingPipeline], console: Console
+    args: argparse.Namespace,
+    backend: Backend,
+    pipelines: list[ProcessingPipeline],
+    console: Console,
+    watch: _Watch,
 ) -> int:
     interval = (
         args.poll_interval if args.poll_interval is not None else (1.0 if backend.name == "local" else 5.0)
     )
-    manager = PipelineManager(backend, pipelines, max_parallel=args.max_parallel, poll_interval=interval)
+    manager = PipelineManager(
+        backend,
+        pipelines,
+        max_parallel=args.max_parallel,
+        poll_interval=interval,
+        stall_thresholds=watch.stalls,
+    )
+    told = watch.notices.after_cycle if watch.notices is not None else None
     try:
         if args.json:
-            manager.run()
+            manager.run(observer=told)
         else:
             drive_with_live_view(
-                console, manager, lambda observer, sleep: manager.run(observer=observer, sleep=sleep)
+                console,
+                manager,
+                lambda observer, sleep: manager.run(observer=chain(observer, told), sleep=sleep),
             )
     except KeyboardInterrupt:
         return _interrupted(manager, console)
+    if watch.notices is not None:
+        watch.notices.at_end(pipelines)
     return _summarize(args, pipelines, console)
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from sl_pipelines.cli.backends import close_backend, open_backend
 from sl_pipelines.cli.consoles import make_console
+from sl_pipelines.cli.notify_options import build_notices, stall_overrides
 from sl_pipelines.cli.overview import drive_with_live_view
 from sl_pipelines.cli.render import failure_details, pipeline_json
 from sl_pipelines.cli.select_args import (
@@ -37,6 +38,7 @@ from sl_pipelines.core.workflow import (
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError
 from sl_pipelines.orchestration.manager import PipelineManager
 from sl_pipelines.orchestration.pipeline import default_configs_dir
+from sl_pipelines.orchestration.run_notices import RunNotices, chain
 from sl_pipelines.orchestration.workflow import WorkflowRun
 from sl_pipelines.vocabulary import ProcessingPipelines
 
@@ -114,6 +116,7 @@ def main(argv: Sequence[str]) -> int:
         console.print(f"[red]error:[/] {exc}")
         return EXIT_USAGE
     try:
+        notices, stalls = build_notices(args, backend.name), stall_overrides(args)
         chosen, skipped = select_for_workflow(backend, list(args.sessions), workflow, filters(args))
         if args.dry_run or skipped:
             print_selection([found for found, _ in chosen], skipped, Console(soft_wrap=True))
@@ -125,7 +128,7 @@ def main(argv: Sequence[str]) -> int:
         if args.dry_run:
             make_console().print(plan_table(run))
             return EXIT_OK
-        return _run(args, backend, run, console)
+        return _run(args, backend, run, console, (notices, stalls))
     except SlPipelinesError as exc:
         console.print(f"[red]error:[/] {exc}")
         return EXIT_USAGE if isinstance(exc, ConfigurationError | LookupError) else EXIT_FAILED
@@ -173,23 +176,35 @@ def _names(pipelines: Sequence[ProcessingPipelines]) -> str:
     return ", ".join(p.short_name for p in pipelines)
 
 
-def _run(args: argparse.Namespace, backend: Backend, run: WorkflowRun, console: Console) -> int:
+def _run(
+    args: argparse.Namespace,
+    backend: Backend,
+    run: WorkflowRun,
+    console: Console,
+    watch: tuple[RunNotices | None, dict[str, float | None]],
+) -> int:
+    notices, stalls = watch
     interval = (
         args.poll_interval if args.poll_interval is not None else (1.0 if backend.name == "local" else 5.0)
     )
-    manager = PipelineManager(backend, [], max_parallel=args.max_parallel, poll_interval=interval)
+    manager = PipelineManager(
+        backend, [], max_parallel=args.max_parallel, poll_interval=interval, stall_thresholds=stalls
+    )
+    told = notices.after_cycle if notices is not None else None
     try:
         if args.json:
-            run.run(manager)
+            run.run(manager, observer=told)
         else:
             drive_with_live_view(
                 console,
                 manager,
-                lambda observer, sleep: run.run(manager, observer=observer, sleep=sleep),
+                lambda observer, sleep: run.run(manager, observer=chain(observer, told), sleep=sleep),
                 prefix=f"workflow {run.token} · ",
             )
     except KeyboardInterrupt:
         return _interrupted(run, manager, console)
+    if notices is not None:
+        notices.at_end(manager.pipelines)
     return _summarize(args, run, console)
 
 

@@ -12,6 +12,7 @@ import getpass
 from rich.console import Console
 
 from sl_pipelines.adapters import keyring_store, profiles
+from sl_pipelines.core.notify_text import parse_target
 from sl_pipelines.errors import ConfigurationError
 
 
@@ -61,15 +62,22 @@ def set_profile(arguments: argparse.Namespace, out: Console) -> int:
         for option in ("partition", "account", "qos", "gres")
         if getattr(arguments, option) is not None
     }
+    if getattr(arguments, "notify", None) is not None:
+        targets = tuple(text.strip() for text in arguments.notify if text.strip())
+        for text in targets:
+            parse_target(text)  # a malformed one is refused here, not at the next run
+        changes["notify"] = targets
     changes.update(asked_password(arguments, profile.host))
     if not changes:
         raise ConfigurationError(
-            "Nothing to change; give --partition, --account, --qos, --gres or --password-prompt.", key="set"
+            "Nothing to change; give --partition, --account, --qos, --gres, --notify or --password-prompt.",
+            key="set",
         )
     path = profiles.save_profile(profiles.with_changes(profile, **changes))
     if profile.password_in_keyring and changes.get("password_in_keyring") is False:
         keyring_store.forget_password(profile.name)  # only once the file holds the password
-    changed: list[str] = [name for name in ("partition", "account", "qos", "gres") if name in changes]
+    names = ("partition", "account", "qos", "gres", "notify")
+    changed: list[str] = [name for name in names if name in changes]
     if "password" in changes:
         where = "in the OS keyring" if changes["password_in_keyring"] else f"in {path}"
         changed.append(f"password ({where})")

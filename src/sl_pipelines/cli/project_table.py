@@ -12,6 +12,7 @@ import io
 import json
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -20,6 +21,7 @@ from rich.text import Text
 
 from sl_pipelines.core.seams import Backend
 from sl_pipelines.core.selection import SessionTrackers
+from sl_pipelines.core.stalls import tracker_stall
 from sl_pipelines.core.tracker_state import TrackerPhase, TrackerState
 from sl_pipelines.core.tracker_text import parse_tracker_text
 from sl_pipelines.errors import TrackerCorruptError
@@ -28,8 +30,11 @@ from sl_pipelines.vocabulary import ProcessingPipelines
 _STYLE = {"complete": "green", "failed": "red", "running": "yellow", "idle": "dim", "corrupt": "bold red"}
 
 
-def cell(found: SessionTrackers, pipeline: ProcessingPipelines) -> dict[str, Any]:
-    """One session's state for one pipeline, as facts."""
+def cell(
+    found: SessionTrackers, pipeline: ProcessingPipelines, stall_after: float | None = None
+) -> dict[str, Any]:
+    """One session's state for one pipeline, as facts (``stalled`` when a running tracker has not
+    changed for ``stall_after`` minutes)."""
     text = found.trackers.get(pipeline.tracker_file.value)
     if text is None:
         return {"status": "idle"}
@@ -41,6 +46,9 @@ def cell(found: SessionTrackers, pipeline: ProcessingPipelines) -> dict[str, Any
     facts: dict[str, Any] = {"status": state.phase.value, "updated_at": state.updated_at}
     if state.phase is TrackerPhase.RUNNING:
         facts["manager_id"] = state.manager_id
+        stalled = tracker_stall(state, datetime.now(tz=UTC), stall_after) if stall_after else ""
+        if stalled:
+            facts["stalled"] = stalled
     if state.failure is not None:
         facts |= {"failed_job": state.failure.job, "reason": state.failure.reason}
     return facts
@@ -54,16 +62,29 @@ def _label(facts: dict[str, Any]) -> Text:
         "failed": str(facts.get("failed_job", "")).rsplit("-", 1)[-1],
         "running": f"mgr {str(facts.get('manager_id', ''))[:6]}",
     }.get(status, "")
-    return Text(f"{status} {detail}".strip(), style=_STYLE.get(status, ""))
+    label = Text(f"{status} {detail}".strip(), style=_STYLE.get(status, ""))
+    if facts.get("stalled"):
+        label.append(" stalled", style="bold magenta")
+    return label
 
 
-def project_table(backend: Backend, pattern: str, *, as_json: bool, as_csv: bool, out: Console) -> int:
-    """Prints the sessions a pattern names, by every pipeline; returns 0 (1 when nothing matched)."""
+def project_table(
+    backend: Backend,
+    pattern: str,
+    *,
+    as_json: bool,
+    as_csv: bool,
+    out: Console,
+    stall_after: float | None = None,
+) -> int:
+    """Prints the sessions a pattern names, by every pipeline; returns 0 (1 when nothing matched).
+
+    A running tracker that has not changed for ``stall_after`` minutes is flagged as stalled."""
     sessions = backend.select_sessions(pattern)
     rows = [
         (
             f"{s.paths.project}/{s.paths.animal}/{s.paths.session}",
-            {p: cell(s, p) for p in ProcessingPipelines},
+            {p: cell(s, p, stall_after) for p in ProcessingPipelines},
         )
         for s in sessions
     ]

@@ -9,7 +9,7 @@ screen (the full table is ``sl-process --json``).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import RenderableType
@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sl_pipelines.cli.usage_view import usage_json
+from sl_pipelines.core.stalls import Stall
 from sl_pipelines.core.states import JobState
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.vocabulary import ProcessingStatus
@@ -69,13 +70,29 @@ def pipeline_row(pipeline: ProcessingPipeline) -> list[RenderableType]:
     return [pipeline.pipeline.short_name, where, stage_label(pipeline), jobs_summary(pipeline), status]
 
 
-def pipelines_table(pipelines: Sequence[ProcessingPipeline], title: str = "", caption: str = "") -> Table:
-    """A table of every pipeline: session, stage, jobs of the current stage, status."""
+Stalls = Mapping[str, Sequence[Stall]]
+"""Each stalled run's stalls, by run token (``PipelineManager.stalls.current``)."""
+
+
+def stall_text(stalls: Sequence[Stall]) -> Text:
+    """``stalled: plane_1 has run 50 s, 83% of its 60 s time limit`` (empty when nothing stalled)."""
+    if not stalls:
+        return Text("")
+    return Text("stalled: " + "; ".join(stall.detail for stall in stalls), style="bold magenta")
+
+
+def pipelines_table(
+    pipelines: Sequence[ProcessingPipeline], title: str = "", caption: str = "", stalls: Stalls | None = None
+) -> Table:
+    """A table of every pipeline: session, stage, jobs of the current stage, status (and stalls, if any)."""
     table = Table(title=title or None, caption=caption or None, caption_justify="left", expand=False)
-    for column in PIPELINE_COLUMNS:
+    stalls = stalls or {}
+    flagged = any(stalls.get(p.resolved.token) for p in pipelines)
+    for column in (*PIPELINE_COLUMNS, *(("stalled",) if flagged else ())):
         table.add_column(column)
     for p in pipelines:
-        table.add_row(*pipeline_row(p))
+        extra = [stall_text(stalls.get(p.resolved.token, ()))] if flagged else []
+        table.add_row(*pipeline_row(p), *extra)
     return table
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from sl_pipelines.cli.notify_options import add_notify_options
 from sl_pipelines.core.seams import Backend, ProbeRequest
 from sl_pipelines.core.selection import Filters, SessionTrackers, choose, is_pattern, parse_day
 from sl_pipelines.core.workflow import (
@@ -63,6 +64,7 @@ def add_run_options(
     )
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON (no live view)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the manager does")
+    add_notify_options(parser)
 
 
 def filters(args: argparse.Namespace) -> Filters:

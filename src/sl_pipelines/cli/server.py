@@ -141,6 +141,13 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("name")
     profile_options.defaults_options(edit, clearing=True)
     profile_options.password_options(edit)
+    edit.add_argument(
+        "--notify",
+        action="append",
+        metavar="URL",
+        help="where run notifications go by default: a webhook URL or mailto:address (repeatable; "
+        "replaces the list; '' empties it)",
+    )
     edit.set_defaults(handler=profile_options.set_profile)
     commands.add_parser("list", help="list the profiles").set_defaults(handler=_list)
     for name, handler, summary in (

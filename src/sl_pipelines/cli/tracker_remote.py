@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path, PurePath, PurePosixPath
 
 from rich.console import Console
@@ -34,6 +35,7 @@ from sl_pipelines.cli.tracker import (
 from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.core.seams import Backend, ProbeRequest, TrackerAction, TrackerOperation
 from sl_pipelines.core.selection import is_pattern
+from sl_pipelines.core.stalls import StallThresholds, tracker_stall
 from sl_pipelines.core.tracker_state import IDLE_STATE, TrackerState
 from sl_pipelines.core.tracker_text import parse_tracker_text
 from sl_pipelines.errors import ConfigurationError, SlPipelinesError, TrackerCorruptError, TrackerError
@@ -90,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument(
+        "--stall-after",
+        type=_minutes,
+        default=StallThresholds().tracker_quiet_minutes,
+        metavar="MINUTES",
+        help="flag a running tracker as stalled when it has not changed for this long "
+        f"(default {StallThresholds().tracker_quiet_minutes:g})",
+    )
+    status.add_argument(
         "--csv", action="store_true", help="with a pattern: print CSV (session, one column per pipeline)"
     )
     abort = commands.add_parser("abort", help="reset one tracker of a session (asks first)")
@@ -119,10 +129,11 @@ def main(argv: Sequence[str]) -> int:
     try:
         backend = open_backend(args.server, args.local_root)
         if args.command == "status" and is_pattern(args.session):
-            return project_table(backend, args.session, as_json=args.json, as_csv=args.csv, out=out)
+            shown = {"as_json": args.json, "as_csv": args.csv, "stall_after": args.stall_after}
+            return project_table(backend, args.session, out=out, **shown)
         session = find_session(backend, args.session)
         if args.command == "status":
-            return _status(backend, session.tracking_data, args.json, out)
+            return _status(backend, session.tracking_data, args.json, out, args.stall_after)
         return _change(backend, session, args, CliStreams(stdin=sys.stdin, out=out, err=err))
     except (SlPipelinesError, ValueError) as exc:
         err.print(Text(f"error: {exc}", style="red"))
@@ -172,7 +183,17 @@ def _unlock(backend: Backend, session: SessionPaths, yes: bool, streams: CliStre
     return EXIT_OK
 
 
-def _status(backend: Backend, folder: PurePosixPath, as_json: bool, out: Console) -> int:
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of minutes (for example 90)")
+    return value
+
+
+def _status(backend: Backend, folder: PurePosixPath, as_json: bool, out: Console, stall_after: float) -> int:
     paths = {p: folder / p.tracker_file.value for p in ProcessingPipelines}
     texts = backend.probe(ProbeRequest(tracker_paths=tuple(paths.values()))).trackers
     rows: list[tuple[ProcessingPipelines, PurePosixPath, TrackerState | None, str]] = []
@@ -183,9 +204,11 @@ def _status(backend: Backend, folder: PurePosixPath, as_json: bool, out: Console
             rows.append((pipeline, path, state, ""))
         except TrackerCorruptError as exc:
             rows.append((pipeline, path, None, str(exc)))
+    now = datetime.now(tz=UTC)
+    stalled = {p: tracker_stall(s, now, stall_after) for p, _, s, _ in rows if s is not None}
     if as_json:
         payload = [
-            {"pipeline": p.short_name, **status_payload(s, path)}
+            {"pipeline": p.short_name, **status_payload(s, path), "stalled": stalled.get(p) or None}
             if s
             else {"pipeline": p.short_name, "corrupt": e}
             for p, path, s, e in rows
@@ -197,6 +220,10 @@ def _status(backend: Backend, folder: PurePosixPath, as_json: bool, out: Console
         table.add_column(column)
     for pipeline, _path, found, problem in rows:
         status = Text("corrupt", style="red") if found is None else Text(found.phase.value)
-        table.add_row(pipeline.short_name, status, problem or describe_state(found or IDLE_STATE))
+        if stalled.get(pipeline):
+            status.append(" stalled", style="bold magenta")
+        detail = problem or describe_state(found or IDLE_STATE)
+        detail += f"; stalled: {stalled[pipeline]}" if stalled.get(pipeline) else ""
+        table.add_row(pipeline.short_name, status, detail)
     out.print(table)
     return EXIT_OK

@@ -18,6 +18,7 @@ import yaml
 from sl_pipelines.core.job import Environment, EnvironmentKind, Resources
 from sl_pipelines.core.retry import RETRYABLE_STATES, RetryPolicy
 from sl_pipelines.core.states import JobState
+from sl_pipelines.core.stalls import THRESHOLD_NAMES
 from sl_pipelines.errors import ConfigurationError, PipelineDefinitionError
 from sl_pipelines.vocabulary import ProcessingPipelines, TrackerFileNames
 
@@ -37,7 +38,17 @@ _RETRY_KEYS = (
 )
 _JOB_KEYS = frozenset({"name", "command", "fan_out", *_RESOURCE_KEYS, *_RETRY_KEYS})
 _TOP_KEYS = frozenset(
-    {"pipeline", "description", "tracker", "environment", "scope", "defaults", "parameters", "stages"}
+    {
+        "pipeline",
+        "description",
+        "tracker",
+        "environment",
+        "scope",
+        "defaults",
+        "parameters",
+        "stages",
+        "stalls",
+    }
 )
 
 
@@ -72,6 +83,8 @@ class PipelineDefinition:
         parameters: default values of parameters used by placeholders and fan-outs.
         stages: the stages in order.
         source: the file it was loaded from.
+        stalls: the stall thresholds this pipeline sets (``stalls:``, see
+            :class:`~sl_pipelines.core.stalls.StallThresholds`); the others keep their defaults.
     """
 
     pipeline: ProcessingPipelines
@@ -84,6 +97,7 @@ class PipelineDefinition:
     description: str = ""
     defaults: Resources = field(default_factory=Resources)
     retry_defaults: RetryPolicy = field(default_factory=RetryPolicy)
+    stalls: Mapping[str, float] = field(default_factory=dict)
 
 
 class _Checker:
@@ -172,7 +186,18 @@ def parse_definition(data: object, *, source: Path | None = None) -> PipelineDef
         description=str(top.get("description", "")).strip(),
         defaults=defaults,
         retry_defaults=retry,
+        stalls=_stalls(check, top.get("stalls", {})),
     )
+
+
+def _stalls(check: _Checker, value: object) -> dict[str, float]:
+    values = check.mapping(value, "stalls")
+    check.unknown(values, frozenset(THRESHOLD_NAMES), "stalls.")
+    stalls = {key: check.positive(item, f"stalls.{key}", float) for key, item in values.items()}
+    if stalls.get("limit_fraction", 0.0) > 1:
+        fraction = stalls["limit_fraction"]
+        raise check.fail("stalls.limit_fraction", f"expected a fraction up to 1, got {fraction}")
+    return stalls
 
 
 def _stage(check: _Checker, data: object, key: str, defaults: Resources, retry: RetryPolicy) -> StageTemplate:

@@ -9,11 +9,13 @@ from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
 
 from sl_pipelines.core.seams import Backend
+from sl_pipelines.core.stalls import Stall
 from sl_pipelines.errors import SchedulerError, ServerError
 from sl_pipelines.orchestration.cycle import CycleReport, cancel_runs, gather_usage, run_cycle
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.orchestration.report import write_run_reports
-from sl_pipelines.orchestration.run import process_holder
+from sl_pipelines.orchestration.run import PipelineRun, process_holder
+from sl_pipelines.orchestration.stall_watch import Overrides, StallWatch
 from sl_pipelines.vocabulary import ProcessingStatus
 
 logger = logging.getLogger("sl_pipelines")
@@ -35,6 +37,8 @@ class PipelineManager:
             failed on a missing answer, and after giving up the jobs and trackers are untouched, so
             ``--resume`` finishes the runs later.
         clock: monotonic seconds (tests pass a fake clock).
+        stall_thresholds: stall thresholds for every pipeline (beating their definitions' ``stalls:``);
+            each cycle's stalls are in :attr:`stalls` (``current``), the new ones in :attr:`new_stalls`.
     """
 
     def __init__(
@@ -47,6 +51,7 @@ class PipelineManager:
         max_interval: float | None = None,
         patience: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
+        stall_thresholds: Overrides | None = None,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -69,6 +74,8 @@ class PipelineManager:
         self.extra_leases: tuple[tuple[PurePosixPath, str], ...] = ()  # renewed by every probe
         self.lost_leases: dict[PurePosixPath, str] = {}  # extra leases another holder took, with its id
         self._frozen_runs = 0
+        self.stalls = StallWatch(stall_thresholds, clock=clock)
+        self.new_stalls: list[tuple[PipelineRun, Stall]] = []  # stalls first seen by the last cycle
 
     def add(self, pipelines: Sequence[ProcessingPipeline]) -> None:
         """Adds pipelines to drive (a workflow's next steps); they start at the next cycle."""
@@ -105,6 +112,7 @@ class PipelineManager:
         report: CycleReport = run_cycle(self.backend, [*runs, *ended], self.clock, self.extra_leases)
         self._unreported.extend(run for run in runs if not run.is_running)
         self.cycles += 1
+        self.new_stalls = self.stalls.observe(self.pipelines)
         if last_usage and self.finished:
             self.finish_usage()
         self._write_reports()
