@@ -23,7 +23,7 @@ from sl_pipelines.core import sbatch
 from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.framing import MARKER, split_sections
 from sl_pipelines.core.job import Environment, EnvironmentKind, Job, JobDefaults
-from sl_pipelines.core.probe import build_probe, parse_probe_output
+from sl_pipelines.core.probe import KnownTrackers, build_probe, parse_probe_output
 from sl_pipelines.core.script import activation_prefix
 from sl_pipelines.core.seams import (
     CommandResult,
@@ -86,6 +86,7 @@ class Server(ServerFiles):
         self.transport = transport or SSHTransport(settings_from_profile(profile))
         self._accounting: AccountingMode | None = None
         self._max_array: int | None = None
+        self._known_trackers = KnownTrackers()  # the probe sends only trackers that changed
         if profile.accounting is not AccountingChoice.AUTO:
             self._accounting = AccountingMode(profile.accounting.value)
 
@@ -295,7 +296,7 @@ class Server(ServerFiles):
         """
         if not (request.job_ids or request.job_names or request.tracker_paths):
             return ProbeResult()
-        command, data = build_probe(request, self.accounting_mode)
+        command, data = build_probe(request, self.accounting_mode, self._known_trackers.digests())
         result = self.transport.run(command, stdin=data)
         if MARKER not in result.stdout:
             raise SchedulerError(
@@ -305,7 +306,9 @@ class Server(ServerFiles):
                 command=command,
                 output=result.stdout + result.stderr,
             )
-        return parse_probe_output(result.stdout, request)
+        answer = parse_probe_output(result.stdout, request, self._known_trackers.texts())
+        self._known_trackers.update(answer.trackers)
+        return answer
 
     def list_runs(self) -> tuple[RunSnapshot, ...]:
         """Every run recorded on the server, with its lease, tracker and jobs: ONE command (read-only).

@@ -21,14 +21,15 @@ failed and never read as "no such job".
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 
 from sl_pipelines.core.framing import MARKER, Section, split_sections
 from sl_pipelines.core.seams import ProbeRequest, ProbeResult
-from sl_pipelines.core.slurm import AccountingMode, parse_status_output
+from sl_pipelines.core.slurm import AccountingMode, parse_status_sections
 from sl_pipelines.errors import ConfigurationError
 
 CHUNK = 400
@@ -133,41 +134,88 @@ fi
 if [ ${#files[@]} -gt @@FEW@@ ] && command -v python3 >/dev/null 2>&1; then
   printf '%s\0' "${files[@]}" | python3 -c "$2" "$M"
 else
-  i=0
-  for f in "${files[@]}"; do
-    echo "$M begin file $i"
+  for ((i=0; i<${#files[@]}; i+=2)); do
+    f=${files[i]}; echo "$M begin file $((i/2))"
     if [ -f "$f" ]; then base64 -w0 -- "$f" 2>&1; r=$?; echo; echo "$M end $r"
     else echo "$M end missing"; fi
-    i=$((i+1))
   done
 fi
 """.replace("@@MARK@@", MARKER)
     .replace("@@CHUNK@@", str(CHUNK))
     .replace("@@ACTIVE@@", _ACTIVE_STATES)
     .replace("@@WINDOW@@", SACCT_WINDOW)
-    .replace("@@FEW@@", "16")
+    .replace("@@FEW@@", "32")  # two records (path, digest) per tracker: past 16 trackers
 )
 
 FILE_READER = """
-import base64, sys
-mark = sys.argv[1]
-paths = [p for p in sys.stdin.buffer.read().split(b"\\0") if p]
-out = sys.stdout
-for i, path in enumerate(paths):
-    out.write(f"{mark} begin file {i}\\n")
+import base64, hashlib, sys
+mark, out = sys.argv[1], sys.stdout
+records = sys.stdin.buffer.read().split(b"\\0")[:-1]
+for i in range(0, len(records) - 1, 2):
+    out.write(f"{mark} begin file {i // 2}\\n")
     try:
-        with open(path, "rb") as stream:
-            out.write(base64.b64encode(stream.read()).decode() + f"\\n{mark} end 0\\n")
-    except FileNotFoundError:
-        out.write(f"{mark} end missing\\n")
+        with open(records[i], "rb") as stream:
+            data = stream.read()
     except OSError as exc:
-        out.write(f"{exc.strerror}\\n{mark} end 1\\n")
+        missing = isinstance(exc, FileNotFoundError)
+        out.write(f"{mark} end missing\\n" if missing else f"{exc.strerror}\\n{mark} end 1\\n")
+        continue
+    if hashlib.blake2b(data, digest_size=16).hexdigest().encode() == records[i + 1]:
+        out.write(f"{mark} end same\\n")
+    else:
+        out.write(base64.b64encode(data).decode() + f"\\n{mark} end 0\\n")
 """
-"""With many trackers, one Python reads them all (one process instead of one ``base64`` per file)."""
+"""With many trackers, one Python reads them all (one process instead of one ``base64`` per file). A file
+whose bytes have the digest the manager sent (the text it already holds) is answered ``same``, not sent."""
+
+UNKNOWN_DIGEST = "-"
+"""The digest sent for a tracker whose text the manager does not hold: never equal to a real one."""
 
 
-def build_probe(request: ProbeRequest, mode: AccountingMode) -> tuple[str, bytes]:
+def text_digest(data: bytes) -> str:
+    """The digest the probe compares a tracker's bytes with (the server's ``FILE_READER`` computes it too)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+class KnownTrackers:
+    """The tracker texts a manager holds, with their digests, so a probe need not send them again.
+
+    The texts are kept as received (the same ``str`` objects, so that their parses are found again), only
+    for the trackers of the last probe.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[PurePosixPath, tuple[str, str]] = {}
+
+    def digests(self) -> dict[PurePosixPath, str]:
+        """Each held tracker's digest."""
+        return {path: digest for path, (digest, _) in self._held.items()}
+
+    def texts(self) -> dict[PurePosixPath, str]:
+        """Each held tracker's text."""
+        return {path: text for path, (_, text) in self._held.items()}
+
+    def update(self, trackers: Mapping[PurePosixPath, str | None]) -> None:
+        """Holds the texts of a probe's answer (a tracker that is gone, or unreadable, is dropped)."""
+        held: dict[PurePosixPath, tuple[str, str]] = {}
+        for path, text in trackers.items():
+            if text is None:
+                continue
+            known = self._held.get(path)
+            if known is not None and known[1] is text:
+                held[path] = known
+            else:  # a text decoded with replacements digests differently from the file: sent again
+                held[path] = (text_digest(text.encode("utf-8")), text)
+        self._held = held
+
+
+def build_probe(
+    request: ProbeRequest, mode: AccountingMode, digests: Mapping[PurePosixPath, str] | None = None
+) -> tuple[str, bytes]:
     """Returns the probe's command line (the same for any request) and its standard input.
+
+    ``digests`` are those (:func:`text_digest`) of the tracker texts the caller already holds: a tracker
+    whose bytes still have that digest is answered ``same`` instead of its text (past a few trackers).
 
     Raises:
         ConfigurationError: an id is not a Slurm job id, or a name or path cannot be sent safely.
@@ -175,7 +223,10 @@ def build_probe(request: ProbeRequest, mode: AccountingMode) -> tuple[str, bytes
     command = f"bash -c {shlex.quote(PROBE_PROGRAM)} sl-probe {mode.value} {shlex.quote(FILE_READER)}"
     records: list[str] = ["@ids", *(_check_id(i) for i in request.job_ids)]
     records += ["@names", *(_check_name(n) for n in request.job_names)]
-    records += ["@files", *(_check_path(p) for p in request.tracker_paths)]
+    known = digests or {}
+    records += ["@files"]
+    for path in request.tracker_paths:
+        records += [_check_path(path), known.get(path, UNKNOWN_DIGEST)]
     records += ["@leases", *(part for path, holder in request.leases for part in (_check_path(path), holder))]
     return command, "".join(f"{record}\0" for record in records).encode("utf-8")
 
@@ -201,10 +252,16 @@ def _check_path(path: PurePosixPath) -> str:
     return text
 
 
-def parse_probe_output(text: str, request: ProbeRequest) -> ProbeResult:
-    """Parses the probe's output into job states, tracker texts and the queries that did not answer."""
-    statuses, problems = parse_status_output(text, job_ids=request.job_ids, job_names=request.job_names)
+def parse_probe_output(
+    text: str, request: ProbeRequest, known: Mapping[PurePosixPath, str] | None = None
+) -> ProbeResult:
+    """Parses the probe's output into job states, tracker texts and the queries that did not answer.
+
+    ``known`` holds the tracker texts whose digests went with the request: a tracker answered ``same``
+    has that text (one the caller does not hold is unreadable, never "missing").
+    """
     sections = split_sections(text)
+    statuses, problems = parse_status_sections(sections, job_ids=request.job_ids, job_names=request.job_names)
     missing = _missing_parts(request, {s.name for s in sections})
     files = {s.name: s for s in sections if s.name.startswith("file ")}
     trackers: dict[PurePosixPath, str | None] = {}
@@ -215,6 +272,11 @@ def parse_probe_output(text: str, request: ProbeRequest) -> ProbeResult:
             unreadable[path] = "the probe's answer was cut off before it"
         elif section.status == "missing":
             trackers[path] = None
+        elif section.status == "same":
+            if known is not None and path in known:
+                trackers[path] = known[path]
+            else:
+                unreadable[path] = "the server said it is unchanged, but its earlier text is not at hand"
         elif section.ok:
             data = base64.b64decode("".join(section.lines).strip() or b"")
             trackers[path] = data.decode("utf-8", errors="replace")

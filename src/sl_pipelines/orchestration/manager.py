@@ -5,12 +5,13 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import PurePosixPath
 
 from sl_pipelines.core.seams import Backend
+from sl_pipelines.core.states import JobStatus
 from sl_pipelines.errors import SchedulerError, ServerError
-from sl_pipelines.orchestration.cycle import CycleReport, cancel_runs, run_cycle
+from sl_pipelines.orchestration.cycle import CycleReport, Unchanged, cancel_runs, run_cycle
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.orchestration.run import process_holder
 from sl_pipelines.vocabulary import ProcessingStatus
@@ -67,6 +68,7 @@ class PipelineManager:
         self.extra_leases: tuple[tuple[PurePosixPath, str], ...] = ()  # renewed by every probe
         self.lost_leases: dict[PurePosixPath, str] = {}  # extra leases another holder took, with its id
         self._frozen_runs = 0
+        self._unchanged = Unchanged()  # runs whose facts did not change are not decided again
 
     def add(self, pipelines: Sequence[ProcessingPipeline]) -> None:
         """Adds pipelines to drive (a workflow's next steps); they start at the next cycle."""
@@ -94,15 +96,17 @@ class PipelineManager:
             ServerError, SchedulerError: the server did not answer (see :meth:`run` for riding it out).
         """
         self._freeze_runs()
-        before = self._fingerprint()
-        report: CycleReport = run_cycle(self.backend, self.in_flight, self.clock, self.extra_leases)
+        before = [(p.status, p.stage, p.job_states) for p in self.pipelines]
+        report: CycleReport = run_cycle(
+            self.backend, self.in_flight, self.clock, self.extra_leases, self._unchanged
+        )
         self.cycles += 1
         self.lost_leases.update(report.lost_leases)
         if report.slurm_problems:
             self._silent("; ".join(report.slurm_problems))
         else:
             self.silent_since, self.last_problem = None, ""
-        return self._fingerprint() != before
+        return any(_changed(p, *seen) for p, seen in zip(self.pipelines, before, strict=False))
 
     def run(
         self,
@@ -169,8 +173,12 @@ class PipelineManager:
             gc.freeze()
             self._frozen_runs = len(self.pipelines)
 
-    def _fingerprint(self) -> tuple[object, ...]:
-        return tuple(
-            (p.status, p.stage, tuple(sorted((n, s.state) for n, s in p.job_states.items())))
-            for p in self.pipelines
-        )
+
+def _changed(
+    pipeline: ProcessingPipeline, status: ProcessingStatus, stage: int, jobs: Mapping[str, JobStatus]
+) -> bool:
+    """True when the pipeline's status, stage or the state of one of its jobs is not what it was."""
+    if pipeline.status is not status or pipeline.stage != stage:
+        return True
+    now = pipeline.job_states
+    return now is not jobs and {n: s.state for n, s in now.items()} != {n: s.state for n, s in jobs.items()}
