@@ -89,7 +89,7 @@ def test_a_thousand_pipelines_fit_one_small_command_and_squeue_is_asked_once(clu
     trackers = tuple(PurePosixPath(f"/nowhere/s{i}/tracker.yaml") for i in range(1000))
     request = ProbeRequest(job_ids=tuple(ids), tracker_paths=trackers)
     command, data = build_probe(request, AccountingMode.SACCT)
-    assert len(command) < 5500 and len(data) > 50_000  # the request travels on stdin
+    assert len(command) < 8000 and len(data) > 50_000  # the request travels on stdin, the program is fixed
     result = cluster.probe(request)
     assert result.slurm_answered
     assert set(states(result).values()) == {JobState.RUNNING} and len(result.jobs) == 7000
@@ -154,7 +154,7 @@ def test_a_controller_that_does_not_answer_is_never_read_as_no_such_job(
     assert result.trackers == {path: None}  # the trackers are still read
 
 
-@pytest.mark.parametrize("tasks", [3, 450], ids=["by-id", "one-listing"])
+@pytest.mark.parametrize("tasks", [3, 40, 450], ids=["by-id", "by-id-awk", "one-listing"])
 def test_array_tasks_are_found_by_task_id_and_an_ended_one_is_asked_about(
     cluster: FakeCluster, tasks: int
 ) -> None:
@@ -170,6 +170,18 @@ def test_array_tasks_are_found_by_task_id_and_an_ended_one_is_asked_about(
     assert [c.split()[-1] for c in cluster.calls("scontrol")] == ["700_1"]
     (sacct_ids, sacct_names) = cluster.calls("sacct")
     assert sacct_ids.endswith("-j 701") and "--name=slp-t-gone" in sacct_names  # only what squeue lacks
+
+
+@pytest.mark.parametrize("size", [3, 3000], ids=["small", "big"])
+def test_a_request_cut_short_is_a_failed_query_never_no_job(cluster: FakeCluster, size: int) -> None:
+    ids = tuple(str(3000 + i) for i in range(size))
+    path = PurePosixPath("/nowhere/t.yaml")
+    request = ProbeRequest(job_ids=ids, tracker_paths=(path,))
+    command, data = build_probe(request, AccountingMode.SACCT)
+    result = parse_probe_output(cluster.run(command, data[: len(data) // 2]), request)
+    assert not result.slurm_answered and "cut short" in result.slurm_problems[0]
+    assert set(states(result).values()) == {JobState.UNKNOWN} and path in result.unreadable
+    assert cluster.calls("squeue") == []
 
 
 def test_a_controller_that_does_not_answer_the_one_listing_for_many_ids_is_a_failed_query(

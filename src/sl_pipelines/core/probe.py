@@ -1,7 +1,9 @@
 """The polling cycle's one remote command: a fixed bash program fed its request on stdin (pure: no I/O).
 
-The request (job ids, job names, tracker paths) travels on standard input as NUL-separated records, so
-the command line has the same small size for one pipeline or a thousand. On the server the program:
+The request (job ids, job names, tracker paths with the digests of the texts the manager holds, leases)
+travels on standard input as NUL-separated records after a header that counts them, so the command line
+has the same small size for one pipeline or a thousand, and a request cut short is known as such. On the
+server the program:
 
 1. asks ``squeue`` for the jobs by id, narrowed to the user (with a list of ids Slurm sends every job of
    every user and filters in the client; ``-u`` makes the controller filter, so the cost does not grow
@@ -12,7 +14,9 @@ the command line has the same small size for one pipeline or a thousand. On the 
    where the cluster has accounting, else ``scontrol show job <id>`` (which keeps finished jobs for
    ``MinJobAge``); and ``scontrol show job`` for the few that squeue shows failed, for their exit code
    (slurmctld has it at once, where slurmdbd may lag);
-4. prints each tracker file base64-encoded, after the job states.
+4. prints each tracker file base64-encoded, after the job states; past a few trackers one ``python3``
+   reads them all and answers ``same`` for a file whose bytes still have the digest the manager sent
+   (a thousand unchanged trackers are neither sent nor parsed again), and checks and renews the leases.
 
 Every part is framed by marker lines carrying its exit status, so a query that failed is reported as
 failed and never read as "no such job".
@@ -35,6 +39,10 @@ from sl_pipelines.errors import ConfigurationError
 CHUNK = 400
 """Ids or names per Slurm call: a few kB of argument, far below any limit."""
 
+BIG_REQUEST = 16_384
+"""Past this many bytes the request is copied into a temporary file on the server before it is read
+(bash reads a pipe one byte per system call: 300 kB of a thousand pipelines took ~0.1 s of reads)."""
+
 SACCT_WINDOW = "now-7days"
 """How far back ``sacct`` looks for jobs found by name."""
 
@@ -49,16 +57,23 @@ export LC_ALL=C
 M='@@MARK@@'; mode=$1; CH=@@CHUNK@@; fmt='%i|%T|%r|%j'
 sf=JobID,State,ExitCode,Reason,JobName
 me=${USER:-$(id -un)}
-ids=(); names=(); files=(); leases=(); sec=
-while IFS= read -r -d '' rec; do
-  case $rec in
-    @ids|@names|@files|@leases) sec=${rec#@} ;;
-    *) case $sec in
-         ids) ids+=("$rec") ;; names) names+=("$rec") ;; files) files+=("$rec") ;; leases) leases+=("$rec") ;;
-       esac ;;
-  esac
-done
-if [ ${#leases[@]} -gt 0 ]; then
+# The request: a header (how many ids, names, file and lease records; "big"), then the records, NUL-ended.
+# bash reads a pipe one byte per call: a big request is copied into a file first, then read in one go.
+IFS=' ' read -r -d '' nid nname nfile nlease big
+recs=(); t=
+[ "$big" = 1 ] && t=$(mktemp 2>/dev/null) && { cat > "$t" || echo "copying the request failed" >&2; }
+if [ "${BASH_VERSINFO[0]}${BASH_VERSINFO[1]}" -ge 44 ]; then mapfile -d '' -t recs < "${t:-/dev/stdin}"
+else while IFS= read -r -d '' rec; do recs+=("$rec"); done < "${t:-/dev/stdin}"; fi
+[ -n "$t" ] && rm -f -- "$t"
+if ! [[ "$nid $nname $nfile $nlease" =~ ^[0-9]+\ [0-9]+\ [0-9]+\ [0-9]+$ ]] ||
+   [ ${#recs[@]} -ne $((nid + nname + nfile + nlease)) ]; then
+  echo "$M begin request"; echo "it arrived cut short: ${#recs[@]} records"; echo "$M end 1"; exit 0
+fi
+ids=("${recs[@]:0:nid}"); names=("${recs[@]:nid:nname}")
+files=("${recs[@]:nid+nname:nfile}"); leases=("${recs[@]:nid+nname+nfile:nlease}"); recs=()
+py=  # past a few trackers and leases, one python3 reads the trackers and checks the leases
+[ $((nfile + nlease)) -gt @@FEW@@ ] && command -v python3 >/dev/null 2>&1 && py=1
+if [ ${#leases[@]} -gt 0 ] && [ -z "$py" ]; then
   echo "$M begin leases"; renew=()
   for ((i=0; i<${#leases[@]}; i+=2)); do
     first=""; [ -f "${leases[i]}" ] && IFS= read -r first < "${leases[i]}"
@@ -101,10 +116,19 @@ slp_query() {
 }
 slp_query squeue-ids qid "${ids[@]}"
 slp_query squeue-names qname "${names[@]}"
-# Which ids and names squeue did not show (missing, lost), and which jobs it shows ended (detail): one
-# awk over the asked-for items and squeue's rows (a bash loop took 0.2 s per 7,000 rows).
+# Which ids and names squeue did not show (missing, lost), and which jobs it shows ended (detail): for a
+# few, a bash loop (no process); else one awk over the items and squeue's rows (bash: 0.2 s per 7,000 rows).
 missing=(); lost=(); detail=()
-while IFS=$'\t' read -r kind item; do
+if [ $((${#ids[@]} + ${#names[@]})) -le @@FEW@@ ]; then
+  declare -A seen=(); act='^(@@ACTIVE@@)$'
+  while IFS= read -r row; do
+    [[ $row == [0-9]* ]] || continue
+    id=${row%%|*}; r=${row#*|}; seen["i:$id"]=1; seen["i:${id%%_*}"]=1; seen["n:${r#*|*|}"]=1
+    [[ ${r%%|*} =~ $act ]] || [ -n "${seen[d:$id]}" ] || { seen["d:$id"]=1; detail+=("$id"); }
+  done <<< "$rows"
+  for i in "${ids[@]}"; do [ -n "${seen[i:$i]}" ] || missing+=("$i"); done
+  for n in "${names[@]}"; do [ -n "${seen[n:$n]}" ] || lost+=("$n"); done
+else while IFS=$'\t' read -r kind item; do
   case $kind in m) missing+=("$item") ;; l) lost+=("$item") ;; d) detail+=("$item") ;; esac
 done < <({ [ ${#ids[@]} -gt 0 ] && printf 'I|%s\n' "${ids[@]}"
   [ ${#names[@]} -gt 0 ] && printf 'N|%s\n' "${names[@]}"; printf '%s' "$rows"; } | awk -F'|' '
@@ -118,7 +142,7 @@ done < <({ [ ${#ids[@]} -gt 0 ] && printf 'I|%s\n' "${ids[@]}"
   END {
     for (k = 1; k <= ni; k++) if (!(("i:" ids[k]) in seen)) print "m\t" ids[k]
     for (k = 1; k <= nn; k++) if (!(("n:" names[k]) in seen)) print "l\t" names[k]
-  }')
+  }'); fi
 if [ "$mode" = sacct ]; then
   slp_query sacct-ids aid "${missing[@]}"
   slp_query sacct-names aname "${lost[@]}"
@@ -131,8 +155,8 @@ if [ ${#more[@]} -gt 0 ]; then
   for j in "${more[@]}"; do scontrol -o show job "$j" 2>&1 || rc=$?; done
   echo "$M end $rc"
 fi
-if [ ${#files[@]} -gt @@FEW@@ ] && command -v python3 >/dev/null 2>&1; then
-  printf '%s\0' "${files[@]}" | python3 -c "$2" "$M"
+if [ -n "$py" ]; then
+  printf '%s\0' "${files[@]}" "${leases[@]}" | python3 -c "$2" "$M" "$nfile"
 else
   for ((i=0; i<${#files[@]}; i+=2)); do
     f=${files[i]}; echo "$M begin file $((i/2))"
@@ -144,29 +168,48 @@ fi
     .replace("@@CHUNK@@", str(CHUNK))
     .replace("@@ACTIVE@@", _ACTIVE_STATES)
     .replace("@@WINDOW@@", SACCT_WINDOW)
-    .replace("@@FEW@@", "32")  # two records (path, digest) per tracker: past 16 trackers
+    .replace("@@FEW@@", "32")  # two records per tracker (path, digest) and lease (path, holder)
 )
 
 FILE_READER = """
-import base64, hashlib, sys
+import base64, hashlib, os, sys
 mark, out = sys.argv[1], sys.stdout
 records = sys.stdin.buffer.read().split(b"\\0")[:-1]
-for i in range(0, len(records) - 1, 2):
+files, leases = records[: int(sys.argv[2])], records[int(sys.argv[2]) :]
+if leases:
+    out.write(f"{mark} begin leases\\n")
+for i in range(0, len(leases) - 1, 2):
+    try:
+        with open(leases[i], "rb") as stream:
+            first = stream.readline().rstrip(b"\\n")
+    except OSError:
+        first = b""
+    if first != leases[i + 1]:
+        out.write(f"lost {i // 2} {first.decode(errors='replace')}\\n")
+        continue
+    try:
+        os.utime(leases[i])
+    except OSError:
+        pass
+if leases:
+    out.write(f"{mark} end 0\\n")
+for i in range(0, len(files) - 1, 2):
     out.write(f"{mark} begin file {i // 2}\\n")
     try:
-        with open(records[i], "rb") as stream:
+        with open(files[i], "rb") as stream:
             data = stream.read()
     except OSError as exc:
         missing = isinstance(exc, FileNotFoundError)
         out.write(f"{mark} end missing\\n" if missing else f"{exc.strerror}\\n{mark} end 1\\n")
         continue
-    if hashlib.blake2b(data, digest_size=16).hexdigest().encode() == records[i + 1]:
+    if hashlib.blake2b(data, digest_size=16).hexdigest().encode() == files[i + 1]:
         out.write(f"{mark} end same\\n")
     else:
         out.write(base64.b64encode(data).decode() + f"\\n{mark} end 0\\n")
 """
-"""With many trackers, one Python reads them all (one process instead of one ``base64`` per file). A file
-whose bytes have the digest the manager sent (the text it already holds) is answered ``same``, not sent."""
+"""With many trackers and leases, one Python reads them all (one process instead of one ``base64`` per file,
+and no bash loop over the leases). A file whose bytes have the digest the manager sent (the text it already
+holds) is answered ``same``, not sent."""
 
 UNKNOWN_DIGEST = "-"
 """The digest sent for a tracker whose text the manager does not hold: never equal to a real one."""
@@ -221,14 +264,21 @@ def build_probe(
         ConfigurationError: an id is not a Slurm job id, or a name or path cannot be sent safely.
     """
     command = f"bash -c {shlex.quote(PROBE_PROGRAM)} sl-probe {mode.value} {shlex.quote(FILE_READER)}"
-    records: list[str] = ["@ids", *(_check_id(i) for i in request.job_ids)]
-    records += ["@names", *(_check_name(n) for n in request.job_names)]
     known = digests or {}
-    records += ["@files"]
+    records: list[str] = [_check_id(i) for i in request.job_ids]
+    records += [_check_name(n) for n in request.job_names]
     for path in request.tracker_paths:
         records += [_check_path(path), known.get(path, UNKNOWN_DIGEST)]
-    records += ["@leases", *(part for path, holder in request.leases for part in (_check_path(path), holder))]
-    return command, "".join(f"{record}\0" for record in records).encode("utf-8")
+    records += [part for path, holder in request.leases for part in (_check_path(path), _check_word(holder))]
+    body = "".join(f"{record}\0" for record in records).encode("utf-8")
+    counts = (
+        len(request.job_ids),
+        len(request.job_names),
+        2 * len(request.tracker_paths),
+        2 * len(request.leases),
+    )
+    big = 1 if len(body) > BIG_REQUEST else 0
+    return command, f"{' '.join(map(str, counts))} {big}\0".encode() + body
 
 
 def _check_id(job_id: str) -> str:
@@ -243,6 +293,14 @@ def _check_name(name: str) -> str:
             f"The job name {name!r} cannot be used in a Slurm name filter; avoid commas and line breaks."
         )
     return name
+
+
+def _check_word(holder: str) -> str:
+    if not holder or "\0" in holder:
+        raise ConfigurationError(
+            f"The lease holder id {holder!r} must be a non-empty word without NUL characters."
+        )
+    return holder
 
 
 def _check_path(path: PurePosixPath) -> str:
@@ -261,8 +319,13 @@ def parse_probe_output(
     has that text (one the caller does not hold is unreadable, never "missing").
     """
     sections = split_sections(text)
-    statuses, problems = parse_status_sections(sections, job_ids=request.job_ids, job_names=request.job_names)
     missing = _missing_parts(request, {s.name for s in sections})
+    cut = next((s for s in sections if s.name == "request" and not s.ok), None)
+    if cut is not None:  # the server did not get the whole request: nothing it printed is an answer
+        missing.insert(0, "the probe's request " + (" ".join(cut.lines).strip() or "was not read"))
+    statuses, problems = parse_status_sections(
+        sections, job_ids=request.job_ids, job_names=request.job_names, failed=missing
+    )
     files = {s.name: s for s in sections if s.name.startswith("file ")}
     trackers: dict[PurePosixPath, str | None] = {}
     unreadable: dict[PurePosixPath, str] = {}
@@ -287,7 +350,7 @@ def parse_probe_output(
         jobs=statuses,
         trackers=trackers,
         unreadable=unreadable,
-        slurm_problems=(*problems, *missing),
+        slurm_problems=problems,
         round_trips=1,
         lost_leases=_lost_leases(request, {s.name: s for s in sections}.get("leases")),
     )

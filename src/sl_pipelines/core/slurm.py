@@ -50,12 +50,18 @@ def parse_status_output(
 
 
 def parse_status_sections(
-    sections: Iterable[Section], *, job_ids: Sequence[str] = (), job_names: Sequence[str] = ()
+    sections: Iterable[Section],
+    *,
+    job_ids: Sequence[str] = (),
+    job_names: Sequence[str] = (),
+    failed: Sequence[str] = (),
 ) -> tuple[tuple[JobStatus, ...], tuple[str, ...]]:
-    """:func:`parse_status_output` of an output already split at its markers (other parts are ignored)."""
+    """:func:`parse_status_output` of an output already split at its markers (other parts are ignored);
+    ``failed`` are problems found beforehand (a part that never ran): they come first, and make missing
+    jobs UNKNOWN."""
     live: dict[str, JobStatus] = {}
     final: dict[str, JobStatus] = {}
-    problems: list[str] = []
+    problems: list[str] = list(failed)
     wanted = _Wanted(frozenset(job_ids), frozenset(job_names))
     for section in sections:
         records, problem = _parse_section(section)
