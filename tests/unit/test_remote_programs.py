@@ -18,7 +18,13 @@ import pytest
 
 from sl_pipelines.core.arrays import Submission, plan_stage
 from sl_pipelines.core.job import Job, Resources
-from sl_pipelines.core.probe import KnownTrackers, build_probe, parse_probe_output
+from sl_pipelines.core.probe import (
+    RENEW_EVERY,
+    KnownTrackers,
+    LeaseRenewals,
+    build_probe,
+    parse_probe_output,
+)
 from sl_pipelines.core.sbatch import build_submit, classify_submission
 from sl_pipelines.core.seams import ProbeRequest, ProbeResult, SubmissionReport
 from sl_pipelines.core.slurm import AccountingMode
@@ -377,3 +383,22 @@ def test_the_probe_renews_the_leases_it_holds_and_names_the_holder_of_a_lost_one
     renewed = [p for p in paths if p.stat().st_mtime > 1_000_000]
     assert renewed == [p for i, p in enumerate(paths) if i != 1]  # only the leases it holds
     assert not gone.exists()  # touch -c: a missing lease is not made
+    for path in paths:
+        os.utime(path, (1_000_000, 1_000_000))
+    command, data = build_probe(ProbeRequest(leases=leases), AccountingMode.SACCT, renew=set())
+    checked = parse_probe_output(cluster.run(command, data), ProbeRequest(leases=leases))
+    assert checked.lost_leases == result.lost_leases  # not due for renewal: still checked
+    assert all(p.stat().st_mtime == 1_000_000 for p in paths)  # but not touched
+
+
+def test_a_lease_is_renewed_every_so_often_and_only_once_the_server_confirms_it() -> None:
+    renewals, path, other = LeaseRenewals(), PurePosixPath("/w/a/lease"), PurePosixPath("/w/b/lease")
+    request = ProbeRequest(leases=((path, "me"), (other, "me")))
+    assert renewals.due(request, 100.0) == {path, other}
+    done = "@@SLP@@ begin leases\nlost 1 them\n@@SLP@@ end 0\n"
+    renewals.renewed({path, other}, done, parse_probe_output(done, request), 100.0)
+    assert renewals.due(request, 100.0 + RENEW_EVERY - 1) == {other}  # a lost lease is not renewed
+    assert renewals.due(request, 100.0 + RENEW_EVERY) == {path, other}
+    cut = "@@SLP@@ begin leases\n"
+    renewals.renewed({other}, cut, parse_probe_output(cut, request), 200.0)
+    assert other in renewals.due(request, 201.0)  # the answer was cut off: not known to be renewed

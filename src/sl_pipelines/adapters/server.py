@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import time
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -23,7 +24,7 @@ from sl_pipelines.core import sbatch
 from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.framing import MARKER, split_sections
 from sl_pipelines.core.job import Environment, EnvironmentKind, Job, JobDefaults
-from sl_pipelines.core.probe import KnownTrackers, build_probe, parse_probe_output
+from sl_pipelines.core.probe import KnownTrackers, LeaseRenewals, build_probe, parse_probe_output
 from sl_pipelines.core.script import activation_prefix
 from sl_pipelines.core.seams import (
     CommandResult,
@@ -87,6 +88,7 @@ class Server(ServerFiles):
         self._accounting: AccountingMode | None = None
         self._max_array: int | None = None
         self._known_trackers = KnownTrackers()  # the probe sends only trackers that changed
+        self._lease_renewals = LeaseRenewals()  # and touches each lease every RENEW_EVERY s
         if profile.accounting is not AccountingChoice.AUTO:
             self._accounting = AccountingMode(profile.accounting.value)
 
@@ -296,7 +298,9 @@ class Server(ServerFiles):
         """
         if not (request.job_ids or request.job_names or request.tracker_paths):
             return ProbeResult()
-        command, data = build_probe(request, self.accounting_mode, self._known_trackers.digests())
+        now = time.monotonic()
+        due = self._lease_renewals.due(request, now)
+        command, data = build_probe(request, self.accounting_mode, self._known_trackers.digests(), due)
         result = self.transport.run(command, stdin=data)
         if MARKER not in result.stdout:
             raise SchedulerError(
@@ -308,6 +312,7 @@ class Server(ServerFiles):
             )
         answer = parse_probe_output(result.stdout, request, self._known_trackers.texts())
         self._known_trackers.update(answer.trackers)
+        self._lease_renewals.renewed(due, result.stdout, answer, now)
         return answer
 
     def list_runs(self) -> tuple[RunSnapshot, ...]:

@@ -28,7 +28,7 @@ import base64
 import hashlib
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from pathlib import PurePosixPath
 
 from sl_pipelines.core.framing import MARKER, Section, split_sections
@@ -77,7 +77,9 @@ if [ ${#leases[@]} -gt 0 ] && [ -z "$py" ]; then
   echo "$M begin leases"; renew=()
   for ((i=0; i<${#leases[@]}; i+=2)); do
     first=""; [ -f "${leases[i]}" ] && IFS= read -r first < "${leases[i]}"
-    if [ "$first" = "${leases[i+1]}" ]; then renew+=("${leases[i]}"); else echo "lost $((i/2)) $first"; fi
+    h=${leases[i+1]}  # "=holder": checked, not due for renewal
+    if [ "$first" != "${h#=}" ]; then echo "lost $((i/2)) $first"
+    elif [ "$h" = "${h#=}" ]; then renew+=("${leases[i]}"); fi
   done
   if [ ${#renew[@]} -gt 200 ]; then printf '%s\0' "${renew[@]}" | xargs -0 touch -c --
   elif [ ${#renew[@]} -gt 0 ]; then touch -c -- "${renew[@]}"; fi
@@ -102,7 +104,7 @@ slp_query() {
     echo "$M end $rc"; return 0
   fi
   for ((i=0; i<${#items[@]}; i+=CH)); do
-    chunk=$(IFS=,; echo "${items[*]:i:CH}")
+    printf -v chunk '%s,' "${items[@]:i:CH}"; chunk=${chunk%,}
     case $kind in
       qid) out=$(squeue -h -r -t all -o "$fmt" -u "$me" -j "$chunk" 2>&1); r=$?; slp_rows "$out" ;;
       qname) out=$(squeue -h -r -t all -o "$fmt" -u "$me" --name="$chunk" 2>&1); r=$?; slp_rows "$out" ;;
@@ -184,8 +186,11 @@ for i in range(0, len(leases) - 1, 2):
             first = stream.readline().rstrip(b"\\n")
     except OSError:
         first = b""
-    if first != leases[i + 1]:
+    holder = leases[i + 1]
+    if first != (holder[1:] if holder.startswith(b"=") else holder):
         out.write(f"lost {i // 2} {first.decode(errors='replace')}\\n")
+        continue
+    if holder.startswith(b"="):  # checked, not due for renewal
         continue
     try:
         os.utime(leases[i])
@@ -218,6 +223,34 @@ UNKNOWN_DIGEST = "-"
 def text_digest(data: bytes) -> str:
     """The digest the probe compares a tracker's bytes with (the server's ``FILE_READER`` computes it too)."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+RENEW_EVERY = 20.0
+"""Seconds between two renewals of a lease by the probe (every probe still checks each lease's holder).
+A lease goes stale after ``stale_after`` >= 120 s (:func:`process_holder`): renewed at least every
+20 s plus one polling interval, it never does while its manager cycles."""
+
+
+class LeaseRenewals:
+    """When the probe last renewed each lease, so that it touches a lease only every :data:`RENEW_EVERY` s."""
+
+    def __init__(self) -> None:
+        self._renewed: dict[PurePosixPath, float] = {}
+
+    def due(self, request: ProbeRequest, now: float) -> set[PurePosixPath]:
+        """The leases of ``request`` to renew now."""
+        return {
+            path for path, _ in request.leases if now - self._renewed.get(path, -RENEW_EVERY) >= RENEW_EVERY
+        }
+
+    def renewed(self, due: set[PurePosixPath], output: str, result: ProbeResult, now: float) -> None:
+        """Notes the renewals a probe's output confirms (its leases part ran to the end)."""
+        start = output.find(f"{MARKER} begin leases\n")
+        end = output.find(f"\n{MARKER} ", start) if start >= 0 else -1
+        if end < 0 or not output.startswith(f"{MARKER} end 0", end + 1):
+            return
+        for path in due - result.lost_leases.keys():
+            self._renewed[path] = now
 
 
 class KnownTrackers:
@@ -253,12 +286,16 @@ class KnownTrackers:
 
 
 def build_probe(
-    request: ProbeRequest, mode: AccountingMode, digests: Mapping[PurePosixPath, str] | None = None
+    request: ProbeRequest,
+    mode: AccountingMode,
+    digests: Mapping[PurePosixPath, str] | None = None,
+    renew: Container[PurePosixPath] | None = None,
 ) -> tuple[str, bytes]:
     """Returns the probe's command line (the same for any request) and its standard input.
 
     ``digests`` are those (:func:`text_digest`) of the tracker texts the caller already holds: a tracker
     whose bytes still have that digest is answered ``same`` instead of its text (past a few trackers).
+    Every lease is checked; only those in ``renew`` (all of them when None) are touched.
 
     Raises:
         ConfigurationError: an id is not a Slurm job id, or a name or path cannot be sent safely.
@@ -269,7 +306,9 @@ def build_probe(
     records += [_check_name(n) for n in request.job_names]
     for path in request.tracker_paths:
         records += [_check_path(path), known.get(path, UNKNOWN_DIGEST)]
-    records += [part for path, holder in request.leases for part in (_check_path(path), _check_word(holder))]
+    for path, holder in request.leases:
+        due = renew is None or path in renew
+        records += [_check_path(path), _check_word(holder) if due else f"={_check_word(holder)}"]
     body = "".join(f"{record}\0" for record in records).encode("utf-8")
     counts = (
         len(request.job_ids),
@@ -296,7 +335,7 @@ def _check_name(name: str) -> str:
 
 
 def _check_word(holder: str) -> str:
-    if not holder or "\0" in holder:
+    if not holder or "\0" in holder or holder.startswith("="):
         raise ConfigurationError(
             f"The lease holder id {holder!r} must be a non-empty word without NUL characters."
         )
