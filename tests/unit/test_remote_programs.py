@@ -190,6 +190,20 @@ def test_a_request_cut_short_is_a_failed_query_never_no_job(cluster: FakeCluster
     assert cluster.calls("squeue") == []
 
 
+@pytest.mark.parametrize("size", [2, 3000], ids=["small", "big"])
+def test_a_request_read_from_a_file_is_read_once(cluster: FakeCluster, tmp_path: Path, size: int) -> None:
+    ids = tuple(str(5000 + i) for i in range(size))
+    cluster.set_live(*(f"{i}|RUNNING|None|n{i}" for i in ids))
+    request = ProbeRequest(job_ids=ids)
+    command, data = build_probe(request, AccountingMode.SACCT)
+    (tmp_path / "request").write_bytes(data)
+    env = {"PATH": f"{cluster.bin}:/usr/bin:/bin", "FAKE_SLURM_DIR": str(cluster.state)}
+    with (tmp_path / "request").open("rb") as stdin:  # a file, not a pipe: /dev/stdin would reopen it
+        done = subprocess.run(["sh", "-c", command], stdin=stdin, capture_output=True, env=env, check=True)
+    result = parse_probe_output(done.stdout.decode(), request)
+    assert result.slurm_answered and set(states(result).values()) == {JobState.RUNNING}
+
+
 def test_a_controller_that_does_not_answer_the_one_listing_for_many_ids_is_a_failed_query(
     cluster: FakeCluster,
 ) -> None:

@@ -62,9 +62,10 @@ me=${USER:-$(id -un)}
 IFS=' ' read -r -d '' nid nname nfile nlease big
 recs=(); t=
 [ "$big" = 1 ] && t=$(mktemp 2>/dev/null) && { cat > "$t" || echo "copying the request failed" >&2; }
-if [ "${BASH_VERSINFO[0]}${BASH_VERSINFO[1]}" -ge 44 ]; then mapfile -d '' -t recs < "${t:-/dev/stdin}"
-else while IFS= read -r -d '' rec; do recs+=("$rec"); done < "${t:-/dev/stdin}"; fi
-[ -n "$t" ] && rm -f -- "$t"
+if [ -n "$t" ]; then exec 3< "$t"; rm -f -- "$t"; else exec 3<&0; fi  # not /dev/stdin: a file reopens at 0
+if [ "${BASH_VERSINFO[0]}${BASH_VERSINFO[1]}" -ge 44 ]; then mapfile -u 3 -d '' -t recs
+else while IFS= read -r -u 3 -d '' rec; do recs+=("$rec"); done; fi
+exec 3<&-
 if ! [[ "$nid $nname $nfile $nlease" =~ ^[0-9]+\ [0-9]+\ [0-9]+\ [0-9]+$ ]] ||
    [ ${#recs[@]} -ne $((nid + nname + nfile + nlease)) ]; then
   echo "$M begin request"; echo "it arrived cut short: ${#recs[@]} records"; echo "$M end 1"; exit 0
