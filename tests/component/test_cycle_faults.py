@@ -6,6 +6,7 @@ failure reason, no crash, and one pipeline's trouble stays with that pipeline.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import PurePosixPath
 
 import pytest
@@ -14,7 +15,7 @@ from fake_cluster import NOW, FakeCluster
 from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.core.states import JobState
 from sl_pipelines.core.tracker_state import record_failure
-from sl_pipelines.orchestration.cycle import cancel_runs, run_cycle
+from sl_pipelines.orchestration.cycle import Unchanged, cancel_runs, run_cycle
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.vocabulary import ProcessingStatus
 
@@ -48,9 +49,21 @@ def names(p: ProcessingPipeline, stage: int) -> list[str]:
     return [r.name for r in p.resolved.stages[stage]]
 
 
+MEMO: list[Unchanged | None] = [None]
+"""The cycles' memory of unchanged runs, as a manager keeps it (or none, as runtime_cycle)."""
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["every-run-decided", "unchanged-runs-skipped"])
+def memo(request: pytest.FixtureRequest) -> Iterator[Unchanged | None]:
+    """Every promise here holds whether or not runs whose facts did not change are decided again."""
+    MEMO[0] = Unchanged() if request.param else None
+    yield MEMO[0]
+    MEMO[0] = None
+
+
 def cycle(cluster: FakeCluster, clock: Clock, *pipelines: ProcessingPipeline, seconds: float = 5) -> None:
     clock.now += seconds
-    run_cycle(cluster, pipelines, clock)
+    run_cycle(cluster, pipelines, clock, unchanged=MEMO[0])
 
 
 def finish_stage(cluster: FakeCluster, p: ProcessingPipeline, stage: int) -> None:
@@ -356,3 +369,40 @@ def test_a_run_taken_over_by_another_manager_is_left_to_it(cluster: FakeCluster,
     assert p.status is ProcessingStatus.ABORTED and p.failure is not None
     assert "another-manager" in p.failure.reason
     assert cluster.log[writes:] == [], "nothing recorded, cancelled or written: the run is the other's now"
+
+
+# ----------------------------------------------------------------------------- runs that did not change
+
+
+def test_a_run_whose_facts_did_not_change_is_not_decided_again_until_they_do(
+    cluster: FakeCluster, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memo = Unchanged()
+    quiet, busy = make(cluster, session="s1"), make(cluster, session="s2")
+    decided: list[str] = []
+    for p in (quiet, busy):
+        decide = p.decide
+        monkeypatch.setattr(p, "decide", lambda *a, p=p, d=decide: decided.append(p.session) or d(*a))
+    run_cycle(cluster, [quiet, busy], clock, unchanged=memo)  # both submit their first stage
+    run_cycle(cluster, [quiet, busy], clock, unchanged=memo)  # both wait: noted
+    decided.clear()
+    cluster.run(*names(busy, 1))
+    run_cycle(cluster, [quiet, busy], clock, unchanged=memo)
+    assert decided == ["s2"]  # its job started: decided; the other's facts are the same
+    decided.clear()
+    finish_stage(cluster, quiet, 1)  # the tracker and the job states change
+    run_cycle(cluster, [quiet, busy], clock, unchanged=memo)
+    assert decided == ["s1"] and quiet.stage == 2
+
+
+def test_a_pending_timer_fires_while_the_facts_stay_the_same(
+    cluster: FakeCluster, clock: Clock, memo: Unchanged | None
+) -> None:
+    p = make(cluster)
+    cycle(cluster, clock, p)
+    name = names(p, 1)[0]
+    cluster.job(name).purged = True  # Slurm forgets it; it never reported: the same facts every cycle
+    for _ in range(30):
+        cycle(cluster, clock, p)
+    assert p.status is ProcessingStatus.FAILED and p.failure is not None
+    assert "no longer knows" in p.failure.reason

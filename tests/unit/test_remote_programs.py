@@ -18,7 +18,13 @@ import pytest
 
 from sl_pipelines.core.arrays import Submission, plan_stage
 from sl_pipelines.core.job import Job, Resources
-from sl_pipelines.core.probe import build_probe, parse_probe_output
+from sl_pipelines.core.probe import (
+    RENEW_EVERY,
+    KnownTrackers,
+    LeaseRenewals,
+    build_probe,
+    parse_probe_output,
+)
 from sl_pipelines.core.sbatch import build_submit, classify_submission
 from sl_pipelines.core.seams import ProbeRequest, ProbeResult, SubmissionReport
 from sl_pipelines.core.slurm import AccountingMode
@@ -89,7 +95,7 @@ def test_a_thousand_pipelines_fit_one_small_command_and_squeue_is_asked_once(clu
     trackers = tuple(PurePosixPath(f"/nowhere/s{i}/tracker.yaml") for i in range(1000))
     request = ProbeRequest(job_ids=tuple(ids), tracker_paths=trackers)
     command, data = build_probe(request, AccountingMode.SACCT)
-    assert len(command) < 6000 and len(data) > 50_000  # a few kB for any request: the request is on stdin
+    assert len(command) < 8000 and len(data) > 50_000  # the request travels on stdin, the program is fixed
     result = cluster.probe(request)
     assert result.slurm_answered
     assert set(states(result).values()) == {JobState.RUNNING} and len(result.jobs) == 7000
@@ -154,7 +160,7 @@ def test_a_controller_that_does_not_answer_is_never_read_as_no_such_job(
     assert result.trackers == {path: None}  # the trackers are still read
 
 
-@pytest.mark.parametrize("tasks", [3, 450], ids=["by-id", "one-listing"])
+@pytest.mark.parametrize("tasks", [3, 40, 450], ids=["by-id", "by-id-awk", "one-listing"])
 def test_array_tasks_are_found_by_task_id_and_an_ended_one_is_asked_about(
     cluster: FakeCluster, tasks: int
 ) -> None:
@@ -170,6 +176,32 @@ def test_array_tasks_are_found_by_task_id_and_an_ended_one_is_asked_about(
     assert [c.split()[-1] for c in cluster.calls("scontrol")] == ["700_1"]
     (sacct_ids, sacct_names) = cluster.calls("sacct")
     assert sacct_ids.endswith("-j 701") and "--name=slp-t-gone" in sacct_names  # only what squeue lacks
+
+
+@pytest.mark.parametrize("size", [3, 3000], ids=["small", "big"])
+def test_a_request_cut_short_is_a_failed_query_never_no_job(cluster: FakeCluster, size: int) -> None:
+    ids = tuple(str(3000 + i) for i in range(size))
+    path = PurePosixPath("/nowhere/t.yaml")
+    request = ProbeRequest(job_ids=ids, tracker_paths=(path,))
+    command, data = build_probe(request, AccountingMode.SACCT)
+    result = parse_probe_output(cluster.run(command, data[: len(data) // 2]), request)
+    assert not result.slurm_answered and "cut short" in result.slurm_problems[0]
+    assert set(states(result).values()) == {JobState.UNKNOWN} and path in result.unreadable
+    assert cluster.calls("squeue") == []
+
+
+@pytest.mark.parametrize("size", [2, 3000], ids=["small", "big"])
+def test_a_request_read_from_a_file_is_read_once(cluster: FakeCluster, tmp_path: Path, size: int) -> None:
+    ids = tuple(str(5000 + i) for i in range(size))
+    cluster.set_live(*(f"{i}|RUNNING|None|n{i}" for i in ids))
+    request = ProbeRequest(job_ids=ids)
+    command, data = build_probe(request, AccountingMode.SACCT)
+    (tmp_path / "request").write_bytes(data)
+    env = {"PATH": f"{cluster.bin}:/usr/bin:/bin", "FAKE_SLURM_DIR": str(cluster.state)}
+    with (tmp_path / "request").open("rb") as stdin:  # a file, not a pipe: /dev/stdin would reopen it
+        done = subprocess.run(["sh", "-c", command], stdin=stdin, capture_output=True, env=env, check=True)
+    result = parse_probe_output(done.stdout.decode(), request)
+    assert result.slurm_answered and set(states(result).values()) == {JobState.RUNNING}
 
 
 def test_a_controller_that_does_not_answer_the_one_listing_for_many_ids_is_a_failed_query(
@@ -197,6 +229,48 @@ def test_tracker_texts_come_back_exactly_and_hostile_paths_stay_paths(
     result = cluster.probe(ProbeRequest(tracker_paths=paths))
     assert result.trackers == {paths[0]: text, paths[1]: None}
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("count", [20, 3], ids=["python", "bash"])
+def test_a_tracker_whose_bytes_did_not_change_is_not_sent_again(
+    cluster: FakeCluster, tmp_path: Path, count: int
+) -> None:
+    trackers = [tmp_path / f"s{i}.yaml" for i in range(count)]
+    for path in trackers:
+        path.write_text(f"status: running\nsession: {path.stem}\n")
+    paths = tuple(PurePosixPath(p) for p in trackers)
+    request, known = ProbeRequest(tracker_paths=paths), KnownTrackers()
+
+    def probe() -> tuple[str, ProbeResult]:
+        command, data = build_probe(request, AccountingMode.SACCT, known.digests())
+        output = cluster.run(command, data)
+        result = parse_probe_output(output, request, known.texts())
+        known.update(result.trackers)
+        return output, result
+
+    _, first = probe()
+    assert first.trackers == {p: t.read_text() for p, t in zip(paths, trackers, strict=True)}
+    output, again = probe()
+    sent = output.count("@@SLP@@ end 0")
+    assert sent == (0 if count > 16 else count)  # past 16 trackers one python3 compares digests
+    assert again.trackers == first.trackers
+    assert count <= 16 or all(again.trackers[p] is first.trackers[p] for p in paths)  # held, not copies
+    trackers[1].write_text(trackers[1].read_text().replace("running", "failed!"))  # same size
+    trackers[2].unlink()
+    output, changed = probe()
+    assert changed.trackers[paths[1]] == "status: failed!\nsession: s1\n"
+    assert changed.trackers[paths[2]] is None
+    assert output.count("@@SLP@@ end 0") == (1 if count > 16 else count - 1)
+    trackers[2].write_text("status: idle\n")  # back after it was gone: sent, not "same"
+    assert probe()[1].trackers[paths[2]] == "status: idle\n"
+
+
+def test_an_unchanged_answer_for_a_text_not_held_is_unreadable_never_missing() -> None:
+    path = PurePosixPath("/s/t.yaml")
+    request = ProbeRequest(tracker_paths=(path,))
+    output = "@@SLP@@ begin file 0\n@@SLP@@ end same\n"
+    assert "unchanged" in parse_probe_output(output, request).unreadable[path]
+    assert parse_probe_output(output, request, {path: "status: idle\n"}).trackers == {path: "status: idle\n"}
 
 
 def test_a_tracker_that_cannot_be_read_is_reported_not_raised() -> None:
@@ -323,3 +397,22 @@ def test_the_probe_renews_the_leases_it_holds_and_names_the_holder_of_a_lost_one
     renewed = [p for p in paths if p.stat().st_mtime > 1_000_000]
     assert renewed == [p for i, p in enumerate(paths) if i != 1]  # only the leases it holds
     assert not gone.exists()  # touch -c: a missing lease is not made
+    for path in paths:
+        os.utime(path, (1_000_000, 1_000_000))
+    command, data = build_probe(ProbeRequest(leases=leases), AccountingMode.SACCT, renew=set())
+    checked = parse_probe_output(cluster.run(command, data), ProbeRequest(leases=leases))
+    assert checked.lost_leases == result.lost_leases  # not due for renewal: still checked
+    assert all(p.stat().st_mtime == 1_000_000 for p in paths)  # but not touched
+
+
+def test_a_lease_is_renewed_every_so_often_and_only_once_the_server_confirms_it() -> None:
+    renewals, path, other = LeaseRenewals(), PurePosixPath("/w/a/lease"), PurePosixPath("/w/b/lease")
+    request = ProbeRequest(leases=((path, "me"), (other, "me")))
+    assert renewals.due(request, 100.0) == {path, other}
+    done = "@@SLP@@ begin leases\nlost 1 them\n@@SLP@@ end 0\n"
+    renewals.renewed({path, other}, done, parse_probe_output(done, request), 100.0)
+    assert renewals.due(request, 100.0 + RENEW_EVERY - 1) == {other}  # a lost lease is not renewed
+    assert renewals.due(request, 100.0 + RENEW_EVERY) == {path, other}
+    cut = "@@SLP@@ begin leases\n"
+    renewals.renewed({other}, cut, parse_probe_output(cut, request), 200.0)
+    assert other in renewals.due(request, 201.0)  # the answer was cut off: not known to be renewed

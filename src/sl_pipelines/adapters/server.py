@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import time
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -23,7 +24,7 @@ from sl_pipelines.core import sbatch
 from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.framing import MARKER, split_sections
 from sl_pipelines.core.job import Environment, EnvironmentKind, Job, JobDefaults
-from sl_pipelines.core.probe import build_probe, parse_probe_output
+from sl_pipelines.core.probe import KnownTrackers, LeaseRenewals, build_probe, parse_probe_output
 from sl_pipelines.core.script import activation_prefix
 from sl_pipelines.core.seams import (
     CommandResult,
@@ -86,6 +87,8 @@ class Server(ServerFiles):
         self.transport = transport or SSHTransport(settings_from_profile(profile))
         self._accounting: AccountingMode | None = None
         self._max_array: int | None = None
+        self._known_trackers = KnownTrackers()  # the probe sends only trackers that changed
+        self._lease_renewals = LeaseRenewals()  # and touches each lease every RENEW_EVERY s
         if profile.accounting is not AccountingChoice.AUTO:
             self._accounting = AccountingMode(profile.accounting.value)
 
@@ -295,7 +298,9 @@ class Server(ServerFiles):
         """
         if not (request.job_ids or request.job_names or request.tracker_paths or request.usage):
             return ProbeResult()
-        command, data = build_probe(request, self.accounting_mode)
+        now = time.monotonic()
+        due = self._lease_renewals.due(request, now)
+        command, data = build_probe(request, self.accounting_mode, self._known_trackers.digests(), due)
         result = self.transport.run(command, stdin=data)
         if MARKER not in result.stdout:
             raise SchedulerError(
@@ -305,7 +310,10 @@ class Server(ServerFiles):
                 command=command,
                 output=result.stdout + result.stderr,
             )
-        return parse_probe_output(result.stdout, request)
+        answer = parse_probe_output(result.stdout, request, self._known_trackers.texts())
+        self._known_trackers.update(answer.trackers)
+        self._lease_renewals.renewed(due, result.stdout, answer, now)
+        return answer
 
     def list_runs(self) -> tuple[RunSnapshot, ...]:
         """Every run recorded on the server, with its lease, tracker and jobs: ONE command (read-only).

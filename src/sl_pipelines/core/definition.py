@@ -17,8 +17,8 @@ import yaml
 
 from sl_pipelines.core.job import Environment, EnvironmentKind, Resources
 from sl_pipelines.core.retry import RETRYABLE_STATES, RetryPolicy
-from sl_pipelines.core.states import JobState
 from sl_pipelines.core.stalls import THRESHOLD_NAMES
+from sl_pipelines.core.states import JobState
 from sl_pipelines.errors import ConfigurationError, PipelineDefinitionError
 from sl_pipelines.vocabulary import ProcessingPipelines, TrackerFileNames
 

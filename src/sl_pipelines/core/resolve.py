@@ -69,9 +69,9 @@ class ResolvedPipeline:
         """All jobs of all stages: what the tracker counts before it is complete."""
         return sum(len(jobs) for jobs in self.stages.values())
 
-    @property
+    @functools.cached_property
     def jobs_folder(self) -> PurePosixPath:
-        """The folder holding every job folder of this run."""
+        """The folder holding every job folder of this run (made once: every cycle asks for it)."""
         return self.session.working_root / JOB_FOLDERS / self.token
 
     def all_jobs(self) -> tuple[ResolvedJob, ...]:

@@ -46,11 +46,24 @@ def parse_status_output(
         job_ids: the ids that were asked for.
         job_names: the names that were asked for (``scontrol`` rows of other jobs are dropped).
     """
+    return parse_status_sections(split_sections(text), job_ids=job_ids, job_names=job_names)
+
+
+def parse_status_sections(
+    sections: Iterable[Section],
+    *,
+    job_ids: Sequence[str] = (),
+    job_names: Sequence[str] = (),
+    failed: Sequence[str] = (),
+) -> tuple[tuple[JobStatus, ...], tuple[str, ...]]:
+    """:func:`parse_status_output` of an output already split at its markers (other parts are ignored);
+    ``failed`` are problems found beforehand (a part that never ran): they come first, and make missing
+    jobs UNKNOWN."""
     live: dict[str, JobStatus] = {}
     final: dict[str, JobStatus] = {}
-    problems: list[str] = []
+    problems: list[str] = list(failed)
     wanted = _Wanted(frozenset(job_ids), frozenset(job_names))
-    for section in split_sections(text):
+    for section in sections:
         records, problem = _parse_section(section)
         if problem:
             problems.append(problem)
@@ -115,9 +128,29 @@ def _only_tolerated(lines: Sequence[str]) -> bool:
     return all(any(word in line for word in _TOLERATED) for line in meaningful)
 
 
+_JOB_ID = re.compile(r"\d+(_[\d\[\]\-,%]+)?")
+
+_ROWS_KEPT = 100_000
+"""squeue rows whose parse is kept: a manager of a thousand runs reads the same 7,000 rows every cycle."""
+
+_parsed_rows: dict[str, JobStatus | None] = {}
+
+
 def _squeue_row(line: str) -> JobStatus | None:
+    """One squeue row; the same row text always gives the same (immutable) status, so it is parsed once."""
+    try:
+        return _parsed_rows[line]
+    except KeyError:
+        pass
+    if len(_parsed_rows) >= _ROWS_KEPT:
+        _parsed_rows.clear()
+    status = _parsed_rows[line] = _parse_squeue_row(line)
+    return status
+
+
+def _parse_squeue_row(line: str) -> JobStatus | None:
     fields = line.split("|", 3)
-    if len(fields) != 4 or not re.fullmatch(r"\d+(_[\d\[\]\-,%]+)?", fields[0]):
+    if len(fields) != 4 or not _JOB_ID.fullmatch(fields[0]):
         return None
     job_id, state_text, reason, name = fields
     state = JobState.parse(state_text)
@@ -134,7 +167,7 @@ def _unknown_note(state: JobState, state_text: str) -> str:
 
 def _sacct_row(line: str) -> JobStatus | None:
     fields = line.split("|", 4)
-    if len(fields) != 5 or not re.fullmatch(r"\d+(_[\d\[\]\-,%]+)?", fields[0]):
+    if len(fields) != 5 or not _JOB_ID.fullmatch(fields[0]):
         return None
     job_id, state_text, exit_text, reason, name = fields
     return _status(job_id, name, state_text, exit_text, reason)

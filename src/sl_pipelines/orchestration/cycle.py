@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from sl_pipelines.core.decisions import Action, Decision
 from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Job
 from sl_pipelines.core.lease import LeaseOutcome
+from sl_pipelines.core.run_state import RunState
 from sl_pipelines.core.sbatch import is_submit_limit
 from sl_pipelines.core.seams import (
     Backend,
@@ -91,16 +93,57 @@ def merge_requests(
     )
 
 
+class Unchanged:
+    """What each run's last decision saw, so that a run whose facts did not change is not decided again.
+
+    A run is skipped only when its last decision was to wait, with nothing found, nothing stale and NO
+    timer pending (a decision depends on the clock only through the run's ``since`` timers: with none,
+    the same facts give the same decision), nothing changed the run since (its state is the same object),
+    and this probe shows the same status for each of its job ids, the same tracker text and the same
+    Slurm problems. A run with a job whose id is not known, or with a pending timer, is always decided.
+    """
+
+    def __init__(self) -> None:
+        self._seen: weakref.WeakKeyDictionary[PipelineRun, tuple[RunState, tuple[object, ...]]]
+        self._seen = weakref.WeakKeyDictionary()
+
+    def inputs(self, run: PipelineRun, result: ProbeResult, index: ProbeIndex) -> tuple[object, ...] | None:
+        """What a decision of ``run`` reads from this probe (None: it must be decided)."""
+        ids = run.state.job_ids
+        names = run.spec.stages.get(run.stage, ())
+        if any(name not in ids for name in names):
+            return None
+        path = run.remote_tracker_path
+        jobs = tuple(index.by_id.get(ids[name]) for name in names)
+        return (jobs, result.trackers.get(path), result.unreadable.get(path), result.slurm_problems)
+
+    def same(self, run: PipelineRun, inputs: tuple[object, ...] | None) -> bool:
+        """True when ``run`` was last decided on these inputs, waiting without a timer, and is unchanged."""
+        seen = self._seen.get(run)
+        return inputs is not None and seen is not None and seen[0] is run.state and seen[1] == inputs
+
+    def note(self, run: PipelineRun, inputs: tuple[object, ...] | None, decision: Decision) -> None:
+        """Remembers a decision's inputs when deciding again on them would change nothing."""
+        pending = decision.since or decision.found_ids or decision.stale
+        quiet = decision.action is Action.WAIT and not pending
+        if inputs is not None and quiet:
+            self._seen[run] = (run.state, inputs)
+        else:
+            self._seen.pop(run, None)
+
+
 def run_cycle(
     backend: Backend,
     runs: Sequence[PipelineRun],
     clock: Callable[[], float] = time.monotonic,
     extra_leases: Sequence[tuple[PurePosixPath, str]] = (),
+    unchanged: Unchanged | None = None,
 ) -> CycleReport:
     """Advances every running run by one cycle (``clock`` gives monotonic seconds for the run's timers).
 
     ``extra_leases`` (lease file, holder id) are renewed by the same probe, such as a workflow's session
-    locks; those found naming another holder come back in the report.
+    locks; those found naming another holder come back in the report. With ``unchanged`` (kept from cycle
+    to cycle), runs whose facts did not change since they last waited are not decided again.
 
     What ended jobs used is asked by the next cycle's probe: pass runs that ended in again (``runs`` may
     hold finished runs whose ``usage_wanted`` is not empty). When no cycle follows, :func:`gather_usage`
@@ -116,7 +159,7 @@ def run_cycle(
     if not active:
         return CycleReport()
     result = backend.probe(merge_requests(active, extra_leases, ended))
-    for run in active:
+    for run in active if result.lost_leases else ():
         if run.lease_path in result.lost_leases:
             run.hand_over(result.lost_leases[run.lease_path])
     active = [run for run in active if run.is_running]
@@ -124,7 +167,14 @@ def run_cycle(
         run.take_usage(result)
     now = clock()
     index = ProbeIndex.of(result)
-    decisions = [(run, run.decide(result, now, index)) for run in active]
+    decisions = []
+    for run in active:
+        inputs = unchanged.inputs(run, result, index) if unchanged is not None else None
+        if unchanged is not None and unchanged.same(run, inputs):
+            continue  # it would wait again, exactly as it did
+        decisions.append((run, run.decide(result, now, index)))
+        if unchanged is not None:
+            unchanged.note(run, inputs, decisions[-1][1])
     _cancel_stale(backend, decisions)
     conclude_failures(backend, [(r, d) for r, d in decisions if d.action in (Action.FAIL, Action.ABORT)])
     for run, decision in decisions:

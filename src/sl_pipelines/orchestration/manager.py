@@ -5,13 +5,14 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import PurePosixPath
 
 from sl_pipelines.core.seams import Backend
 from sl_pipelines.core.stalls import Stall
+from sl_pipelines.core.states import JobStatus
 from sl_pipelines.errors import SchedulerError, ServerError
-from sl_pipelines.orchestration.cycle import CycleReport, cancel_runs, gather_usage, run_cycle
+from sl_pipelines.orchestration.cycle import CycleReport, Unchanged, cancel_runs, gather_usage, run_cycle
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.orchestration.report import write_run_reports
 from sl_pipelines.orchestration.run import PipelineRun, process_holder
@@ -76,6 +77,7 @@ class PipelineManager:
         self._frozen_runs = 0
         self.stalls = StallWatch(stall_thresholds, clock=clock)
         self.new_stalls: list[tuple[PipelineRun, Stall]] = []  # stalls first seen by the last cycle
+        self._unchanged = Unchanged()  # runs whose facts did not change are not decided again
 
     def add(self, pipelines: Sequence[ProcessingPipeline]) -> None:
         """Adds pipelines to drive (a workflow's next steps); they start at the next cycle."""
@@ -106,10 +108,12 @@ class PipelineManager:
             ServerError, SchedulerError: the server did not answer (see :meth:`run` for riding it out).
         """
         self._freeze_runs()
-        before = self._fingerprint()
+        before = [(p.status, p.stage, p.job_states) for p in self.pipelines]
         ended = [p for p in self.pipelines if not p.is_running and p.usage_wanted]  # their jobs' usage
         runs = self.in_flight
-        report: CycleReport = run_cycle(self.backend, [*runs, *ended], self.clock, self.extra_leases)
+        report: CycleReport = run_cycle(
+            self.backend, [*runs, *ended], self.clock, self.extra_leases, self._unchanged
+        )
         self._unreported.extend(run for run in runs if not run.is_running)
         self.cycles += 1
         self.new_stalls = self.stalls.observe(self.pipelines)
@@ -121,7 +125,7 @@ class PipelineManager:
             self._silent("; ".join(report.slurm_problems))
         else:
             self.silent_since, self.last_problem = None, ""
-        return self._fingerprint() != before
+        return any(_changed(p, *seen) for p, seen in zip(self.pipelines, before, strict=False))
 
     def run(
         self,
@@ -204,8 +208,12 @@ class PipelineManager:
             gc.freeze()
             self._frozen_runs = len(self.pipelines)
 
-    def _fingerprint(self) -> tuple[object, ...]:
-        return tuple(
-            (p.status, p.stage, tuple(sorted((n, s.state) for n, s in p.job_states.items())))
-            for p in self.pipelines
-        )
+
+def _changed(
+    pipeline: ProcessingPipeline, status: ProcessingStatus, stage: int, jobs: Mapping[str, JobStatus]
+) -> bool:
+    """True when the pipeline's status, stage or the state of one of its jobs is not what it was."""
+    if pipeline.status is not status or pipeline.stage != stage:
+        return True
+    now = pipeline.job_states
+    return now is not jobs and {n: s.state for n, s in now.items()} != {n: s.state for n, s in jobs.items()}
