@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from sl_pipelines.adapters import local as local_module
 from sl_pipelines.adapters.local import LocalBackend
 from sl_pipelines.core.job import Job
 from sl_pipelines.core.states import JobState
@@ -121,3 +122,22 @@ def test_the_jobs_own_process_group_is_still_stopped(tmp_path: Path) -> None:
     while Path(f"/proc/{child}").exists() and Path(f"/proc/{child}/stat").read_text().split()[2] != "Z":
         assert time.monotonic() < deadline, "the job's child process survived the cancel"
         time.sleep(0.05)
+
+
+def test_a_job_that_ends_between_the_two_looks_is_not_called_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bystander: subprocess.Popen[bytes]
+) -> None:
+    """The wrapper writes the exit status, then ends: a check that saw no exit file and then no process
+    must look at the exit file again (seen once under load: a finished job reported 'process is gone')."""
+    pid = bystander.pid
+    backend = _plant_record(tmp_path, pid, boot_id=_boot_id(), start_ticks=_start_ticks(pid))
+    record = json.loads((tmp_path / ".sl_local" / "jobs" / "1.json").read_text())
+    record["started"] = time.time()
+    (tmp_path / ".sl_local" / "jobs" / "1.json").write_text(json.dumps(record))
+    def ends_now(_record: object) -> bool:  # the job writes its exit status and ends at this moment
+        (tmp_path / ".sl_local" / "jobs" / "1.exit").write_text("0\n")
+        return False
+
+    monkeypatch.setattr(local_module, "alive", ends_now)
+    status = backend.status(["1"])["1"]
+    assert status.state is JobState.COMPLETED, status.reason

@@ -180,4 +180,5 @@ def test_a_workflow_tells_its_failures_and_its_end(root: Path, capsys: pytest.Ca
     assert failure.startswith("sl_pipelines on local: checksum on proj/A1/S1 (run ")
     assert "FAILED" in failure
     assert end.startswith("sl_pipelines on local: 2 checksum/manifest pipeline(s) ended after ")
-    assert ": 1 failed, 1 succeeded.\n- checksum on proj/A1/S1" in end
+    assert ": 1 failed, 1 succeeded.\nCPU time used: " in end  # the jobs' usage, then the failures
+    assert "CPU-hours.\n- checksum on proj/A1/S1" in end

@@ -5,6 +5,7 @@ the stated fraction of its time limit is flagged by the manager, its quiet track
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -68,7 +69,9 @@ def test_real_runs_tell_a_webhook_and_a_mailbox_and_a_dead_notifier_stops_nothin
         assert f"Notification to http://127.0.0.1:{port}/… failed" in result.stderr
         (end,) = hook.texts()
         assert end.startswith(f"sl_pipelines on {profile.name}: 1 checksum pipeline(s) ended after ")
-        assert end.endswith(": 1 succeeded.")
+        counts, _, used = end.partition("\n")
+        assert counts.endswith(": 1 succeeded.")
+        assert re.fullmatch(r"CPU time used: \d+\.\d\d CPU-hours\.", used)  # what the run's jobs used
         assert box.bodies() == [end]
         assert box.messages[0]["Subject"] == "[sl_pipelines] run ended: 1 succeeded (checksum)"
         assert box.logins == [("lab", "s3cret")]

@@ -151,7 +151,8 @@ def test_the_record_computes_wait_and_efficiency_and_leaves_out_the_unknown() ->
 def test_the_probe_asks_for_usage_on_stdin_and_parses_each_source() -> None:
     request = ProbeRequest(usage=(("1001", PurePosixPath("/w/j/usage-1001.json")),))
     command, data = build_probe(request, AccountingMode.SACCT)
-    assert b"@files\x00/w/j/usage-1001.json\x00" in data and b"@usage\x001001\x00" in data
+    # header: 0 ids, 0 names, 2 file records (path, no digest), 0 leases, 1 usage id; then the records
+    assert data == b"0 0 2 0 1 0\x00/w/j/usage-1001.json\x00-\x001001\x00"
     assert "1001" not in command
     with pytest.raises(ConfigurationError):
         build_probe(ProbeRequest(usage=(("1;rm", PurePosixPath("/x")),)), AccountingMode.SACCT)

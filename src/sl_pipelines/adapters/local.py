@@ -323,16 +323,20 @@ class LocalBackend:
 
     def _check(self, record: JobRecord) -> None:
         exit_file = self._state / "jobs" / f"{record.job_id}.exit"
-        if exit_file.exists() and exit_file.read_text().strip():
-            code = int(exit_file.read_text().strip())
+        exit_text = _read_exit(exit_file)
+        if not exit_text and not alive(record):
+            # the job may have written its exit file and ended between the two looks: look again
+            exit_text = _read_exit(exit_file)
+            if not exit_text:
+                record.state, record.reason, record.ended = JobState.FAILED.value, _GONE, time.time()
+                self._save(record)
+                return
+        if exit_text:
+            code = int(exit_text)
             record.exit_code = code
             record.state = JobState.COMPLETED.value if code == 0 else JobState.FAILED.value
             record.reason = "" if code == 0 else "NonZeroExitCode"
             record.ended = exit_file.stat().st_mtime  # when the job ended, not when this check saw it
-            self._save(record)
-            return
-        if not alive(record):
-            record.state, record.reason, record.ended = JobState.FAILED.value, _GONE, time.time()
             self._save(record)
             return
         if record.started is not None and time.time() - record.started > record.time_limit_s:
@@ -365,6 +369,14 @@ class LocalBackend:
         temp = path.with_suffix(".tmp")
         temp.write_text(json.dumps(asdict(record)))
         temp.replace(path)
+
+
+def _read_exit(path: Path) -> str:
+    """The exit status a local job's wrapper wrote, or "" while it has written none."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def _iso(stamp: float | None) -> str | None:
