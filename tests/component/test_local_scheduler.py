@@ -134,6 +134,7 @@ def test_a_job_that_ends_between_the_two_looks_is_not_called_gone(
     record = json.loads((tmp_path / ".sl_local" / "jobs" / "1.json").read_text())
     record["started"] = time.time()
     (tmp_path / ".sl_local" / "jobs" / "1.json").write_text(json.dumps(record))
+
     def ends_now(_record: object) -> bool:  # the job writes its exit status and ends at this moment
         (tmp_path / ".sl_local" / "jobs" / "1.exit").write_text("0\n")
         return False
