@@ -17,6 +17,7 @@ from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Environment, Job, JobDefaults
 from sl_pipelines.core.lease import LEASE_NAME, LeaseOutcome, LeaseRequest
+from sl_pipelines.core.retry import PartitionLimits
 from sl_pipelines.core.seams import (
     ProbeRequest,
     ProbeResult,
@@ -110,6 +111,10 @@ class FakeCluster:
         return ProbeResult(jobs=tuple(jobs), trackers=trackers, round_trips=1, lost_leases=lost)
 
     max_array_size = 1001
+    partitions: dict[str | None, PartitionLimits] = field(default_factory=dict)
+
+    def partition_limits(self, partition: str | None) -> PartitionLimits:
+        return self.partitions.get(partition, PartitionLimits())
 
     def submit_jobs(self, items: Sequence[Job | Submission]) -> SubmissionReport:
         """Arrays are taken apart: each task is submitted on its own, under its own name. Under a submit

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import Testbed
 from pipeline_helpers import generate, run_to_end, tracker_of
 
 from sl_pipelines.adapters.profiles import ServerProfile, save_profile
 from sl_pipelines.adapters.server import Server
 from sl_pipelines.cli import process
 from sl_pipelines.cli.render import pipeline_json
+from sl_pipelines.core.retry import PartitionLimits
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.vocabulary import ProcessingStatus
 
@@ -160,3 +163,40 @@ def test_a_timeout_job_is_retried_with_doubled_time_and_the_pipeline_succeeds(
     assert "WorkerInterrupted" in first["reason"], "the job recorded its SIGTERM; the retry cleared it"
     (retry,) = tracker_of(server, pipeline).retries
     assert "SIGTERM" in retry.reason
+
+
+def _partition(testbed: Testbed, cluster: str, limits: str) -> None:
+    """``scontrol update`` of the cluster's only partition (``main``), as the testbed's root."""
+    conf = testbed.cluster(cluster).slurm_conf
+    done = subprocess.run(
+        ["scontrol", "update", "PartitionName=main", *limits.split()],
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SLURM_CONF": str(conf)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@needs_memory_limits
+def test_a_retry_never_asks_for_more_than_the_partition_allows(
+    testbed: Testbed, make_server: Callable[..., Server], project: str, tmp_path: Path
+) -> None:
+    """MaxMemPerNode=256 MB: attempt 2 gets 0.25 GB (capped there), and no attempt 3 of 0.5 GB is made
+    (sbatch would refuse it, or it would wait for ever); the run fails naming the cap."""
+    _partition(testbed, "noacct", "MaxMemPerNode=256 MaxTime=90")
+    try:
+        server = make_server("noacct")  # reads the partition's limits with the cluster's
+        assert server.partition_limits(None) == PartitionLimits(max_memory_mb=256, max_time_limit_minutes=90)
+        assert server.partition_limits("main") == server.partition_limits(None)
+        pipeline = start(server, project, tmp_path, {"memory_gb": 0.125}, "--allocate-mb 400 --seconds 1")
+        run_to_end(server, [pipeline], timeout=60)
+    finally:
+        _partition(testbed, "noacct", "MaxMemPerNode=0 MaxTime=UNLIMITED")  # 0: unlimited again
+    assert pipeline.status is ProcessingStatus.FAILED
+    first, second = attempts_of(pipeline, server)
+    assert [first["memory_gb"], second["memory_gb"]] == [0.125, 0.25]
+    assert [first["state"], second["state"]] == ["OUT_OF_MEMORY", "OUT_OF_MEMORY"]
+    assert pipeline.failure is not None
+    assert "not retried: memory is already at the cap of 0.25 GB" in pipeline.failure.reason

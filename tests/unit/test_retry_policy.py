@@ -14,10 +14,13 @@ from sl_pipelines.core.job import Job, Resources
 from sl_pipelines.core.retry import (
     Attempt,
     JobRetry,
+    PartitionLimits,
     RetryPolicy,
     attempt_job,
     attempt_name,
     next_attempt,
+    parse_partitions,
+    within_partition,
 )
 from sl_pipelines.core.states import JobState, JobStatus
 from sl_pipelines.core.tracker_state import TrackerFailure, TrackerState
@@ -51,7 +54,65 @@ POLICY_TABLE = [
     ("time capped", replace(TWO, max_time_limit_minutes=15), (), TIMEOUT, True, 2, 1024, 15, "10 → 15"),
     ("at the time cap", replace(TWO, max_time_limit_minutes=10), (), TIMEOUT, False, 1, 0, 0, "cap of 10"),
     ("OOM keeps the grown time", TWO, tried((1, 10), (1, 20)), OOM, True, 3, 2048, 20, "1 → 2 GB"),
+    ("partition memory", within_partition(TWO, PartitionLimits(1536)), (), OOM, True, 2, 1536, 10, "1.5 GB"),
+    (
+        "at the partition's memory",
+        within_partition(TWO, PartitionLimits(1024)),
+        (),
+        OOM,
+        False,
+        1,
+        0,
+        0,
+        "cap",
+    ),
+    (
+        "partition time",
+        within_partition(TWO, PartitionLimits(None, 15)),
+        (),
+        TIMEOUT,
+        True,
+        2,
+        1024,
+        15,
+        "15",
+    ),
+    (
+        "the lower cap wins",
+        within_partition(replace(TWO, max_memory_gb=1.25), PartitionLimits(4096)),
+        (),
+        OOM,
+        True,
+        2,
+        1280,
+        10,
+        "1 → 1.25 GB",
+    ),
 ]
+
+# `scontrol show partition -o` as the testbed's Slurm 22.05 prints it (shortened), and limits a site sets
+PARTITION_LINES = [
+    "PartitionName=main AllowGroups=ALL Default=YES QoS=N/A DefaultTime=NONE MaxNodes=UNLIMITED "
+    "MaxTime=UNLIMITED MinNodes=0 Nodes=slnoacct-n1 State=UP TotalCPUs=64 DefMemPerNode=UNLIMITED "
+    "MaxMemPerNode=UNLIMITED TRES=cpu=64,mem=64G,node=1,billing=64",
+    "PartitionName=gpu Default=NO MaxTime=2-00:00:00 MaxMemPerNode=96000",
+    "PartitionName=short Default=NO MaxTime=01:30:00 MaxMemPerNode=0",
+    "PartitionName=tiny Default=NO MaxTime=90 MaxMemPerNode=512",
+    "PartitionName=days Default=NO MaxTime=3-12 MaxMemPerNode=UNLIMITED",
+]
+
+
+def test_partition_limits_are_read_from_scontrol() -> None:
+    partitions, default = parse_partitions(PARTITION_LINES)
+    assert default == "main"
+    assert partitions == {
+        "main": PartitionLimits(None, None),
+        "gpu": PartitionLimits(96000, 2 * 24 * 60),
+        "short": PartitionLimits(None, 90),
+        "tiny": PartitionLimits(512, 90),
+        "days": PartitionLimits(None, 3 * 24 * 60 + 12 * 60),
+    }
+    assert parse_partitions(["slurm_load_partitions error: Unable to contact slurm controller"]) == ({}, None)
 
 
 @pytest.mark.parametrize(

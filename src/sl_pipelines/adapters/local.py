@@ -33,6 +33,7 @@ from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Environment, EnvironmentKind, Job, JobDefaults
 from sl_pipelines.core.lease import LeaseOutcome, LeaseRequest
+from sl_pipelines.core.retry import PartitionLimits
 from sl_pipelines.core.seams import (
     ProbeRequest,
     ProbeResult,
@@ -116,6 +117,10 @@ class LocalBackend:
     def max_array_size(self) -> int:
         """No limit of its own: an array's tasks are queued one by one."""
         return 1_000_000
+
+    def partition_limits(self, partition: str | None) -> PartitionLimits:
+        """None: local jobs have no partition, and no limits but the machine's."""
+        return PartitionLimits()
 
     def submit_jobs(self, jobs: Sequence[Job | Submission]) -> SubmissionReport:
         """Writes each job's script into its folder and queues it; an array's tasks are queued under the

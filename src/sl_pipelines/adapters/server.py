@@ -25,6 +25,7 @@ from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.framing import MARKER, split_sections
 from sl_pipelines.core.job import Environment, EnvironmentKind, Job, JobDefaults
 from sl_pipelines.core.probe import KnownTrackers, LeaseRenewals, build_probe, parse_probe_output
+from sl_pipelines.core.retry import PartitionLimits, parse_partitions
 from sl_pipelines.core.script import activation_prefix
 from sl_pipelines.core.seams import (
     CommandResult,
@@ -48,7 +49,7 @@ _CLUSTER_PROBE = (
     r"""elif printf '%s' "$_slp" | grep -qi 'accounting storage is disabled'; then echo scontrol; """
     r"""else echo "unknown $(printf '%s' "$_slp" | tr '\n' ' ')"; fi; echo '@M end 0'; """
     r"""echo '@M begin limits'; scontrol show config 2>&1 | grep -E '^(MaxArraySize|MaxJobCount) '; """
-    r"""echo "@M end $?" """
+    r"""echo "@M end $?"; echo '@M begin partitions'; scontrol show partition -o 2>&1; echo "@M end $?" """
 ).replace("@M", MARKER)
 _DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default
 
@@ -87,6 +88,7 @@ class Server(ServerFiles):
         self.transport = transport or SSHTransport(settings_from_profile(profile))
         self._accounting: AccountingMode | None = None
         self._max_array: int | None = None
+        self._partitions: tuple[dict[str, PartitionLimits], str | None] | None = None
         self._known_trackers = KnownTrackers()  # the probe sends only trackers that changed
         self._lease_renewals = LeaseRenewals()  # and touches each lease every RENEW_EVERY s
         if profile.accounting is not AccountingChoice.AUTO:
@@ -171,6 +173,17 @@ class Server(ServerFiles):
         }
         size = limits.get("MaxArraySize", "").split()
         self._max_array = int(size[0]) if size and size[0].isdigit() else _DEFAULT_MAX_ARRAY_SIZE
+        partitions = sections.get("partitions")
+        self._partitions = parse_partitions(partitions.lines if partitions and partitions.ok else ())
+
+    def partition_limits(self, partition: str | None) -> PartitionLimits:
+        """The partition's ``MaxMemPerNode`` and ``MaxTime`` (read once, with the cluster's other limits);
+        no limits when the partition is unknown or the cluster did not say."""
+        if self._partitions is None:
+            self.detect_cluster()
+        assert self._partitions is not None
+        partitions, default = self._partitions
+        return partitions.get(partition or default or "", PartitionLimits())
 
     def connect(self) -> None:
         """Connects now and detects the accounting mode (otherwise both happen on first use)."""

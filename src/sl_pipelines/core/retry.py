@@ -12,6 +12,7 @@ it would fail the same way.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -54,6 +55,71 @@ class RetryPolicy:
     def attempts(self) -> int:
         """How many attempts the job may have in all."""
         return self.retries + 1
+
+
+@dataclass(frozen=True)
+class PartitionLimits:
+    """What one attempt may ask of its partition (``scontrol show partition``); None: no limit.
+
+    Attributes:
+        max_memory_mb: the partition's ``MaxMemPerNode`` in MiB.
+        max_time_limit_minutes: the partition's ``MaxTime`` in minutes.
+    """
+
+    max_memory_mb: int | None = None
+    max_time_limit_minutes: int | None = None
+
+
+def within_partition(policy: RetryPolicy, limits: PartitionLimits) -> RetryPolicy:
+    """The policy with its caps lowered to the partition's limits (a retry beyond them would be refused by
+    sbatch, or wait in the queue for ever)."""
+    memory_gb = policy.max_memory_gb
+    if limits.max_memory_mb is not None:
+        partition_gb = limits.max_memory_mb / 1024
+        memory_gb = partition_gb if memory_gb is None else min(memory_gb, partition_gb)
+    minutes = policy.max_time_limit_minutes
+    if limits.max_time_limit_minutes is not None:
+        partition_minutes = limits.max_time_limit_minutes
+        minutes = partition_minutes if minutes is None else min(minutes, partition_minutes)
+    return replace(policy, max_memory_gb=memory_gb, max_time_limit_minutes=minutes)
+
+
+def parse_partitions(lines: Sequence[str]) -> tuple[dict[str, PartitionLimits], str | None]:
+    """``scontrol show partition -o`` → each partition's limits, and the default partition's name."""
+    partitions: dict[str, PartitionLimits] = {}
+    default = None
+    for line in lines:
+        fields = dict(item.partition("=")[::2] for item in line.split() if "=" in item)
+        name = fields.get("PartitionName")
+        if not name:
+            continue
+        partitions[name] = PartitionLimits(
+            _limit_mb(fields.get("MaxMemPerNode", "")), _minutes(fields.get("MaxTime", ""))
+        )
+        if fields.get("Default") == "YES":
+            default = name
+    return partitions, default
+
+
+def _limit_mb(text: str) -> int | None:
+    return int(text) if text.isdigit() and int(text) > 0 else None  # UNLIMITED, 0: no limit
+
+
+def _minutes(text: str) -> int | None:
+    """Slurm's ``MaxTime`` in minutes: ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``; None for
+    ``UNLIMITED``/``INFINITE``."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if not match:
+        return None
+    days, first, second, third = (int(g) if g else None for g in match.groups())
+    assert first is not None
+    if days is not None:  # D-HH[:MM[:SS]]
+        seconds = days * 86400 + first * 3600 + (second or 0) * 60 + (third or 0)
+    elif third is not None:  # HH:MM:SS
+        seconds = first * 3600 + (second or 0) * 60 + third
+    else:  # MM or MM:SS
+        seconds = first * 60 + (second or 0)
+    return max(1, seconds // 60)
 
 
 @dataclass(frozen=True)

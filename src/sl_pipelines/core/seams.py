@@ -20,6 +20,7 @@ from sl_pipelines.core.arrays import Submission
 from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Environment, Job, JobDefaults
 from sl_pipelines.core.lease import LeaseOutcome, LeaseRequest
+from sl_pipelines.core.retry import PartitionLimits
 from sl_pipelines.core.selection import SessionTrackers
 from sl_pipelines.core.session_query import FoundSession
 from sl_pipelines.core.states import JobStatus
@@ -229,6 +230,10 @@ class Backend(Protocol):
     @property
     def max_array_size(self) -> int:
         """Array task indexes must stay below this (the cluster's ``MaxArraySize``)."""
+        ...
+
+    def partition_limits(self, partition: str | None) -> PartitionLimits:
+        """The most memory and time a job may ask of ``partition`` (None: the cluster's default)."""
         ...
 
     def submit_jobs(self, jobs: Sequence[Job | Submission]) -> SubmissionReport:

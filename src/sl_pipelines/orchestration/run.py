@@ -33,7 +33,14 @@ from sl_pipelines.core.file_changes import FileChange
 from sl_pipelines.core.job import Job
 from sl_pipelines.core.lease import LEASE_NAME, Holder, LeaseRequest
 from sl_pipelines.core.resolve import JOB_PREFIX, ResolvedJob, ResolvedPipeline
-from sl_pipelines.core.retry import Attempt, JobRetry, attempt_job, attempt_name, first_attempt
+from sl_pipelines.core.retry import (
+    Attempt,
+    JobRetry,
+    attempt_job,
+    attempt_name,
+    first_attempt,
+    within_partition,
+)
 from sl_pipelines.core.seams import Backend, ProbeRequest, ProbeResult
 from sl_pipelines.core.states import JobState, JobStatus
 from sl_pipelines.core.tracker_state import TrackerState
@@ -116,7 +123,12 @@ class PipelineRun:
             tracker_path=str(resolved.tracker_path),
             stages={n: tuple(r.name for r in jobs) for n, jobs in resolved.stages.items()},
             retry={
-                r.name: JobRetry(r.retry, r.job.resources) for r in resolved.all_jobs() if r.retry.retries
+                r.name: JobRetry(
+                    within_partition(r.retry, server.partition_limits(r.job.resources.partition)),
+                    r.job.resources,
+                )
+                for r in resolved.all_jobs()
+                if r.retry.retries
             },
         )
         self.state = RunState(
