@@ -292,7 +292,13 @@ def wait_for(what: str, check: object, timeout: float, name: str | None = None) 
         if check():  # type: ignore[operator]
             return
         if name is not None and daemon_pid(name) is None:
-            die(f"{name} exited while waiting for {what}; see {LOGS / (name + '.out')} and {LOGS}")
+            # Seen twice under load: a daemon just started (and running fine afterwards) looked gone for
+            # one look. Only a daemon that still looks gone a second later has exited.
+            time.sleep(1.0)
+            if check():  # type: ignore[operator]
+                return
+            if daemon_pid(name) is None:
+                die(f"{name} exited while waiting for {what}; see {LOGS / (name + '.out')} and {LOGS}")
         if time.monotonic() > deadline:
             die(f"timed out after {timeout:.0f}s waiting for {what}; see logs in {LOGS}")
         time.sleep(0.1)
