@@ -268,3 +268,13 @@ class FakeCluster:
             return TrackerOutcome(False, str(exc))
         self.trackers[op.path] = state
         return TrackerOutcome(True)
+
+
+class Clock:
+    """A clock a test moves by hand (``clock.now += 60``)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now

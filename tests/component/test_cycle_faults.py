@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 
 import pytest
-from fake_cluster import NOW, FakeCluster
+from fake_cluster import NOW, Clock, FakeCluster
 
 from sl_pipelines.core.layout import SessionPaths
 from sl_pipelines.core.states import JobState
@@ -18,14 +18,6 @@ from sl_pipelines.core.tracker_state import record_failure
 from sl_pipelines.orchestration.cycle import Unchanged, cancel_runs, run_cycle
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.vocabulary import ProcessingStatus
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from fake_cluster import Clock
 from rich.console import Console
 
 from sl_pipelines.adapters.local import LocalBackend
@@ -17,14 +18,6 @@ from sl_pipelines.core.states import JobState, JobStatus
 from sl_pipelines.orchestration.pipeline import ProcessingPipeline
 from sl_pipelines.orchestration.stall_watch import StallWatch
 from sl_pipelines.workers.demo_data import generate_session
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
