@@ -164,18 +164,22 @@ def test_probe_finds_jobs_by_name_and_reads_trackers(
     tracker = folder / WEIRD / "tracker.yaml"
     slurm_server.mkdir(tracker.parent)
     slurm_server.write_text(tracker, "status: running\nmarker: @@SLP@@ end 0\n")
+    accented = folder / "accented.yaml"  # not plain ASCII: travels base64-encoded
+    slurm_server.write_text(accented, "session: caf\u00e9\n")
     job = shell_job(folder, f"probe-token-{os.getpid()}", "true")
     job_id = slurm_server.submit(job)
     slurm_server.connect()  # the accounting mode is detected once per Server
+    assert slurm_server.login_bash  # the testbed's users log in with bash: no second bash per probe
     before = slurm_server.round_trips
     result = slurm_server.probe(
-        ProbeRequest(job_names=(job.name,), tracker_paths=(tracker, folder / "missing.yaml"))
+        ProbeRequest(job_names=(job.name,), tracker_paths=(tracker, folder / "missing.yaml", accented))
     )
     assert slurm_server.round_trips == before + 1
     assert [status.job_id for status in result.jobs] == [job_id]
     assert result.trackers == {
         tracker: "status: running\nmarker: @@SLP@@ end 0\n",
         folder / "missing.yaml": None,
+        accented: "session: caf\u00e9\n",
     }
 
 

@@ -54,15 +54,19 @@ class FakeCluster:
         lines = log.read_text().splitlines() if log.exists() else []
         return [line for line in lines if line.startswith(command)]
 
-    def run(self, command: str, data: bytes) -> str:
+    def run(self, command: str, data: bytes, shell: str = "sh") -> str:
+        """Runs a command line as sshd does: ``<login shell> -c <command line>`` (sh here is dash)."""
         env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE_SLURM_DIR": str(self.state)}
-        done = subprocess.run(["sh", "-c", command], input=data, capture_output=True, env=env, check=False)
+        done = subprocess.run([shell, "-c", command], input=data, capture_output=True, env=env, check=False)
         assert done.returncode == 0, done.stderr
         return done.stdout.decode()
 
-    def probe(self, request: ProbeRequest, mode: AccountingMode = AccountingMode.SACCT) -> ProbeResult:
-        command, data = build_probe(request, mode)
-        return parse_probe_output(self.run(command, data), request)
+    def probe(
+        self, request: ProbeRequest, mode: AccountingMode = AccountingMode.SACCT, *, login_bash: bool = False
+    ) -> ProbeResult:
+        command, data = build_probe(request, mode, login_bash=login_bash)
+        output = self.run(command, data, "bash" if login_bash else "sh")
+        return parse_probe_output(output, request)
 
     def submit(self, submissions: list[Submission], writer: bool | None = None) -> SubmissionReport:
         command, data = build_submit(submissions, writer=writer)
@@ -253,7 +257,7 @@ def test_a_tracker_whose_bytes_did_not_change_is_not_sent_again(
     _, first = probe()
     assert first.trackers == {p: t.read_text() for p, t in zip(paths, trackers, strict=True)}
     output, again = probe()
-    sent = output.count("@@SLP@@ end 0")
+    sent = output.count("@@SLP@@ end 0") + output.count("@@SLP@@ end raw")
     assert sent == (0 if count > 16 else count)  # past 16 trackers one python3 compares digests
     assert again.trackers == first.trackers
     assert count <= 16 or all(again.trackers[p] is first.trackers[p] for p in paths)  # held, not copies
@@ -262,9 +266,80 @@ def test_a_tracker_whose_bytes_did_not_change_is_not_sent_again(
     output, changed = probe()
     assert changed.trackers[paths[1]] == "status: failed!\nsession: s1\n"
     assert changed.trackers[paths[2]] is None
-    assert output.count("@@SLP@@ end 0") == (1 if count > 16 else count - 1)
+    assert output.count("@@SLP@@ end 0") + output.count("@@SLP@@ end raw") == (1 if count > 16 else count - 1)
     trackers[2].write_text("status: idle\n")  # back after it was gone: sent, not "same"
     assert probe()[1].trackers[paths[2]] == "status: idle\n"
+
+
+PLAIN = {
+    "yaml": "status: running\njobs:\n  a: 1\n",
+    "no final newline": "status: idle",
+    "empty": "",
+    "tabs and blank lines": "a:\tb\n\n\n  c: d\n\n",
+    "marker-like lines": "@@SLP@@ end 0\n|pipe|\n@@SLP@@ begin file 0\n",
+    "only a newline": "\n",
+}
+ENCODED = {
+    "non-ascii": "session: caf\u00e9\n",
+    "carriage return": "a: 1\r\nb: 2\r\n",
+    "a NUL inside": "a: 1\n\0\0\0\0b: 2\n",
+    "only NULs": "\0" * 64,
+    "escape": "a: \x1b[31m\n",
+}
+
+
+@pytest.mark.parametrize("login_bash", [False, True], ids=["sh", "login-bash"])
+@pytest.mark.parametrize("name", [*PLAIN, *ENCODED])
+def test_files_come_back_exactly_plain_text_without_base64(
+    cluster: FakeCluster, tmp_path: Path, name: str, login_bash: bool
+) -> None:
+    text = PLAIN.get(name, ENCODED.get(name, ""))
+    tracker = tmp_path / "t.yaml"
+    tracker.write_bytes(text.encode())
+    request = ProbeRequest(tracker_paths=(PurePosixPath(tracker),))
+    command, data = build_probe(request, AccountingMode.SACCT, login_bash=login_bash)
+    output = cluster.run(command, data, "bash" if login_bash else "sh")
+    assert parse_probe_output(output, request).trackers == {PurePosixPath(tracker): text}
+    # plain text travels as it is (no base64 process); anything else through base64
+    ends = [line for line in output.splitlines() if line.startswith("@@SLP@@ end")]
+    assert ends == ["@@SLP@@ end raw" if name in PLAIN else "@@SLP@@ end 0"]
+
+
+def test_a_plain_file_garbled_on_the_way_is_unreadable_never_a_shorter_text() -> None:
+    path = PurePosixPath("/s/t.yaml")
+    request = ProbeRequest(tracker_paths=(path,))
+    garbled = parse_probe_output("@@SLP@@ begin file 0\n|status: idle\nstray\n@@SLP@@ end raw\n", request)
+    assert "garbled" in garbled.unreadable[path] and path not in garbled.trackers
+    whole = parse_probe_output("@@SLP@@ begin file 0\n|status: idle\n|\n@@SLP@@ end raw\n", request)
+    assert whole.trackers == {path: "status: idle\n"}
+
+
+def test_a_login_shell_that_is_bash_runs_the_program_itself_whatever_its_rc_file_set(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    cluster.set_live("61|RUNNING|None|a", "62|FAILED|NonZeroExitCode|b")
+    cluster.set_accounting("63|COMPLETED|0:0|None|c")
+    tracker = tmp_path / "t.yaml"
+    tracker.write_text("status: running\n")
+    lease = tmp_path / "lease"
+    lease.write_text("me\n")
+    request = ProbeRequest(
+        job_ids=("61", "62", "63"),
+        job_names=("b", "gone"),
+        tracker_paths=(PurePosixPath(tracker),),
+        leases=((PurePosixPath(lease), "me"),),
+    )
+    command, data = build_probe(request, AccountingMode.SACCT, login_bash=True)
+    assert not command.startswith("bash -c")  # no second bash
+    wrapped, _ = build_probe(request, AccountingMode.SACCT)
+    expected = parse_probe_output(cluster.run(wrapped, data), request)
+    # what a ~/.bashrc might leave behind: another IFS, nounset, pipefail, aliases
+    rc = "IFS=,; set -u -o pipefail; shopt -s expand_aliases; alias squeue=false\n"
+    for prefix in ("", rc):
+        result = parse_probe_output(cluster.run(prefix + command, data, "bash"), request)
+        assert result == expected
+    assert states(expected) == {"61": JobState.RUNNING, "62": JobState.FAILED, "63": JobState.COMPLETED}
+    assert expected.trackers == {PurePosixPath(tracker): "status: running\n"} and expected.slurm_answered
 
 
 def test_an_unchanged_answer_for_a_text_not_held_is_unreadable_never_missing() -> None:

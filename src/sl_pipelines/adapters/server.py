@@ -49,7 +49,8 @@ _CLUSTER_PROBE = (
     r"""elif printf '%s' "$_slp" | grep -qi 'accounting storage is disabled'; then echo scontrol; """
     r"""else echo "unknown $(printf '%s' "$_slp" | tr '\n' ' ')"; fi; echo '@M end 0'; """
     r"""echo '@M begin limits'; scontrol show config 2>&1 | grep -E '^(MaxArraySize|MaxJobCount) '; """
-    r"""echo "@M end $?"; echo '@M begin partitions'; scontrol show partition -o 2>&1; echo "@M end $?" """
+    r"""echo "@M end $?"; echo '@M begin partitions'; scontrol show partition -o 2>&1; echo "@M end $?"; """
+    r"""echo '@M begin shell'; echo "${BASH_VERSION-}"; echo '@M end 0'"""
 ).replace("@M", MARKER)
 _DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default
 
@@ -89,6 +90,7 @@ class Server(ServerFiles):
         self._accounting: AccountingMode | None = None
         self._max_array: int | None = None
         self._partitions: tuple[dict[str, PartitionLimits], str | None] | None = None
+        self._login_bash: bool | None = None  # bash runs the commands: the probe skips its own bash
         self._known_trackers = KnownTrackers()  # the probe sends only trackers that changed
         self._lease_renewals = LeaseRenewals()  # and touches each lease every RENEW_EVERY s
         if profile.accounting is not AccountingChoice.AUTO:
@@ -142,8 +144,16 @@ class Server(ServerFiles):
         assert self._max_array is not None
         return self._max_array
 
+    @property
+    def login_bash(self) -> bool:
+        """True when the account's login shell is bash (it then runs the probe program itself)."""
+        if self._login_bash is None:
+            self.detect_cluster()
+        return bool(self._login_bash)
+
     def detect_cluster(self) -> None:
-        """Reads, in ONE command, whether ``sacct`` works and the cluster's array and job limits.
+        """Reads, in ONE command, whether ``sacct`` works, the cluster's array and job limits, its partitions'
+        limits and whether the login shell is bash.
 
         The answers are framed by marker lines (a login shell may print a banner). ``sacct`` failing
         because accounting is disabled means scontrol mode; failing for any other reason (munge or
@@ -175,6 +185,8 @@ class Server(ServerFiles):
         self._max_array = int(size[0]) if size and size[0].isdigit() else _DEFAULT_MAX_ARRAY_SIZE
         partitions = sections.get("partitions")
         self._partitions = parse_partitions(partitions.lines if partitions and partitions.ok else ())
+        shell = sections.get("shell")
+        self._login_bash = bool(shell and shell.ok and shell.lines and shell.lines[0][:1].isdigit())
 
     def partition_limits(self, partition: str | None) -> PartitionLimits:
         """The partition's ``MaxMemPerNode`` and ``MaxTime`` (read once, with the cluster's other limits);
@@ -313,7 +325,9 @@ class Server(ServerFiles):
             return ProbeResult()
         now = time.monotonic()
         due = self._lease_renewals.due(request, now)
-        command, data = build_probe(request, self.accounting_mode, self._known_trackers.digests(), due)
+        command, data = build_probe(
+            request, self.accounting_mode, self._known_trackers.digests(), due, login_bash=self.login_bash
+        )
         result = self.transport.run(command, stdin=data)
         if MARKER not in result.stdout:
             raise SchedulerError(

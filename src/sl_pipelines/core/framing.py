@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MARKER = "@@SLP@@"
-"""Prefix of every framing line; Slurm never prints it and file contents travel base64-encoded."""
+"""Prefix of every framing line; Slurm never prints it and file contents travel base64-encoded or with
+every line behind a ``|``."""
 
 
 @dataclass(frozen=True)

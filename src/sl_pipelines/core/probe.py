@@ -14,7 +14,8 @@ server the program:
    where the cluster has accounting, else ``scontrol show job <id>`` (which keeps finished jobs for
    ``MinJobAge``); and ``scontrol show job`` for the few that squeue shows failed, for their exit code
    (slurmctld has it at once, where slurmdbd may lag);
-4. prints each tracker file base64-encoded, after the job states; past a few trackers one ``python3``
+4. prints each tracker file after the job states (plain text as it is, each line behind a ``|``, with
+   bash alone; anything else base64-encoded); past a few trackers one ``python3``
    reads them all and answers ``same`` for a file whose bytes still have the digest the manager sent
    (a thousand unchanged trackers are neither sent nor parsed again), and checks and renews the leases;
 5. for jobs that ended and whose use of resources the manager wants (once per job): ``sacct`` with the
@@ -63,7 +64,7 @@ _ACTIVE_STATES = (
 )
 
 PROBE_PROGRAM = (
-    r"""set +e
+    r"""set +e +u +o pipefail; unset IFS; shopt -u expand_aliases  # whatever a login shell's rc set
 export LC_ALL=C
 M='@@MARK@@'; mode=$1; CH=@@CHUNK@@; fmt='%i|%T|%r|%j'
 sf=JobID,State,ExitCode,Reason,JobName
@@ -75,7 +76,8 @@ IFS=' ' read -r -d '' nid nname nfile nlease nuse big
 recs=(); t=
 [ "$big" = 1 ] && t=$(mktemp 2>/dev/null) && { cat > "$t" || echo "copying the request failed" >&2; }
 if [ -n "$t" ]; then exec 3< "$t"; rm -f -- "$t"; else exec 3<&0; fi  # not /dev/stdin: a file reopens at 0
-if [ "${BASH_VERSINFO[0]}${BASH_VERSINFO[1]}" -ge 44 ]; then mapfile -u 3 -d '' -t recs
+raw=; [ "${BASH_VERSINFO[0]}${BASH_VERSINFO[1]}" -ge 44 ] && raw=1  # mapfile -d: bash 4.4
+if [ -n "$raw" ]; then mapfile -u 3 -d '' -t recs
 else while IFS= read -r -u 3 -d '' rec; do recs+=("$rec"); done; fi
 exec 3<&-
 if ! [[ "$nid $nname $nfile $nlease $nuse" =~ ^[0-9]+\ [0-9]+\ [0-9]+\ [0-9]+\ [0-9]+$ ]] ||
@@ -184,8 +186,13 @@ if [ -n "$py" ]; then
   printf '%s\0' "${files[@]}" "${leases[@]}" | python3 -c "$2" "$M" "$nfile"
 else
   for ((i=0; i<${#files[@]}; i+=2)); do
-    f=${files[i]}; echo "$M begin file $((i/2))"
-    if [ -f "$f" ]; then base64 -w0 -- "$f" 2>&1; r=$?; echo; echo "$M end $r"
+    f=${files[i]}; echo "$M begin file $((i/2))"; parts=(x x)
+    # A file of printable ASCII, tabs and newlines (a tracker) is sent as it is, each line behind a "|"
+    # (no process); anything else (a NUL, a control or non-ASCII byte) goes through base64.
+    [ -n "$raw" ] && [ -f "$f" ] && mapfile -d '' -t parts 2>/dev/null < "$f"
+    if [ ${#parts[@]} -le 1 ] && ! [[ ${parts[0]} == *[!$'\t\n'' '-'~']* ]]; then
+      printf '|%s\n' "${parts[0]//$'\n'/$'\n|'}"; echo "$M end raw"
+    elif [ -f "$f" ]; then base64 -w0 -- "$f" 2>&1; r=$?; echo; echo "$M end $r"
     else echo "$M end missing"; fi
   done
 fi
@@ -314,8 +321,14 @@ def build_probe(
     mode: AccountingMode,
     digests: Mapping[PurePosixPath, str] | None = None,
     renew: Container[PurePosixPath] | None = None,
+    *,
+    login_bash: bool = False,
 ) -> tuple[str, bytes]:
     """Returns the probe's command line (the same for any request) and its standard input.
+
+    With ``login_bash`` (the account's login shell is bash, which runs the command line) the program is
+    the command line itself, one ``bash`` start fewer per cycle; otherwise ``bash -c`` runs it (the login
+    shell may be sh, zsh, ...).
 
     ``digests`` are those (:func:`text_digest`) of the tracker texts the caller already holds: a tracker
     whose bytes still have that digest is answered ``same`` instead of its text (past a few trackers).
@@ -324,7 +337,10 @@ def build_probe(
     Raises:
         ConfigurationError: an id is not a Slurm job id, or a name or path cannot be sent safely.
     """
-    command = f"bash -c {shlex.quote(PROBE_PROGRAM)} sl-probe {mode.value} {shlex.quote(FILE_READER)}"
+    if login_bash:
+        command = f"set -- {mode.value} {shlex.quote(FILE_READER)}\n{PROBE_PROGRAM}"
+    else:
+        command = f"bash -c {shlex.quote(PROBE_PROGRAM)} sl-probe {mode.value} {shlex.quote(FILE_READER)}"
     known = digests or {}
     records: list[str] = [_check_id(i) for i in request.job_ids]
     records += [_check_name(n) for n in request.job_names]
@@ -407,9 +423,10 @@ def parse_probe_output(
                 trackers[path] = known[path]
             else:
                 unreadable[path] = "the server said it is unchanged, but its earlier text is not at hand"
-        elif section.ok:
-            data = base64.b64decode("".join(section.lines).strip() or b"")
-            trackers[path] = data.decode("utf-8", errors="replace")
+        elif (content := file_text(section)) is not None:
+            trackers[path] = content
+        elif section.status == "raw":
+            unreadable[path] = "its text arrived garbled (a line without its leading '|')"
         else:
             said = " ".join(line.strip() for line in section.lines if line.strip()) or "no message"
             unreadable[path] = f"reading it failed ({said})"
@@ -422,6 +439,17 @@ def parse_probe_output(
         lost_leases=_lost_leases(request, {s.name: s for s in sections}.get("leases")),
         usage=parse_usage_sections(sections, request.usage, first_file=len(request.tracker_paths)),
     )
+
+
+def file_text(section: Section) -> str | None:
+    """The text of a file the probe sent: base64 (``end 0``) or, for plain text, as it is with each line
+    behind a ``|`` (``end raw``); None when it was not sent whole (missing, unreadable, cut off)."""
+    if section.ok:
+        return base64.b64decode("".join(section.lines).strip() or b"").decode("utf-8", errors="replace")
+    lines = section.lines
+    if section.status != "raw" or not lines or not all(line.startswith("|") for line in lines):
+        return None
+    return "\n".join(line[1:] for line in lines)
 
 
 def parse_usage_sections(
@@ -441,8 +469,8 @@ def parse_usage_sections(
     for index, (job_id, _) in enumerate(wanted):
         section = by_name.get(f"file {first_file + index}")
         own = None
-        if section is not None and section.ok:
-            text = base64.b64decode("".join(section.lines).strip() or b"").decode("utf-8", "replace")
+        text = file_text(section) if section is not None else None
+        if text is not None:
             own = parse_job_usage(text)
         measured = slurm[job_id].filled_from(own) if job_id in slurm else own
         if measured is not None and job_id not in slurm and "usage-sacct" in by_name:
