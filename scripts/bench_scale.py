@@ -176,7 +176,7 @@ gc.callbacks.append(_gc_timer)
 
 
 def measure_cycles(
-    bench: Bench, pipelines: list[ProcessingPipeline], label: str, profile: bool = False
+    bench: Bench, pipelines: list[ProcessingPipeline], label: str, profile: bool = False, repeat: int = 0
 ) -> None:
     """Polling cycles over the pipelines: commands, SFTP requests, wall, probe share, manager CPU."""
     manager = PipelineManager(bench.server, pipelines, max_parallel=len(pipelines))
@@ -186,7 +186,7 @@ def measure_cycles(
         profiled.runcall(manager.cycle)
         print(f"[{bench.key}] cProfile of one polling cycle over {label} pipelines (this thread's CPU):")
         pstats.Stats(profiled).sort_stats("tottime").print_stats(20)
-    for _ in range(bench.args.repeat):
+    for _ in range(repeat or bench.args.repeat):
         exec_before, sftp_before = bench.server.round_trips, SftpRequests.count
         bench.probe_seconds = 0.0
         collecting.clear()
@@ -264,17 +264,28 @@ def settle(quiet_load: float = 2.0, longest: float = 120.0) -> None:
         time.sleep(5)
 
 
+OTHERS_REPEAT = 10
+"""Cycles per size with and without the other user's jobs (at least): their ratio is a goal."""
+
+
 def measure_others(bench: Bench, subsets: list[tuple[str, list[ProcessingPipeline]]]) -> None:
-    """Probes without, then with, another user's held jobs in slurmctld (nothing else changes between)."""
-    cluster = bench.key
+    """Probes without, then with, another user's held jobs in slurmctld (nothing else changes between).
+
+    Submitting the held jobs busies slurmctld, slurmdbd and the database for a while after ``sbatch``
+    returns: the probes with them wait until the load is back where it was before (at most 90 s), so
+    that they measure the jobs being there, not their arrival."""
+    cluster, repeat = bench.key, max(bench.args.repeat, OTHERS_REPEAT)
     with bench.phase("probes without others"):
+        quiet = loadavg()
         for label, pipelines in subsets:
-            measure_cycles(bench, pipelines, f"no-others/{label}")
+            measure_cycles(bench, pipelines, f"no-others/{label}", repeat=repeat)
     testbed("load-others", str(bench.args.others), "--cluster", cluster)
     try:
+        with bench.phase(f"{bench.args.others} others settle"):
+            settle(quiet_load=max(quiet, 0.5) + 0.25, longest=90.0)
         with bench.phase(f"probes with {bench.args.others} others"):
             for label, pipelines in subsets:
-                measure_cycles(bench, pipelines, f"others/{label}")
+                measure_cycles(bench, pipelines, f"others/{label}", repeat=repeat)
     finally:
         testbed("load-others", "0", "--cluster", cluster)
 
