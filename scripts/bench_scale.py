@@ -186,6 +186,7 @@ def measure_cycles(
         profiled.runcall(manager.cycle)
         print(f"[{bench.key}] cProfile of one polling cycle over {label} pipelines (this thread's CPU):")
         pstats.Stats(profiled).sort_stats("tottime").print_stats(20)
+        pstats.Stats(profiled).sort_stats("cumulative").print_stats(40)
     for _ in range(repeat or bench.args.repeat):
         exec_before, sftp_before = bench.server.round_trips, SftpRequests.count
         bench.probe_seconds = 0.0

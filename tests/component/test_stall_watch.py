@@ -29,8 +29,8 @@ def run(local_backend: LocalBackend) -> ProcessingPipeline:
 
 
 def _set(run: ProcessingPipeline, state: JobState, names: list[str]) -> None:
-    for name in names:
-        run.job_states[name] = JobStatus("1", name, state)
+    """New job states, as a cycle sets them (a new mapping: a run's job states are never changed in place)."""
+    run.job_states = {**run.job_states, **{name: JobStatus("1", name, state) for name in names}}
 
 
 def test_a_job_far_slower_than_its_siblings_is_told_once(run: ProcessingPipeline) -> None:

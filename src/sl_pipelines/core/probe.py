@@ -364,8 +364,11 @@ def build_probe(
     return command, f"{' '.join(map(str, counts))} {big}\0".encode() + body
 
 
+_JOB_ID = re.compile(r"\d+(_\d+)?")
+
+
 def _check_id(job_id: str) -> str:
-    if not re.fullmatch(r"\d+(_\d+)?", job_id):
+    if not (job_id.isascii() and job_id.isdigit()) and not _JOB_ID.fullmatch(job_id):
         raise ConfigurationError(f"{job_id!r} is not a Slurm job id; use digits, or 123_4 for an array task.")
     return job_id
 

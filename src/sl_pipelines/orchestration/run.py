@@ -7,6 +7,7 @@ Nothing else writes a run's stage, status or job ids.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import logging
 import os
@@ -142,7 +143,7 @@ class PipelineRun:
             },
         )
         self.failure: FailureReport | None = FailureReport(journal.reason) if journal.reason else None
-        self.job_states: dict[str, JobStatus] = {}
+        self.job_states: dict[str, JobStatus] = {}  # replaced by each cycle, never changed in place
         self.tracker: TrackerState | None = None
         self._last_tracker_text: str | None = None
         self._durable = durable
@@ -222,9 +223,10 @@ class PipelineRun:
                 attempts[name] = (first_attempt(self.spec.retry[name].template, now),)
         return attempts
 
-    @property
+    @functools.cached_property
     def lease_path(self) -> PurePosixPath:
-        """The run's lease on the server: who drives it, and their heartbeat."""
+        """The run's lease on the server: who drives it, and their heartbeat (a run's folder never moves:
+        built once, not in every cycle)."""
         return self.resolved.jobs_folder / LEASE_NAME
 
     def lease_request(self, *, force: bool = False) -> LeaseRequest:
@@ -276,6 +278,8 @@ class PipelineRun:
     # ------------------------------------------------------------------------------------- usage
     def usage_request(self) -> tuple[tuple[str, PurePosixPath], ...]:
         """(job id, the job's own usage file) of the ended jobs whose usage is not recorded yet."""
+        if not self.usage_wanted:  # the common case, in every cycle of every run
+            return ()
         folder = self.resolved.jobs_folder / USAGE_FOLDER
         return tuple((job_id, folder / f"{USAGE_FILE_PREFIX}{job_id}.json") for job_id in self.usage_wanted)
 

@@ -51,6 +51,9 @@ class StallWatch:
         self._elapsed: dict[str, float] = {}
         self._thresholds: dict[str, StallThresholds] = {}
         self._shapes: dict[tuple[str, int], tuple[tuple[str, str, int], ...]] = {}
+        # per run and stage: the job states last noted (the same object while a run is not decided
+        # again), their states and when the first of them started running
+        self._noted: dict[tuple[str, int], tuple[object, list[JobState], float | None]] = {}
         self._announced: set[tuple[str, str, str]] = set()
         self.current: dict[str, tuple[Stall, ...]] = {}
         """Each run token's stalls as of the last cycle (running runs only)."""
@@ -89,12 +92,18 @@ class StallWatch:
         """The stage's jobs' timings; none while no running job could be stalled yet (the common case,
         checked first: a cycle over a thousand runs must stay cheap), so only the tracker can stall then."""
         shape = self._shape(run)
-        states = [self._note(run.job_states.get(name), name, now) for name, _, _ in shape]
+        key, jobs = (run.resolved.token, run.stage), run.job_states
+        noted = self._noted.get(key)
         since = self._running_since
-        pairs = zip(shape, states, strict=True)
-        longest = max((now - since[n] for (n, _, _), st in pairs if st is _RUNNING), default=None)
-        if longest is None:
+        if noted is None or noted[0] is not jobs:  # new facts (an unchanged run keeps its dict)
+            states = [self._note(jobs.get(name), name, now) for name, _, _ in shape]
+            pairs = zip(shape, states, strict=True)
+            first = min((since[n] for (n, _, _), st in pairs if st is _RUNNING), default=None)
+            noted = self._noted[key] = (jobs, states, first)
+        _, states, first = noted
+        if first is None:
             return []
+        longest = now - first
         thresholds = self.thresholds(run)
         shortest_limit = min(limit for _, _, limit in shape)
         soonest = min(thresholds.sibling_minimum_minutes, thresholds.limit_fraction * shortest_limit)
