@@ -13,7 +13,9 @@ server environment's ``sl-worker generate`` (N = the largest size), then repeats
 3. measures polling cycles over the first 1, 10, 100, ... of them (``PipelineManager.cycle``: remote
    commands, SFTP requests, wall time, the probe's share, the manager's CPU) and counts the journal files
    written meanwhile (goal: none, nothing changed);
-4. in the last round only: the same probes with another user's 1,000 held jobs in slurmctld
+4. in the first round only (later rounds would find the previous round's 7,000 cancelled jobs still in
+   slurmctld for MinJobAge, and their purge would fall between the two measurements): the same probes
+   with another user's 1,000 held jobs in slurmctld
    (``testbed.sh load-others``), against the probes just before;
 5. cancels every job and removes the runs' folders and trackers.
 
@@ -229,7 +231,7 @@ def journals_written(since: float) -> int:
     return sum(1 for path in runs_dir().glob("*.json") if path.stat().st_mtime > since)
 
 
-def measure_round(bench: Bench, solo_id: str, set_ids: Sequence[str], last: bool) -> None:
+def measure_round(bench: Bench, solo_id: str, set_ids: Sequence[str], first: bool) -> None:
     sizes = bench.args.sizes
     with bench.phase("alone"):
         alone = measure_build(bench, [solo_id], ALONE)
@@ -247,7 +249,7 @@ def measure_round(bench: Bench, solo_id: str, set_ids: Sequence[str], last: bool
         bench.add("journals_written", journals_written(since))
         bench.add("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         bench.add("rss_mb", current_rss_mb())
-    if last and bench.args.others:
+    if first and bench.args.others:
         measure_others(bench, [(ALONE, alone), *((str(s), pipelines[:s]) for s in sizes)])
     with bench.phase("cleanup"):
         live = [*alone, *pipelines]
@@ -269,6 +271,11 @@ OTHERS_REPEAT = 10
 """Cycles per size with and without the other user's jobs (at least): their ratio is a goal."""
 
 
+def jobs_held(server: Server) -> int:
+    """How many jobs slurmctld holds now: every user's, finished ones kept for MinJobAge included."""
+    return len(server.run("squeue -h -a -t all -o %i", check=True).stdout.split())
+
+
 def measure_others(bench: Bench, subsets: list[tuple[str, list[ProcessingPipeline]]]) -> None:
     """Probes without, then with, another user's held jobs in slurmctld (nothing else changes between).
 
@@ -276,6 +283,7 @@ def measure_others(bench: Bench, subsets: list[tuple[str, list[ProcessingPipelin
     returns: the probes with them wait until the load is back where it was before (at most 90 s), so
     that they measure the jobs being there, not their arrival."""
     cluster, repeat = bench.key, max(bench.args.repeat, OTHERS_REPEAT)
+    held_before = jobs_held(bench.server)
     with bench.phase("probes without others"):
         quiet = loadavg()
         for label, pipelines in subsets:
@@ -287,6 +295,11 @@ def measure_others(bench: Bench, subsets: list[tuple[str, list[ProcessingPipelin
         with bench.phase(f"probes with {bench.args.others} others"):
             for label, pipelines in subsets:
                 measure_cycles(bench, pipelines, f"others/{label}", repeat=repeat)
+        print(
+            f"[{cluster}] jobs in slurmctld (every user, every state): {held_before} before the probes "
+            f"without others, {jobs_held(bench.server)} after those with them",
+            flush=True,
+        )
     finally:
         testbed("load-others", "0", "--cluster", cluster)
 
@@ -334,7 +347,7 @@ def run_cluster(key: str, args: argparse.Namespace, scratch: Path) -> Bench:
             generate_sessions(server, bench.project, session_names(largest + 1))
         for number in range(args.rounds):
             print(f"[{key}] round {number + 1} of {args.rounds} (load {loadavg():.2f})", flush=True)
-            measure_round(bench, ids[0], ids[1:], last=number == args.rounds - 1)
+            measure_round(bench, ids[0], ids[1:], first=number == 0)
         if args.original:
             print(f"[{key}] the original way, {args.original} pipelines", flush=True)
             measure_original(bench, ids[1 : args.original + 1])
