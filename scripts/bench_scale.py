@@ -272,8 +272,9 @@ OTHERS_REPEAT = 10
 
 
 def jobs_held(server: Server) -> int:
-    """How many jobs slurmctld holds now: every user's, finished ones kept for MinJobAge included."""
-    return len(server.run("squeue -h -a -t all -o %i", check=True).stdout.split())
+    """How many jobs slurmctld holds now (array tasks one by one): every user's, finished ones kept for
+    MinJobAge included."""
+    return len(server.run("squeue -h -a -r -t all -o %i", check=True).stdout.split())
 
 
 def measure_others(bench: Bench, subsets: list[tuple[str, list[ProcessingPipeline]]]) -> None:
