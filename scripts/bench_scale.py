@@ -13,10 +13,12 @@ server environment's ``sl-worker generate`` (N = the largest size), then repeats
 3. measures polling cycles over the first 1, 10, 100, ... of them (``PipelineManager.cycle``: remote
    commands, SFTP requests, wall time, the probe's share, the manager's CPU) and counts the journal files
    written meanwhile (goal: none, nothing changed);
-4. in the first round only (later rounds would find the previous round's 7,000 cancelled jobs still in
-   slurmctld for MinJobAge, and their purge would fall between the two measurements): the same probes
-   with another user's 1,000 held jobs in slurmctld
-   (``testbed.sh load-others``), against the probes just before;
+4. with ``--others`` and at least 2 rounds, the second round runs with another user's 1,000 held jobs in
+   slurmctld (``testbed.sh load-others``, loaded before the round starts and cancelled after it): its
+   probes, against those of the other rounds, give the "other people's jobs" ratio. Each round starts
+   the same way (after the previous round's cleanup, the load settled), so the rounds differ by the
+   other jobs; measuring before and after loading them within one round compared a probe during
+   slurmctld's scheduling of 7,000 fresh jobs with one after it;
 5. cancels every job and removes the runs' folders and trackers.
 
 Then the original way of submitting (one SFTP session + ``chmod`` + ``sbatch`` per job, Nagle on, as
@@ -178,7 +180,12 @@ gc.callbacks.append(_gc_timer)
 
 
 def measure_cycles(
-    bench: Bench, pipelines: list[ProcessingPipeline], label: str, profile: bool = False, repeat: int = 0
+    bench: Bench,
+    pipelines: list[ProcessingPipeline],
+    label: str,
+    profile: bool = False,
+    repeat: int = 0,
+    also: str = "",
 ) -> None:
     """Polling cycles over the pipelines: commands, SFTP requests, wall, probe share, manager CPU."""
     manager = PipelineManager(bench.server, pipelines, max_parallel=len(pipelines))
@@ -199,6 +206,8 @@ def measure_cycles(
         bench.add(f"cpu_ms/{label}", (time.process_time() - cpu) * 1000)
         bench.add(f"gc_ms/{label}", sum(collecting.get("spent", [0.0])) * 1000)
         bench.add(f"probe_ms/{label}", bench.probe_seconds * 1000)
+        if also:  # the same probe, counted under another label too
+            bench.add(f"probe_ms/{also}", bench.probe_seconds * 1000)
         bench.add(f"cmds/{label}", bench.server.round_trips - exec_before)
         bench.add(f"sftp/{label}", SftpRequests.count - sftp_before)
         bench.add(f"changed/{label}", int(changed))
@@ -231,31 +240,51 @@ def journals_written(since: float) -> int:
     return sum(1 for path in runs_dir().glob("*.json") if path.stat().st_mtime > since)
 
 
-def measure_round(bench: Bench, solo_id: str, set_ids: Sequence[str], first: bool) -> None:
-    sizes = bench.args.sizes
-    with bench.phase("alone"):
-        alone = measure_build(bench, [solo_id], ALONE)
-        submit(bench, alone, ALONE)
-        measure_alone(bench, alone[0])
-    with bench.phase(f"build {len(set_ids)}"):
-        pipelines = measure_build(bench, set_ids, "all")
-    with bench.phase(f"submit {len(set_ids)}"):
-        submit(bench, pipelines, "all")
-    with bench.phase("polling cycles"):
-        since = time.time()
-        for size in sizes:
-            profile = bench.args.profile and size == max(sizes) and not bench.samples.get(f"cycle_ms/{size}")
-            measure_cycles(bench, pipelines[:size], str(size), profile)
-        bench.add("journals_written", journals_written(since))
-        bench.add("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        bench.add("rss_mb", current_rss_mb())
-    if first and bench.args.others:
-        measure_others(bench, [(ALONE, alone), *((str(s), pipelines[:s]) for s in sizes)])
-    with bench.phase("cleanup"):
-        live = [*alone, *pipelines]
-        cancel_and_wait(bench.server, job_ids(live), [p.resolved.token for p in live])
-        remove_run_files(bench.server, bench.project, live)
-        bench.forget(live)
+OTHERS_REPEAT = 10
+"""Cycles per size with and without the other user's jobs (at least): their ratio is a goal."""
+
+
+def measure_round(bench: Bench, solo_id: str, set_ids: Sequence[str], number: int) -> None:
+    sizes, repeat = bench.args.sizes, max(bench.args.repeat, OTHERS_REPEAT)
+    others = bench.args.others if number == 1 and bench.args.rounds >= 2 else 0
+    tag = "others" if others else "no-others"
+    if others:
+        with bench.phase(f"load {others} others"):
+            quiet = loadavg()
+            testbed("load-others", str(others), "--cluster", bench.key)
+            settle(quiet_load=max(quiet, 0.5) + 0.25, longest=90.0)
+    print(f"[{bench.key}] jobs in slurmctld (every user, every state): {jobs_held(bench.server)}", flush=True)
+    try:
+        with bench.phase("alone"):
+            alone = measure_build(bench, [solo_id], ALONE)
+            submit(bench, alone, ALONE)
+            if not others:
+                measure_alone(bench, alone[0])
+            measure_cycles(bench, alone, f"{tag}/{ALONE}", repeat=repeat)
+        with bench.phase(f"build {len(set_ids)}"):
+            pipelines = measure_build(bench, set_ids, "all")
+        with bench.phase(f"submit {len(set_ids)}"):
+            submit(bench, pipelines, "all")
+        with bench.phase("polling cycles" + (f" with {others} others" if others else "")):
+            since = time.time()
+            for size in sizes:
+                if others:  # the other user's jobs: only the probe's cost, against the other rounds'
+                    measure_cycles(bench, pipelines[:size], f"others/{size}", repeat=repeat)
+                    continue
+                seen = bench.samples.get(f"cycle_ms/{size}")
+                profile = bench.args.profile and size == max(sizes) and not seen
+                measure_cycles(bench, pipelines[:size], str(size), profile, also=f"no-others/{size}")
+            bench.add("journals_written", journals_written(since))
+            bench.add("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            bench.add("rss_mb", current_rss_mb())
+        with bench.phase("cleanup"):
+            live = [*alone, *pipelines]
+            cancel_and_wait(bench.server, job_ids(live), [p.resolved.token for p in live])
+            remove_run_files(bench.server, bench.project, live)
+            bench.forget(live)
+    finally:
+        if others:
+            testbed("load-others", "0", "--cluster", bench.key)
     with bench.phase("settle"):
         settle()
 
@@ -267,42 +296,10 @@ def settle(quiet_load: float = 2.0, longest: float = 120.0) -> None:
         time.sleep(5)
 
 
-OTHERS_REPEAT = 10
-"""Cycles per size with and without the other user's jobs (at least): their ratio is a goal."""
-
-
 def jobs_held(server: Server) -> int:
     """How many jobs slurmctld holds now (array tasks one by one): every user's, finished ones kept for
     MinJobAge included."""
     return len(server.run("squeue -h -a -r -t all -o %i", check=True).stdout.split())
-
-
-def measure_others(bench: Bench, subsets: list[tuple[str, list[ProcessingPipeline]]]) -> None:
-    """Probes without, then with, another user's held jobs in slurmctld (nothing else changes between).
-
-    Submitting the held jobs busies slurmctld, slurmdbd and the database for a while after ``sbatch``
-    returns: the probes with them wait until the load is back where it was before (at most 90 s), so
-    that they measure the jobs being there, not their arrival."""
-    cluster, repeat = bench.key, max(bench.args.repeat, OTHERS_REPEAT)
-    held_before = jobs_held(bench.server)
-    with bench.phase("probes without others"):
-        quiet = loadavg()
-        for label, pipelines in subsets:
-            measure_cycles(bench, pipelines, f"no-others/{label}", repeat=repeat)
-    testbed("load-others", str(bench.args.others), "--cluster", cluster)
-    try:
-        with bench.phase(f"{bench.args.others} others settle"):
-            settle(quiet_load=max(quiet, 0.5) + 0.25, longest=90.0)
-        with bench.phase(f"probes with {bench.args.others} others"):
-            for label, pipelines in subsets:
-                measure_cycles(bench, pipelines, f"others/{label}", repeat=repeat)
-        print(
-            f"[{cluster}] jobs in slurmctld (every user, every state): {held_before} before the probes "
-            f"without others, {jobs_held(bench.server)} after those with them",
-            flush=True,
-        )
-    finally:
-        testbed("load-others", "0", "--cluster", cluster)
 
 
 def measure_original(bench: Bench, session_ids: Sequence[str]) -> None:
@@ -348,7 +345,7 @@ def run_cluster(key: str, args: argparse.Namespace, scratch: Path) -> Bench:
             generate_sessions(server, bench.project, session_names(largest + 1))
         for number in range(args.rounds):
             print(f"[{key}] round {number + 1} of {args.rounds} (load {loadavg():.2f})", flush=True)
-            measure_round(bench, ids[0], ids[1:], first=number == 0)
+            measure_round(bench, ids[0], ids[1:], number)
         if args.original:
             print(f"[{key}] the original way, {args.original} pipelines", flush=True)
             measure_original(bench, ids[1 : args.original + 1])
