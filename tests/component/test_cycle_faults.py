@@ -398,3 +398,29 @@ def test_a_pending_timer_fires_while_the_facts_stay_the_same(
         cycle(cluster, clock, p)
     assert p.status is ProcessingStatus.FAILED and p.failure is not None
     assert "no longer knows" in p.failure.reason
+
+
+# ----------------------------------------------------------------------------- the probe's request
+
+
+def test_a_runs_request_is_built_again_whenever_what_it_asks_for_changes(
+    cluster: FakeCluster, clock: Clock
+) -> None:
+    p = make(cluster)
+    first = p.probe_request()
+    assert p.probe_request() is first  # nothing changed: the same request, not built again
+    cycle(cluster, clock, p)  # claims and submits stage 1
+    submitted = p.probe_request()
+    assert submitted is not first and set(submitted.job_ids) == {p.state.job_ids[n] for n in names(p, 1)}
+    assert submitted.leases == ((p.lease_path, p.holder.holder_id),) and p.lease_held
+    p.lease_held = False  # handed over: no lease to renew any more
+    assert p.probe_request().leases == ()
+    p.lease_held = True
+    p.usage_wanted["1234"] = ("x", "COMPLETED", 1)  # an ended job's usage: asked for, once
+    asked = p.probe_request()
+    assert [job for job, _ in asked.usage] == ["1234"]
+    del p.usage_wanted["1234"]
+    assert p.probe_request().usage == ()
+    finish_stage(cluster, p, 1)
+    cycle(cluster, clock, p)
+    assert p.stage == 2 and set(p.probe_request().job_ids) == {p.state.job_ids[n] for n in names(p, 2)}

@@ -70,26 +70,26 @@ def merge_requests(
 ) -> ProbeRequest:
     """One probe request covering every run's jobs and trackers (and other leases to renew), and what
     the last jobs of ``ended`` runs used."""
-    names: dict[str, None] = {}
-    ids: dict[str, None] = {}
-    trackers: dict[PurePosixPath, None] = {}
-    leases: dict[tuple[PurePosixPath, str], None] = dict.fromkeys(extra_leases)
-    usage: dict[tuple[str, PurePosixPath], None] = {}
+    names: list[str] = []
+    ids: list[str] = []
+    trackers: list[PurePosixPath] = []
+    leases: list[tuple[PurePosixPath, str]] = list(extra_leases)
+    usage: list[tuple[str, PurePosixPath]] = []
     for run in runs:
         request = run.probe_request()
-        names.update(dict.fromkeys(request.job_names))
-        ids.update(dict.fromkeys(request.job_ids))
-        trackers.update(dict.fromkeys(request.tracker_paths))
-        leases.update(dict.fromkeys(request.leases))
-        usage.update(dict.fromkeys(request.usage))
+        names += request.job_names
+        ids += request.job_ids
+        trackers += request.tracker_paths
+        leases += request.leases
+        usage += request.usage
     for run in ended:
-        usage.update(dict.fromkeys(run.usage_request()))
-    return ProbeRequest(
-        job_names=tuple(names),
-        job_ids=tuple(ids),
-        tracker_paths=tuple(trackers),
-        leases=tuple(leases),
-        usage=tuple(usage),
+        usage += run.usage_request()
+    return ProbeRequest(  # each item once, in the order first asked for
+        job_names=tuple(dict.fromkeys(names)),
+        job_ids=tuple(dict.fromkeys(ids)),
+        tracker_paths=tuple(dict.fromkeys(trackers)),
+        leases=tuple(dict.fromkeys(leases)),
+        usage=tuple(dict.fromkeys(usage)),
     )
 
 
