@@ -261,6 +261,11 @@ def measure_round(bench: Bench, solo_id: str, set_ids: Sequence[str], number: in
             if not others:
                 measure_alone(bench, alone[0])
             measure_cycles(bench, alone, f"{tag}/{ALONE}", repeat=repeat)
+            floor = f"squeue --me; cat -- '{alone[0].remote_tracker_path}'"
+            for _ in range(repeat):  # the controller's own answer time, for the same comparison
+                started = time.perf_counter()
+                bench.server.run(floor, check=True)
+                bench.add(f"floor_ms/{tag}", (time.perf_counter() - started) * 1000)
         with bench.phase(f"build {len(set_ids)}"):
             pipelines = measure_build(bench, set_ids, "all")
         with bench.phase(f"submit {len(set_ids)}"):

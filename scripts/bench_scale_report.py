@@ -72,6 +72,15 @@ def _goal_lines(args: argparse.Namespace, f: Figures) -> list[str]:
     lines = [
         f"floor (`squeue --me; cat TRACKER`, one command): {f.get('floor_ms', 1)} ms; "
         f"1 pipeline alone / floor = {f.ratio(f'cycle_ms/{ALONE}', 'floor_ms')} (goal <= 1.5x)",
+        *(
+            [
+                "the floor itself with the other user's jobs held vs none (Slurm's own cost of them): "
+                f"{f.get('floor_ms/others', 1)} vs {f.get('floor_ms/no-others', 1)} ms = "
+                f"{f.ratio('floor_ms/others', 'floor_ms/no-others')}"
+            ]
+            if f.samples.get("floor_ms/others")
+            else []
+        ),
         f"{largest:,} pipelines / 1 pipeline (same queue): {f.ratio(f'cycle_ms/{largest}', 'cycle_ms/1')} "
         "(goal <= 10x)",
         f"submission of {largest:,} pipelines ({7 * largest:,} jobs): {f.get('submit_exec/all')} commands in "
