@@ -21,6 +21,7 @@ import subprocess
 import time
 from pathlib import Path, PurePosixPath
 
+from bench_scale_ops import floor_command, jobs_held
 from testbed_profile import testbed_profile
 
 from sl_pipelines.adapters.server import Server
@@ -76,10 +77,10 @@ def run_cluster(key: str, probes: int, others: int) -> None:
             for i in range(7)
         ]
         request = ProbeRequest(job_ids=tuple(ids), tracker_paths=(PurePosixPath(f"{folder}/tracker.yaml"),))
-        floor = f"squeue --me; cat -- {folder}/tracker.yaml"
+        floor = floor_command(f"{folder}/tracker.yaml")
         try:
             server.probe(request)
-            held_now = len(server.run("squeue -h -a -r -t all -o %i", check=True).stdout.split())
+            held_now = jobs_held(server)
             print(
                 f"[{key}] one pipeline's probe (7 held jobs, 1 tracker) and its floor, {probes} each, "
                 f"in turns; slurmctld holds {held_now} jobs of every user and state (finished ones stay "

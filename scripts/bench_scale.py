@@ -53,8 +53,10 @@ from typing import Any
 from bench_scale_ops import (
     SftpRequests,
     cancel_and_wait,
+    floor_command,
     generate_sessions,
     job_ids,
+    jobs_held,
     loadavg,
     long_running_configs,
     original_submission,
@@ -215,7 +217,7 @@ def measure_cycles(
 
 def measure_alone(bench: Bench, pipeline: ProcessingPipeline) -> None:
     """The pipeline alone in the queue: its polling cycle, interleaved with the floor's command."""
-    floor = f"squeue --me; cat -- '{pipeline.remote_tracker_path}'"
+    floor = floor_command(pipeline.remote_tracker_path)
     manager = PipelineManager(bench.server, [pipeline], max_parallel=1)
     manager.cycle()
     for _ in range(bench.args.repeat):
@@ -261,7 +263,7 @@ def measure_round(bench: Bench, solo_id: str, set_ids: Sequence[str], number: in
             if not others:
                 measure_alone(bench, alone[0])
             measure_cycles(bench, alone, f"{tag}/{ALONE}", repeat=repeat)
-            floor = f"squeue --me; cat -- '{alone[0].remote_tracker_path}'"
+            floor = floor_command(alone[0].remote_tracker_path)
             for _ in range(repeat):  # the controller's own answer time, for the same comparison
                 started = time.perf_counter()
                 bench.server.run(floor, check=True)
@@ -299,12 +301,6 @@ def settle(quiet_load: float = 2.0, longest: float = 120.0) -> None:
     deadline = time.monotonic() + longest
     while loadavg() > quiet_load and time.monotonic() < deadline:
         time.sleep(5)
-
-
-def jobs_held(server: Server) -> int:
-    """How many jobs slurmctld holds now (array tasks one by one): every user's, finished ones kept for
-    MinJobAge included."""
-    return len(server.run("squeue -h -a -r -t all -o %i", check=True).stdout.split())
 
 
 def measure_original(bench: Bench, session_ids: Sequence[str]) -> None:

@@ -41,6 +41,18 @@ class SftpRequests:
         SFTPClient._async_request = counted  # type: ignore[method-assign]
 
 
+def floor_command(tracker: PurePosixPath | str) -> str:
+    """The floor a lone pipeline's polling cycle is measured against: ``squeue --me`` and ``cat`` of its
+    tracker, one command over the same connection."""
+    return f"squeue --me; cat -- {shlex.quote(str(tracker))}"
+
+
+def jobs_held(server: Server) -> int:
+    """How many jobs slurmctld holds now (array tasks one by one): every user's, finished ones kept for
+    MinJobAge included."""
+    return len(server.run("squeue -h -a -r -t all -o %i", check=True).stdout.split())
+
+
 def loadavg() -> float:
     """The one-minute load average (2 CPUs here: above 2, something else competes with the run)."""
     return float(Path("/proc/loadavg").read_text().split()[0])
